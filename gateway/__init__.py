@@ -1,0 +1,1 @@
+"""The gateway core: schema, mappings, store, pipeline, audit, supervision, API."""

@@ -1,0 +1,212 @@
+"""The adapter SDK: what a counterpart plugin implements and what the core gives it.
+
+The core knows adapters only through this module. A plugin package registers an
+:class:`Adapter` object under the ``gateway.adapters`` entry-point group; the core
+finds it by name, validates its configuration with the adapter's pydantic model,
+and asks it for a :class:`Source` (records in) and/or a :class:`Sink` (records out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+API_VERSION = 1
+"""Bumped when the Source/Sink protocols change incompatibly."""
+
+ENTRY_POINT_GROUP = "gateway.adapters"
+
+
+# --------------------------------------------------------------------------- records in
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One item as a counterpart sent it, before mapping.
+
+    ``payload`` is the parsed item (a CSV row keyed by header, an XML element as a
+    dict, a JSON object).  ``ref`` says where it came from in words a user can
+    follow ("county/2026-11-01.csv row 17").  A source that could not even parse
+    the item (undecodable bytes, wrong column count) sets ``error`` and leaves
+    ``payload`` empty: the ingestor quarantines it with that reason, nothing is
+    dropped silently.
+    """
+
+    system: str
+    payload: Mapping[str, Any]
+    ref: str
+    raw: bytes | None = None
+    error: str | None = None
+    field: str | None = None  # the field a source-level error concerns, if any
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    """What happened to one RawRecord (one per mapped record; a raw item may map to several)."""
+
+    ref: str
+    status: str  # accepted | duplicate | superseded | quarantined
+    receipt_id: str | None = None  # stable id a pushing counterpart is given
+    kind: str | None = None
+    record_key: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- records out
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One record rendered for one destination, ready to send."""
+
+    delivery_id: int
+    destination: str
+    idempotency_key: str
+    kind: str
+    record_key: str
+    case_no: str
+    body: Any  # what the outbound mapping produced (a dict for JSON/SOAP, bytes for files)
+    attempt: int
+
+
+@dataclass(slots=True)
+class DeliveryReceipt:
+    delivery_id: int
+    remote_id: str | None = None
+    detail: str | None = None
+
+
+class DeliveryError(Exception):
+    """Base for sink errors; ``detail`` is kept on the outbox row and in the audit trail."""
+
+    retryable: ClassVar[bool] = True
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableError(DeliveryError):
+    """The counterpart may accept this later: timeouts, 5xx, connection refused."""
+
+    retryable = True
+
+
+class PermanentError(DeliveryError):
+    """The counterpart refuses this record as it is (4xx, a SOAP client fault): dead-letter it."""
+
+    retryable = False
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """The sink's word on one delivery of a batch: a receipt or an error."""
+
+    delivery_id: int
+    receipt: DeliveryReceipt | None = None
+    error: DeliveryError | None = None
+
+
+# --------------------------------------------------------------------------- context
+
+
+class SourceContext(Protocol):
+    """What the core gives a running Source."""
+
+    system: str
+    data_dir: Path
+    log: logging.Logger
+    stopping: asyncio.Event
+
+    async def ingest(
+        self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None
+    ) -> list[IngestOutcome]:
+        """Map, validate, dedupe and commit ``records`` in one transaction.
+
+        Returns only after commit. ``cursor`` (name, value) is stored in the same
+        transaction, so a pull source's watermark never runs ahead of its records.
+        """
+        ...
+
+    async def get_cursor(self, name: str) -> str | None: ...
+
+    def input_options(self) -> Mapping[str, Any]:
+        """The inbound mapping's ``input`` block (format, encoding, record element …)."""
+        ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    async def run(self, ctx: SourceContext) -> None:
+        """Run until ``ctx.stopping`` is set; acknowledge upstream only after ``ctx.ingest`` returns."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    batch_size: int  # >1 when the counterpart accepts arrays
+
+    async def start(self) -> None: ...
+
+    async def deliver(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+        """Send; return one result per delivery. Raising a DeliveryError fails the whole batch."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- plugin object
+
+
+class AdapterConfig(BaseModel):
+    """Base for adapter configuration models: unknown keys are errors, not silence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """What a plugin registers under the ``gateway.adapters`` entry-point group."""
+
+    name: str
+    version: str
+    description: str
+    source_config: type[AdapterConfig] | None = None
+    sink_config: type[AdapterConfig] | None = None
+    make_source: Callable[[str, Any], Source] | None = None  # (system, config) -> Source
+    make_sink: Callable[[str, Any], Sink] | None = None  # (system, config) -> Sink
+    api_version: int = API_VERSION
+
+
+class AdapterLoadError(Exception):
+    pass
+
+
+def discover(allow: Sequence[str] | None = None) -> dict[str, Adapter]:
+    """Installed adapters by name, filtered by the allow-list when one is given."""
+    found: dict[str, Adapter] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if allow is not None and ep.name not in allow:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take the gateway down
+            raise AdapterLoadError(f"adapter {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        if not isinstance(obj, Adapter):
+            raise AdapterLoadError(f"adapter {ep.name!r} ({ep.value}) is not a gateway.adapters.Adapter")
+        if obj.api_version != API_VERSION:
+            raise AdapterLoadError(
+                f"adapter {ep.name!r} speaks SDK api_version {obj.api_version}, this gateway speaks {API_VERSION}"
+            )
+        found[ep.name] = obj
+    return found
+
+
+IngestFn = Callable[[Sequence[RawRecord]], Awaitable[list[IngestOutcome]]]

@@ -1,0 +1,127 @@
+"""The audit hash chain: how one entry is encoded and linked to the one before it.
+
+This file is the single definition of an entry's bytes; the store writes with it,
+the verifier and the offline evidence checker read with it. Keep it dependency-free
+beyond ``hashlib`` and ``cryptography`` (for SM3), so the offline verifier can copy
+the same rules.
+
+entry hash = H(prev_hash_bytes || canonical_json(body))
+body       = {"seq", "at", "action", "system", "kind", "record", "case", "detail"}
+canonical  = UTF-8 JSON, keys sorted, no spaces, non-ASCII kept as is
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+GENESIS = "0" * 64
+
+ACTIONS = frozenset(
+    {
+        "received",
+        "duplicate",
+        "superseded",
+        "quarantined",
+        "routed",
+        "delivered",
+        "failed",
+        "dead_lettered",
+        "replayed",
+        "reconciled",
+        "config_changed",
+        "user_action",
+        "alert_raised",
+        "file_claimed",
+        "file_done",
+        "file_rejected",
+        "gateway_started",
+        "archived",
+    }
+)
+
+
+def _sm3() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    class _SM3:
+        def __init__(self) -> None:
+            self._h = hashes.Hash(hashes.SM3())
+
+        def update(self, data: bytes) -> None:
+            self._h.update(data)
+
+        def digest(self) -> bytes:
+            return self._h.finalize()
+
+    return _SM3()
+
+
+HASHERS: dict[str, Callable[[], Any]] = {"sha256": hashlib.sha256, "sm3": _sm3}
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def entry_hash(prev_hash: str, body_bytes: bytes, algorithm: str = "sha256") -> str:
+    h = HASHERS[algorithm]()
+    h.update(bytes.fromhex(prev_hash))
+    h.update(body_bytes)
+    return h.digest().hex()
+
+
+def make_body(
+    seq: int,
+    at: str,
+    action: str,
+    *,
+    system: str | None = None,
+    kind: str | None = None,
+    record: str | None = None,
+    case: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "at": at,
+        "action": action,
+        "system": system,
+        "kind": kind,
+        "record": record,
+        "case": case,
+        "detail": detail or {},
+    }
+
+
+class ChainWriter:
+    """Appends entries in memory for one transaction; the store persists the rows it returns.
+
+    The store keeps one ChainWriter per database (single writer), seeded from the
+    last stored entry at start-up, and rolls it back if the transaction fails.
+    """
+
+    __slots__ = ("algorithm", "seq", "head", "_saved")
+
+    def __init__(self, seq: int, head: str, algorithm: str = "sha256") -> None:
+        self.algorithm = algorithm
+        self.seq = seq
+        self.head = head
+        self._saved = (seq, head)
+
+    def begin(self) -> None:
+        self._saved = (self.seq, self.head)
+
+    def rollback(self) -> None:
+        self.seq, self.head = self._saved
+
+    def append(self, at: str, action: str, **fields: Any) -> tuple[int, str, str, str, bytes]:
+        """Return (seq, at, prev_hash, hash, body_bytes) for the new entry."""
+        seq = self.seq + 1
+        body = canonical(make_body(seq, at, action, **fields))
+        prev = self.head
+        digest = entry_hash(prev, body, self.algorithm)
+        self.seq, self.head = seq, digest
+        return seq, at, prev, digest, body
