@@ -1,0 +1,206 @@
+"""The one narrow Store interface the pipeline talks to, and the values that cross it.
+
+Backends (SQLite now) implement these semantics exactly; the pipeline never knows
+which one runs under it. Every method that changes state writes its audit entries
+in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.adapters import IngestOutcome
+
+
+@dataclass(slots=True)
+class AcceptItem:
+    """A mapped, valid record ready to persist (the store decides: new, duplicate or stale)."""
+
+    system: str
+    kind: str
+    record_key: str
+    version: int
+    case_no: str
+    business_time: str | None
+    receipt_time: str
+    payload_hash: str
+    body: str  # the common record as JSON
+    ref: str
+    receipt_id: str
+    destinations: tuple[str, ...]
+    idempotency_keys: tuple[str, ...]  # one per destination, same order
+    mapping: str
+
+
+@dataclass(slots=True)
+class QuarantineItem:
+    """A record that could not be read, mapped or validated, with every reason."""
+
+    system: str
+    ref: str
+    kind: str | None
+    errors: list[dict[str, Any]]
+    payload: str | None  # JSON of the parsed payload, when there was one
+    raw: bytes | None
+    receipt_time: str
+
+
+@dataclass(slots=True)
+class ClaimedDelivery:
+    delivery_id: int
+    destination: str
+    idempotency_key: str
+    attempts: int  # attempts made before this one
+    created_at: float
+    record_id: int
+    kind: str
+    record_key: str
+    case_no: str
+    system: str
+    body: str  # the stored common record JSON
+
+
+@dataclass(slots=True)
+class Settlement:
+    """The outcome of one delivery attempt, as the delivery worker decided it."""
+
+    delivery_id: int
+    outcome: str  # delivered | retry | dead
+    destination: str
+    idempotency_key: str
+    kind: str
+    record_key: str
+    case_no: str
+    attempt: int
+    error: str | None = None
+    next_attempt_at: float | None = None
+    remote_id: str | None = None
+
+
+@dataclass(slots=True)
+class AuditRow:
+    seq: int
+    hash: str
+    body: bytes  # canonical JSON; see gateway.audit.chain
+
+    def decoded(self) -> dict[str, Any]:
+        import json
+
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class StoreCounts:
+    records: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    pending: int = 0
+    inflight: int = 0
+    delivered: int = 0
+    dead: int = 0
+    audit_entries: int = 0
+    by_destination: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store(abc.ABC):
+    """Durable state of the gateway. All methods are coroutines safe to call concurrently."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # ---- ingest
+
+    @abc.abstractmethod
+    async def commit_ingest(
+        self,
+        accepted: Sequence[AcceptItem],
+        quarantined: Sequence[QuarantineItem],
+        cursor: tuple[str, str] | None = None,
+    ) -> list[IngestOutcome]:
+        """Persist one batch in one transaction: records, outbox rows, quarantine, audit, cursor.
+
+        Returns one outcome per accepted item (accepted / duplicate / superseded),
+        then one per quarantined item, only after the transaction committed.
+        """
+
+    @abc.abstractmethod
+    async def get_cursor(self, name: str) -> str | None: ...
+
+    # ---- delivery
+
+    @abc.abstractmethod
+    async def claim(self, destination: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries, at most one per case, each the oldest open one of its case."""
+
+    @abc.abstractmethod
+    async def settle(self, settlements: Sequence[Settlement]) -> None: ...
+
+    @abc.abstractmethod
+    async def replay(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        destination: str | None = None,
+        states: Sequence[str] = ("dead",),
+        dry_run: bool = False,
+        actor: str = "cli",
+    ) -> list[int]:
+        """Put deliveries back to pending (attempts reset); returns the ids that were (or would be) replayed."""
+
+    @abc.abstractmethod
+    async def release_leases(self) -> int:
+        """Return every in-flight delivery to pending (start-up of the only delivering process)."""
+
+    @abc.abstractmethod
+    async def next_due(self, destination: str) -> float | None:
+        """When the earliest pending delivery for ``destination`` becomes due, if any."""
+
+    # ---- queries
+
+    @abc.abstractmethod
+    async def list_deliveries(
+        self,
+        *,
+        state: str | None = None,
+        destination: str | None = None,
+        case_no: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def list_quarantine(self, *, system: str | None = None, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def list_records(
+        self, *, case_no: str | None = None, kind: str | None = None, limit: int = 100, after_id: int = 0
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def counts(self) -> StoreCounts: ...
+
+    # ---- audit
+
+    @abc.abstractmethod
+    async def audit_event(self, action: str, **fields: Any) -> int:
+        """Append one audit entry on its own (configuration changed, a user's action …); returns its seq."""
+
+    @abc.abstractmethod
+    async def audit_entries(self, *, after_seq: int = 0, limit: int = 1000, case_no: str | None = None) -> list[AuditRow]: ...
+
+    @abc.abstractmethod
+    async def audit_head(self) -> tuple[int, str, str]:
+        """(seq, hash, algorithm) of the last entry."""

@@ -1,0 +1,665 @@
+"""SQLite backend of the Store: WAL, synchronous=FULL, one writer thread with group commit.
+
+Every state change runs as an *operation* on the single writer thread. The writer
+takes whatever operations are queued, runs them in ONE transaction (each inside its
+own savepoint, so one failing operation does not undo its neighbours), commits
+once — one fsync for many callers — and only then resolves their futures. Readers
+use their own connections on a small thread pool; WAL lets them run while the
+writer writes.
+
+Several processes may write the same file (``gateway run`` and a ``gateway
+ingest`` beside it): each transaction starts with ``BEGIN IMMEDIATE`` and re-reads
+the audit chain head inside the lock, so the chain never forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.adapters import IngestOutcome
+from gateway.audit.chain import GENESIS, HASHERS, ChainWriter
+from gateway.store.base import (
+    AcceptItem,
+    AuditRow,
+    ClaimedDelivery,
+    QuarantineItem,
+    Settlement,
+    Store,
+    StoreCounts,
+    StoreError,
+)
+
+T = TypeVar("T")
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+_GROUP_LIMIT = 512  # operations per transaction at most
+
+
+def now_iso() -> str:
+    return datetime.now(CHINA).isoformat(timespec="milliseconds")
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-32768")  # 32 MiB
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every bundled migration, in order."""
+    found = []
+    for entry in resources.files("gateway.store").joinpath("sql", "sqlite").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    return found
+
+
+Op = Callable[[sqlite3.Connection, ChainWriter], Any]
+
+
+class _Writer(threading.Thread):
+    """The one thread that writes. Runs queued operations in grouped transactions."""
+
+    def __init__(self, path: str, algorithm: str) -> None:
+        super().__init__(name="store-writer", daemon=True)
+        self._path = path
+        self._algorithm = algorithm
+        self._queue: queue.SimpleQueue[tuple[Op, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
+        self.transactions = 0
+
+    def submit(self, op: Op) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((op, fut))
+        return fut
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        conn = _connect(self._path)
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                group = [first]
+                while len(group) < _GROUP_LIMIT:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stopping = True
+                        break
+                    group.append(nxt)
+                self._run_group(conn, group)
+        finally:
+            conn.close()
+
+    def _chain(self, conn: sqlite3.Connection) -> ChainWriter:
+        row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return ChainWriter(0, GENESIS, self._algorithm)
+        return ChainWriter(row[0], row[1], self._algorithm)
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[tuple[Op, concurrent.futures.Future[Any]]]) -> None:
+        done: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for _, fut in group:
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(StoreError(f"store is unavailable: {exc}"))
+            return
+        chain = self._chain(conn)
+        for op, fut in group:
+            if not fut.set_running_or_notify_cancel():
+                continue
+            saved = (chain.seq, chain.head)
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op(conn, chain)
+                conn.execute("RELEASE op")
+                done.append((fut, result, None))
+            except BaseException as exc:  # the operation's own failure; its neighbours go on
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                chain.seq, chain.head = saved
+                done.append((fut, None, exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for fut, _, _ in done:
+                fut.set_exception(StoreError(f"commit failed: {exc}"))
+            return
+        self.transactions += 1
+        for fut, result, exc in done:
+            if exc is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(exc)
+
+
+class SqliteStore(Store):
+    """The embedded default store: one file, crash-safe, group-committed."""
+
+    def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        if audit_algorithm not in HASHERS:
+            raise StoreError(f"unknown audit hash algorithm {audit_algorithm!r}; choose one of {sorted(HASHERS)}")
+        self._requested_algorithm = audit_algorithm
+        self.audit_algorithm = audit_algorithm
+        self._writer: _Writer | None = None
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._migrate)
+        self._writer = _Writer(self.path, self.audit_algorithm)
+        self._writer.start()
+        self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+
+    def _migrate(self) -> None:
+        conn = _connect(self.path)
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for version, _name, sql in migrations():
+                if version <= current:
+                    continue
+                # executescript commits on its own; wrap so a migration applies whole or not at all.
+                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
+                current = version
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT value FROM meta WHERE key='audit_algorithm'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('audit_algorithm', ?)", (self._requested_algorithm,))
+                conn.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (now_iso(),))
+            else:
+                # A chain keeps the algorithm it was started with; switching would break verification.
+                self.audit_algorithm = row[0]
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    @property
+    def transactions(self) -> int:
+        return self._writer.transactions if self._writer else 0
+
+    async def _write(self, op: Op) -> Any:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        return await asyncio.wrap_future(self._writer.submit(op))
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    # ------------------------------------------------------------------ ingest
+
+    async def commit_ingest(
+        self,
+        accepted: Sequence[AcceptItem],
+        quarantined: Sequence[QuarantineItem],
+        cursor: tuple[str, str] | None = None,
+    ) -> list[IngestOutcome]:
+        return await self._write(lambda conn, chain: _commit_ingest(conn, chain, accepted, quarantined, cursor))
+
+    async def get_cursor(self, name: str) -> str | None:
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM cursors WHERE name=?", (name,)).fetchone()
+            return row[0] if row else None
+
+        return await self._read(q)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def claim(self, destination: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedDelivery]:
+        return await self._write(lambda conn, chain: _claim(conn, destination, limit, lease_seconds, now))
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        if settlements:
+            await self._write(lambda conn, chain: _settle(conn, chain, settlements))
+
+    async def replay(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        destination: str | None = None,
+        states: Sequence[str] = ("dead",),
+        dry_run: bool = False,
+        actor: str = "cli",
+    ) -> list[int]:
+        return await self._write(lambda conn, chain: _replay(conn, chain, ids, destination, states, dry_run, actor))
+
+    async def release_leases(self) -> int:
+        def op(conn: sqlite3.Connection, chain: ChainWriter) -> int:
+            return conn.execute(
+                "UPDATE outbox SET state='pending', lease_until=NULL WHERE state='inflight'"
+            ).rowcount
+
+        return await self._write(op)
+
+    async def next_due(self, destination: str) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT min(next_attempt_at) FROM outbox WHERE destination=? AND state='pending'", (destination,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._read(q)
+
+    # ------------------------------------------------------------------ queries
+
+    async def list_deliveries(
+        self,
+        *,
+        state: str | None = None,
+        destination: str | None = None,
+        case_no: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+    ) -> list[dict[str, Any]]:
+        where, args = ["o.id > ?"], [after_id]
+        for col, val in (("o.state", state), ("o.destination", destination), ("o.case_no", case_no)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = (
+            "SELECT o.id, o.destination, o.state, o.attempts, o.case_no, o.idem_key, o.created_at,"
+            " o.next_attempt_at, o.settled_at, o.last_error, o.remote_id, r.kind, r.record_key, r.system, r.version"
+            " FROM outbox o JOIN records r ON r.id = o.record_id"
+            f" WHERE {' AND '.join(where)} ORDER BY o.id LIMIT ?"
+        )
+        args.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cols = ["id", "destination", "state", "attempts", "case_no", "idempotency_key", "created_at",
+                    "next_attempt_at", "settled_at", "last_error", "remote_id", "kind", "record_key", "system", "version"]
+            return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, args)]
+
+        return await self._read(q)
+
+    async def list_quarantine(self, *, system: str | None = None, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
+        where, args = ["id > ?"], [after_id]
+        if system is not None:
+            where.append("system = ?")
+            args.append(system)
+        args.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                f"SELECT id, system, ref, kind, errors, payload, receipt_time FROM quarantine WHERE {' AND '.join(where)}"
+                " ORDER BY id LIMIT ?",
+                args,
+            )
+            return [
+                {"id": r[0], "system": r[1], "ref": r[2], "kind": r[3], "errors": json.loads(r[4]),
+                 "payload": json.loads(r[5]) if r[5] else None, "receipt_time": r[6]}
+                for r in rows
+            ]
+
+        return await self._read(q)
+
+    async def list_records(
+        self, *, case_no: str | None = None, kind: str | None = None, limit: int = 100, after_id: int = 0
+    ) -> list[dict[str, Any]]:
+        where, args = ["id > ?"], [after_id]
+        for col, val in (("case_no", case_no), ("kind", kind)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        args.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT id, system, kind, record_key, version, case_no, status, receipt_id, receipt_time, ref, body"
+                f" FROM records WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+                args,
+            )
+            cols = ["id", "system", "kind", "record_key", "version", "case_no", "status", "receipt_id",
+                    "receipt_time", "ref"]
+            out = []
+            for r in rows:
+                d = dict(zip(cols, r[:-1], strict=True))
+                d["record"] = json.loads(r[-1])
+                out.append(d)
+            return out
+
+        return await self._read(q)
+
+    async def counts(self) -> StoreCounts:
+        def q(conn: sqlite3.Connection) -> StoreCounts:
+            c = StoreCounts()
+            c.records = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+            c.quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+            row = conn.execute("SELECT value FROM meta WHERE key='count.duplicates'").fetchone()
+            c.duplicates = int(row[0]) if row else 0
+            for dest, state, n in conn.execute("SELECT destination, state, count(*) FROM outbox GROUP BY 1, 2"):
+                c.by_destination.setdefault(dest, {})[state] = n
+                setattr(c, state, getattr(c, state) + n)
+            row = conn.execute("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            c.audit_entries = row[0] if row else 0
+            return c
+
+        return await self._read(q)
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit_event(self, action: str, **fields: Any) -> int:
+        def op(conn: sqlite3.Connection, chain: ChainWriter) -> int:
+            row = _audit_row(chain, now_iso(), action, **fields)
+            conn.execute("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", row)
+            return row[0]
+
+        return await self._write(op)
+
+    async def audit_entries(self, *, after_seq: int = 0, limit: int = 1000, case_no: str | None = None) -> list[AuditRow]:
+        def q(conn: sqlite3.Connection) -> list[AuditRow]:
+            if case_no is None:
+                rows = conn.execute(
+                    "SELECT seq, hash, body FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT seq, hash, body FROM audit WHERE case_no = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (case_no, after_seq, limit),
+                )
+            return [AuditRow(r[0], r[1], bytes(r[2])) for r in rows]
+
+        return await self._read(q)
+
+    async def audit_head(self) -> tuple[int, str, str]:
+        def q(conn: sqlite3.Connection) -> tuple[int, str, str]:
+            row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            return (row[0], row[1], self.audit_algorithm) if row else (0, GENESIS, self.audit_algorithm)
+
+        return await self._read(q)
+
+
+# ---------------------------------------------------------------------- operations (writer thread)
+
+
+def _audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str | None, str, str, bytes]:
+    seq, _, _prev, digest, body = chain.append(at, action, **fields)
+    return (seq, fields.get("case"), action, digest, body)
+
+
+def _bump(conn: sqlite3.Connection, name: str, n: int) -> None:
+    if n:
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+            (f"count.{name}", n),
+        )
+
+
+def _commit_ingest(
+    conn: sqlite3.Connection,
+    chain: ChainWriter,
+    accepted: Sequence[AcceptItem],
+    quarantined: Sequence[QuarantineItem],
+    cursor: tuple[str, str] | None,
+) -> list[IngestOutcome]:
+    at = now_iso()
+    now = time.time()
+    outcomes: list[IngestOutcome] = []
+    records: list[tuple[Any, ...]] = []
+    superseded_ids: list[tuple[int]] = []
+    outbox: list[tuple[Any, ...]] = []
+    audit: list[tuple[Any, ...]] = []
+    # The newest version seen per business key in this batch, so a batch that holds
+    # the same record twice dedupes against itself before anything is inserted.
+    batch_heads: dict[tuple[str, str, str], tuple[int, int]] = {}
+    batch_versions: dict[tuple[str, str, str, int], str] = {}
+    next_id = (conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0) + 1
+    duplicates = 0
+    find_head = "SELECT id, version FROM records WHERE system=? AND kind=? AND record_key=? ORDER BY version DESC LIMIT 1"
+    find_exact = "SELECT receipt_id FROM records WHERE system=? AND kind=? AND record_key=? AND version=?"
+    for it in accepted:
+        bkey = (it.system, it.kind, it.record_key)
+        head = batch_heads.get(bkey)
+        if head is None:
+            row = conn.execute(find_head, bkey).fetchone()
+            head = (row[0], row[1]) if row else None
+        if head is not None and head[1] >= it.version:
+            existing = batch_versions.get((*bkey, it.version))
+            if existing is None:
+                row = conn.execute(find_exact, (*bkey, it.version)).fetchone()
+                existing = row[0] if row else None
+            if existing is not None:
+                duplicates += 1
+                audit.append(_audit_row(chain, at, "duplicate", system=it.system, kind=it.kind, record=it.record_key,
+                                        case=it.case_no, detail={"ref": it.ref, "version": it.version,
+                                                                 "receipt": existing, "payload_hash": it.payload_hash}))
+                outcomes.append(IngestOutcome(it.ref, "duplicate", existing, it.kind, it.record_key))
+                continue
+            # An older version arriving late: kept and audited, never overwrites the newer one.
+            rid = next_id
+            next_id += 1
+            records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
+                            it.receipt_time, it.payload_hash, it.receipt_id, "stale", it.ref, it.body))
+            batch_versions[(*bkey, it.version)] = it.receipt_id
+            audit.append(_audit_row(chain, at, "superseded", system=it.system, kind=it.kind, record=it.record_key,
+                                    case=it.case_no, detail={"ref": it.ref, "version": it.version,
+                                                             "current_version": head[1], "receipt": it.receipt_id,
+                                                             "payload_hash": it.payload_hash}))
+            outcomes.append(IngestOutcome(it.ref, "superseded", it.receipt_id, it.kind, it.record_key))
+            continue
+        rid = next_id
+        next_id += 1
+        if head is not None:
+            superseded_ids.append((head[0],))
+        records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
+                        it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body))
+        batch_heads[bkey] = (rid, it.version)
+        batch_versions[(*bkey, it.version)] = it.receipt_id
+        audit.append(_audit_row(chain, at, "received", system=it.system, kind=it.kind, record=it.record_key,
+                                case=it.case_no, detail={"ref": it.ref, "version": it.version,
+                                                         "receipt": it.receipt_id, "payload_hash": it.payload_hash,
+                                                         "business_time": it.business_time, "mapping": it.mapping}))
+        audit.append(_audit_row(chain, at, "routed", system=it.system, kind=it.kind, record=it.record_key,
+                                case=it.case_no, detail={"destinations": list(it.destinations)}))
+        for dest, key in zip(it.destinations, it.idempotency_keys, strict=True):
+            outbox.append((rid, dest, it.case_no, key, now, now))
+        outcomes.append(IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key))
+
+    quarantine_rows = []
+    for q in quarantined:
+        quarantine_rows.append((q.system, q.ref, q.kind, json.dumps(q.errors, ensure_ascii=False), q.payload, q.raw,
+                                q.receipt_time))
+        audit.append(_audit_row(chain, at, "quarantined", system=q.system, kind=q.kind,
+                                detail={"ref": q.ref, "errors": q.errors}))
+        outcomes.append(IngestOutcome(q.ref, "quarantined", None, q.kind, None, q.errors))
+
+    if records:
+        conn.executemany(
+            "INSERT INTO records(id, system, kind, record_key, version, case_no, business_time, receipt_time,"
+            " payload_hash, receipt_id, status, ref, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            records,
+        )
+    if superseded_ids:
+        conn.executemany("UPDATE records SET status='superseded' WHERE id=? AND status='current'", superseded_ids)
+    if outbox:
+        conn.executemany(
+            "INSERT INTO outbox(record_id, destination, case_no, idem_key, state, created_at, next_attempt_at)"
+            " VALUES (?,?,?,?,'pending',?,?)",
+            outbox,
+        )
+    if quarantine_rows:
+        conn.executemany(
+            "INSERT INTO quarantine(system, ref, kind, errors, payload, raw, receipt_time) VALUES (?,?,?,?,?,?,?)",
+            quarantine_rows,
+        )
+    if audit:
+        conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
+    _bump(conn, "duplicates", duplicates)
+    if cursor is not None:
+        conn.execute(
+            "INSERT INTO cursors(name, value, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+            (cursor[0], cursor[1], at),
+        )
+    return outcomes
+
+
+_CLAIM_SQL = """
+SELECT o.id, o.destination, o.idem_key, o.attempts, o.created_at, o.record_id,
+       r.kind, r.record_key, o.case_no, r.system, r.body
+FROM outbox o JOIN records r ON r.id = o.record_id
+WHERE o.destination = ? AND o.state = 'pending' AND o.next_attempt_at <= ?
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox p
+      WHERE p.destination = o.destination AND p.case_no = o.case_no AND p.id < o.id
+        AND p.state IN ('pending', 'inflight', 'dead'))
+ORDER BY o.next_attempt_at, o.id
+LIMIT ?
+"""
+
+
+def _claim(conn: sqlite3.Connection, destination: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedDelivery]:
+    # A lease that ran out belongs to a worker that died or hung: its row is due again.
+    conn.execute(
+        "UPDATE outbox SET state='pending', lease_until=NULL WHERE state='inflight' AND destination=? AND lease_until < ?",
+        (destination, now),
+    )
+    rows = conn.execute(_CLAIM_SQL, (destination, now, limit)).fetchall()
+    if not rows:
+        return []
+    lease = now + lease_seconds
+    conn.executemany("UPDATE outbox SET state='inflight', lease_until=? WHERE id=?", [(lease, r[0]) for r in rows])
+    return [ClaimedDelivery(*r) for r in rows]
+
+
+def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[Settlement]) -> None:
+    at = now_iso()
+    now = time.time()
+    audit = []
+    for s in settlements:
+        common = {"system": s.destination, "kind": s.kind, "record": s.record_key, "case": s.case_no}
+        if s.outcome == "delivered":
+            cur = conn.execute(
+                "UPDATE outbox SET state='delivered', attempts=?, settled_at=?, lease_until=NULL, remote_id=?,"
+                " last_error=NULL WHERE id=? AND state='inflight'",
+                (s.attempt, now, s.remote_id, s.delivery_id),
+            )
+            if cur.rowcount:
+                audit.append(_audit_row(chain, at, "delivered", **common, detail={
+                    "delivery": s.delivery_id, "destination": s.destination, "idempotency_key": s.idempotency_key,
+                    "attempt": s.attempt, "remote_id": s.remote_id}))
+        elif s.outcome == "retry":
+            cur = conn.execute(
+                "UPDATE outbox SET state='pending', attempts=?, next_attempt_at=?, lease_until=NULL, last_error=?"
+                " WHERE id=? AND state='inflight'",
+                (s.attempt, s.next_attempt_at, s.error, s.delivery_id),
+            )
+            if cur.rowcount:
+                audit.append(_audit_row(chain, at, "failed", **common, detail={
+                    "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt,
+                    "error": s.error, "retry_at": s.next_attempt_at}))
+        elif s.outcome == "dead":
+            cur = conn.execute(
+                "UPDATE outbox SET state='dead', attempts=?, settled_at=?, lease_until=NULL, last_error=?"
+                " WHERE id=? AND state='inflight'",
+                (s.attempt, now, s.error, s.delivery_id),
+            )
+            if cur.rowcount:
+                audit.append(_audit_row(chain, at, "dead_lettered", **common, detail={
+                    "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error}))
+        else:
+            raise StoreError(f"unknown settlement outcome {s.outcome!r}")
+    if audit:
+        conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
+
+
+def _replay(
+    conn: sqlite3.Connection,
+    chain: ChainWriter,
+    ids: Sequence[int] | None,
+    destination: str | None,
+    states: Sequence[str],
+    dry_run: bool,
+    actor: str,
+) -> list[int]:
+    where = [f"o.state IN ({','.join('?' * len(states))})"]
+    args: list[Any] = list(states)
+    if ids is not None:
+        where.append(f"o.id IN ({','.join('?' * len(ids))})")
+        args.extend(ids)
+    if destination is not None:
+        where.append("o.destination = ?")
+        args.append(destination)
+    rows = conn.execute(
+        "SELECT o.id, o.destination, o.case_no, o.state, o.idem_key, r.kind, r.record_key FROM outbox o"
+        f" JOIN records r ON r.id = o.record_id WHERE {' AND '.join(where)} ORDER BY o.id",
+        args,
+    ).fetchall()
+    if dry_run or not rows:
+        return [r[0] for r in rows]
+    at = now_iso()
+    now = time.time()
+    conn.executemany(
+        "UPDATE outbox SET state='pending', attempts=0, next_attempt_at=?, lease_until=NULL, settled_at=NULL"
+        " WHERE id=?",
+        [(now, r[0]) for r in rows],
+    )
+    audit = [
+        _audit_row(chain, at, "replayed", system=r[1], kind=r[5], record=r[6], case=r[2],
+                   detail={"delivery": r[0], "destination": r[1], "previous_state": r[3],
+                           "idempotency_key": r[4], "actor": actor})
+        for r in rows
+    ]
+    conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
+    return [r[0] for r in rows]
