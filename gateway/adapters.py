@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 API_VERSION = 1
 """Bumped when the Source/Sink protocols change incompatibly."""
@@ -165,10 +165,29 @@ class Sink(Protocol):
 # --------------------------------------------------------------------------- plugin object
 
 
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path in adapter configuration; relative ones resolve against the folder of gateway.toml."""
+
+
 class AdapterConfig(BaseModel):
     """Base for adapter configuration models: unknown keys are errors, not silence."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+C = TypeVar("C", bound=AdapterConfig)
+
+
+def validate_config(model: type[C], options: Mapping[str, Any], base_dir: Path) -> C:
+    """Validate adapter options the way the core does (paths resolved against ``base_dir``)."""
+    return model.model_validate(dict(options), context={"base_dir": base_dir})
 
 
 @dataclass(frozen=True)
