@@ -1,0 +1,326 @@
+"""Wiring and lifecycle: build the gateway from its configuration, start it, drain it, stop it.
+
+The core meets plugins only here, through ``gateway.adapters.discover`` and the
+Source/Sink protocols; it never imports an adapter module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.adapters import (
+    Adapter,
+    AdapterLoadError,
+    IngestOutcome,
+    RawRecord,
+    Sink,
+    Source,
+    discover,
+    validate_config,
+)
+from gateway.config import ConfigError, GatewayConfig
+from gateway.pipeline.delivery import DeliveryPolicy, DestinationWorker
+from gateway.pipeline.ingest import Ingestor
+from gateway.pipeline.router import Router
+from gateway.store import Store, make_store, sqlite_path
+
+log = logging.getLogger("gateway")
+
+
+class SystemContext:
+    """The SourceContext the core gives each running source."""
+
+    def __init__(self, system: str, data_dir: Path, ingestor: Ingestor, store: Store, stopping: asyncio.Event,
+                 input_options: Mapping[str, Any]) -> None:
+        self.system = system
+        self.data_dir = data_dir
+        self.log = logging.getLogger(f"gateway.source.{system}")
+        self.stopping = stopping
+        self._ingestor = ingestor
+        self._store = store
+        self._input = dict(input_options)
+
+    async def ingest(self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None) -> list[IngestOutcome]:
+        return await self._ingestor.ingest(self.system, records, cursor)
+
+    async def get_cursor(self, name: str) -> str | None:
+        return await self._store.get_cursor(name)
+
+    def input_options(self) -> Mapping[str, Any]:
+        return self._input
+
+
+@dataclass
+class Components:
+    """Everything built from the configuration, before anything runs."""
+
+    config: GatewayConfig
+    adapters: dict[str, Adapter]
+    inbound: dict[str, Any] = field(default_factory=dict)  # system -> InboundMapping
+    outbound: dict[str, Any] = field(default_factory=dict)  # destination -> OutboundMapping
+    source_configs: dict[str, Any] = field(default_factory=dict)
+    sink_configs: dict[str, Any] = field(default_factory=dict)
+    router: Router | None = None
+
+
+def build(config: GatewayConfig) -> Components:
+    """Load adapters, validate their configs, compile mappings; raise ConfigError listing every problem."""
+    from gateway.mapping import MappingError, load_mapping
+    from gateway.schema import KINDS
+
+    problems: list[str] = []
+    try:
+        adapters = discover(config.gateway.adapters)
+    except AdapterLoadError as exc:
+        raise ConfigError(config.path or "<config>", [str(exc)]) from None
+    comp = Components(config=config, adapters=adapters, router=Router.from_config(config.routes))
+
+    def adapter_for(section: str, name: str, adapter_name: str, role: str) -> Adapter | None:
+        adapter = adapters.get(adapter_name)
+        if adapter is None:
+            allowed = "" if config.gateway.adapters is None else " or not in [gateway].adapters"
+            problems.append(f"{section}.{name}: adapter {adapter_name!r} is not installed{allowed} "
+                            f"(installed: {', '.join(sorted(adapters)) or 'none'})")
+            return None
+        if (role == "source" and adapter.make_source is None) or (role == "sink" and adapter.make_sink is None):
+            problems.append(f"{section}.{name}: adapter {adapter_name!r} cannot act as a {role}")
+            return None
+        return adapter
+
+    def validate(section: str, name: str, model: type | None, options: dict[str, Any]) -> Any:
+        if model is None:
+            return options
+        try:
+            return validate_config(model, options, config.base_dir)
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"])
+                problems.append(f"{section}.{name}.{where}: {err['msg'].removeprefix('Value error, ')}")
+            return None
+
+    def mapping(section: str, name: str, rel: str, direction: str) -> Any:
+        path = config.resolve(rel)
+        try:
+            m = load_mapping(path)
+        except MappingError as exc:
+            problems.append(f"{section}.{name}.mapping: {exc}")
+            return None
+        except OSError as exc:
+            problems.append(f"{section}.{name}.mapping: cannot read {path}: {exc.strerror or exc}")
+            return None
+        if m.direction != direction:
+            problems.append(f"{section}.{name}.mapping: {path} is an {m.direction} mapping; {direction} is needed here")
+            return None
+        return m
+
+    for name, src in config.sources.items():
+        if not src.enabled:
+            continue
+        adapter = adapter_for("sources", name, src.adapter, "source")
+        if adapter is not None:
+            comp.source_configs[name] = validate("sources", name, adapter.source_config, src.adapter_options())
+        m = mapping("sources", name, src.mapping, "inbound")
+        if m is not None:
+            comp.inbound[name] = m
+    for name, sink in config.sinks.items():
+        if not sink.enabled:
+            continue
+        adapter = adapter_for("sinks", name, sink.adapter, "sink")
+        if adapter is not None:
+            comp.sink_configs[name] = validate("sinks", name, adapter.sink_config, sink.adapter_options())
+        m = mapping("sinks", name, sink.mapping, "outbound")
+        if m is not None:
+            comp.outbound[name] = m
+    for i, route in enumerate(config.routes):
+        for kind in route.kinds or ():
+            if kind not in KINDS:
+                problems.append(f"routes[{i}] ({route.name}): unknown record kind {kind!r} "
+                                f"(known: {', '.join(KINDS)})")
+        for dest in route.to:
+            out = comp.outbound.get(dest)
+            if out is None:
+                continue
+            kinds = route.kinds or list(KINDS)
+            uncovered = [k for k in kinds if k not in out.kinds]
+            if route.kinds and uncovered:
+                problems.append(f"routes[{i}] ({route.name}): sink {dest!r} mapping {out.path} has no output for "
+                                f"kind(s) {', '.join(uncovered)}")
+    if problems:
+        raise ConfigError(config.path or "<config>", problems)
+    return comp
+
+
+def config_digest(config: GatewayConfig) -> str:
+    raw = config.path.read_bytes() if config.path and config.path.exists() else config.model_dump_json().encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+class DeliveryLock:
+    """Only one process delivers from a SQLite store: leases are released at start-up on that basis."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(self.path, ["another gateway process is already delivering from this store"]) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Gateway:
+    """A running gateway: store, ingestor, sources, delivery workers (and later API, sealer, supervision)."""
+
+    def __init__(self, config: GatewayConfig, *, run_sources: bool = True, run_delivery: bool = True) -> None:
+        self.config = config
+        self.run_sources = run_sources
+        self.run_delivery = run_delivery
+        self.components: Components | None = None
+        self.store: Store | None = None
+        self.ingestor: Ingestor | None = None
+        self.sinks: dict[str, Sink] = {}
+        self.sources: dict[str, Source] = {}
+        self.workers: dict[str, DestinationWorker] = {}
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lock: DeliveryLock | None = None
+        self.extras: list[Callable[[Gateway], Any]] = []  # start hooks for optional services
+
+    def store_url(self) -> str:
+        return self.config.gateway.store
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.components = comp = build(cfg)
+        self.store = make_store(cfg.gateway.store, base=cfg.base_dir, audit_algorithm=cfg.gateway.audit_hash)
+        if self.run_delivery and cfg.gateway.store.startswith("sqlite:///"):
+            self._lock = DeliveryLock(Path(str(sqlite_path(cfg.gateway.store, cfg.base_dir)) + ".lock"))
+            self._lock.acquire()
+        await self.store.open()
+        await self._audit_configuration()
+        assert comp.router is not None
+        self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers)
+        if self.run_delivery:
+            released = await self.store.release_leases()
+            if released:
+                log.info("released %d deliveries left in flight by a previous run", released)
+            for name, sink_cfg in comp.sink_configs.items():
+                sink_section = cfg.sinks[name]
+                adapter = comp.adapters[sink_section.adapter]
+                assert adapter.make_sink is not None
+                sink = adapter.make_sink(name, sink_cfg)
+                await sink.start()
+                self.sinks[name] = sink
+                d = cfg.delivery
+                policy = DeliveryPolicy(
+                    max_attempts=sink_section.max_attempts or d.max_attempts, max_age=d.max_age,
+                    backoff_initial=d.backoff_initial, backoff_max=d.backoff_max, lease_seconds=d.lease_seconds,
+                    concurrency=sink_section.concurrency or d.concurrency, poll_interval=d.poll_interval)
+                worker = DestinationWorker(name, sink, comp.outbound[name], self.store, policy)
+                self.workers[name] = worker
+                self._tasks.append(asyncio.create_task(worker.run(self.stopping), name=f"deliver:{name}"))
+        if self.run_sources:
+            for name, src_cfg in comp.source_configs.items():
+                adapter = comp.adapters[cfg.sources[name].adapter]
+                assert adapter.make_source is not None
+                source = adapter.make_source(name, src_cfg)
+                self.sources[name] = source
+                ctx = SystemContext(name, cfg.base_dir, self.ingestor, self.store, self.stopping,
+                                    comp.inbound[name].input)
+                self._tasks.append(asyncio.create_task(self._supervise_source(name, source, ctx),
+                                                       name=f"source:{name}"))
+        for hook in self.extras:
+            result = hook(self)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def add_task(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _audit_configuration(self) -> None:
+        assert self.store is not None
+        digest = config_digest(self.config)
+        last = await self.store.get_cursor("gateway:config_digest")
+        if last != digest:
+            await self.store.audit_event("config_changed", system=self.config.gateway.name, detail={
+                "file": str(self.config.path) if self.config.path else None, "sha256": digest, "previous": last,
+                "sources": sorted(self.config.sources), "sinks": sorted(self.config.sinks),
+                "routes": [r.name for r in self.config.routes]})
+            await self.store.commit_ingest([], [], cursor=("gateway:config_digest", digest))
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.wake.set()
+
+    async def _supervise_source(self, name: str, source: Source, ctx: SystemContext) -> None:
+        """Run a source; if it crashes, log it and start it again with a growing pause."""
+        pause = 1.0
+        while not self.stopping.is_set():
+            try:
+                await source.run(ctx)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("source %s crashed; restarting in %.0fs", name, pause)
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), timeout=pause)
+                except TimeoutError:
+                    pass
+                pause = min(pause * 2, 60.0)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self.stopping.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("task %s ended with %r", task.get_name(), task.exception())
+        self._tasks.clear()
+        for sink in self.sinks.values():
+            try:
+                await sink.close()
+            except Exception:
+                log.exception("closing a sink failed")
+        if self.store is not None:
+            await self.store.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    async def run_until_signalled(self) -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        log.info("gateway %s running: %d source(s), %d sink(s)", self.config.gateway.name,
+                 len(self.sources), len(self.sinks))
+        await self.stopping.wait()
+        await self.stop()

@@ -1,0 +1,190 @@
+"""gateway.toml → typed, validated configuration, with errors a person can act on.
+
+Relative paths in the file resolve against the folder that holds the file, so a
+gateway directory can be moved or inspected as a unit. Secrets never live here:
+adapters take the *name* of an environment variable or a file that holds them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 30, 1.5, "30s", "5m", "2h", "7d"."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use seconds or a number with ms, s, m, h or d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``problems`` lists each one as 'where: what'."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{path}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Model):
+    name: str = "gateway"
+    store: str = "sqlite:///gateway.db"
+    adapters: list[str] | None = None  # allow-list of adapter plugins; None = every installed one
+    audit_hash: str = "sha256"
+    certs_dir: str = "certs"
+
+    @field_validator("audit_hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        if v not in ("sha256", "sm3"):
+            raise ValueError("audit_hash must be sha256 or sm3")
+        return v
+
+
+class DeliverySection(_Model):
+    max_attempts: int = Field(12, ge=1)
+    max_age: float = 2 * 86400.0
+    backoff_initial: float = Field(1.0, gt=0)
+    backoff_max: float = Field(300.0, gt=0)
+    lease_seconds: float = Field(60.0, gt=0)
+    concurrency: int = Field(8, ge=1, le=256)
+    poll_interval: float = Field(1.0, gt=0)
+
+    @field_validator("max_age", "backoff_initial", "backoff_max", "lease_seconds", "poll_interval", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class ApiSection(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+
+
+class SupervisionSection(_Model):
+    enabled: bool = True
+    tick_interval: float = 300.0
+    calendar_override: str | None = None
+    destinations: list[str] = Field(default_factory=list)
+
+    @field_validator("tick_interval", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class SourceSection(BaseModel):
+    """A counterpart we receive from: core keys here, the rest belongs to the adapter."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    adapter: str
+    mapping: str
+    enabled: bool = True
+
+    def adapter_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SinkSection(BaseModel):
+    """A counterpart we deliver to: core keys here, the rest belongs to the adapter."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    adapter: str
+    mapping: str
+    enabled: bool = True
+    concurrency: int | None = Field(None, ge=1, le=256)
+    max_attempts: int | None = Field(None, ge=1)
+
+    def adapter_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RouteSection(_Model):
+    name: str
+    to: list[str] = Field(min_length=1)
+    kinds: list[str] | None = None
+    sources: list[str] | None = None
+    items: list[str] | None = None  # 事项编码 prefixes
+    regions: list[str] | None = None  # 行政区划代码 prefixes
+
+
+class GatewayConfig(_Model):
+    gateway: GatewaySection = GatewaySection()
+    delivery: DeliverySection = DeliverySection()
+    api: ApiSection = ApiSection()
+    supervision: SupervisionSection = SupervisionSection()
+    sources: dict[str, SourceSection] = Field(default_factory=dict)
+    sinks: dict[str, SinkSection] = Field(default_factory=dict)
+    routes: list[RouteSection] = Field(default_factory=list)
+    base_dir: Path = Path(".")
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> GatewayConfig:
+        problems = []
+        for section, names in (("sources", self.sources), ("sinks", self.sinks)):
+            for name in names:
+                if not _NAME.match(name):
+                    problems.append(f"{section}.{name}: system names are lower-case letters, digits, _ and -")
+        for i, route in enumerate(self.routes):
+            for dest in route.to:
+                if dest not in self.sinks:
+                    problems.append(f"routes[{i}] ({route.name}): destination {dest!r} is not a configured sink")
+            for src in route.sources or ():
+                if src not in self.sources:
+                    problems.append(f"routes[{i}] ({route.name}): source {src!r} is not a configured source")
+        for dest in self.supervision.destinations:
+            if dest not in self.sinks:
+                problems.append(f"supervision.destinations: {dest!r} is not a configured sink")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _format_validation(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{where}: {msg}")
+    return out
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found (pass -c PATH or set GATEWAY_CONFIG)"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return config_from_dict(raw, base_dir=path.resolve().parent, path=path)
+
+
+def config_from_dict(raw: dict[str, Any], *, base_dir: Path, path: Path | str = "<config>") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate({**raw, "base_dir": base_dir, "path": Path(path)})
+    except ValidationError as exc:
+        raise ConfigError(path, _format_validation(exc)) from None
