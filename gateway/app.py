@@ -208,6 +208,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: DeliveryLock | None = None
         self.extras: list[Callable[[Gateway], Any]] = []  # start hooks for optional services
+        self.api: Any = None  # the running HTTP API (gateway.api.server), when enabled
 
     def store_url(self) -> str:
         return self.config.gateway.store
@@ -252,6 +253,10 @@ class Gateway:
                                     comp.inbound[name].input)
                 self._tasks.append(asyncio.create_task(self._supervise_source(name, source, ctx),
                                                        name=f"source:{name}"))
+        if self.run_sources and cfg.api.enabled:
+            from gateway.api.server import start_api
+
+            self.api = await start_api(self)
         for hook in self.extras:
             result = hook(self)
             if asyncio.iscoroutine(result):
@@ -303,6 +308,9 @@ class Gateway:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("task %s ended with %r", task.get_name(), task.exception())
         self._tasks.clear()
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
         for sink in self.sinks.values():
             try:
                 await sink.close()

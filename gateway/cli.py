@@ -307,9 +307,10 @@ def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
     from gateway.mapping.commands import mapping
+    from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
 
-    for group in (schema, mapping, audit):
+    for group in (schema, mapping, audit, adapters):
         main.add_command(group)
 
 
