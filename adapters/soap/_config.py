@@ -1,0 +1,344 @@
+"""Configuration models of the SOAP adapter: connection, security, pull and push settings.
+
+Everything a counterpart needs is declared here and validated once, when the
+gateway loads its configuration. Secrets are never values in the configuration:
+a :class:`SecretRef` names an environment variable or a file that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from gateway.adapters import AdapterConfig
+
+from ._template import TemplateError, placeholders_in, split_path
+
+BUILTIN_WSDL_DIR = Path(__file__).parent / "wsdl"
+"""WSDLs shipped with the adapter; name one in the configuration as ``builtin:<file>``."""
+
+PULL_PLACEHOLDERS = frozenset({"cursor", "page", "page_size", "token"})
+PUSH_PLACEHOLDERS = frozenset(
+    {"idempotency_key", "delivery_id", "destination", "kind", "record_key", "case_no", "attempt"}
+)
+
+
+def _resolve_local(value: Any, info: ValidationInfo) -> Any:
+    """Relative paths resolve against ``context["base_dir"]`` (the gateway.toml folder) when the core gives one."""
+    if not isinstance(value, str | Path):
+        return value
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir") if info.context else None
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return path
+
+
+LocalPath = Annotated[Path, BeforeValidator(_resolve_local)]
+
+
+class SecretError(ValueError):
+    """A secret named in the configuration could not be read."""
+
+
+class SecretRef(AdapterConfig):
+    """Where a secret lives: ``{env = "NAME"}`` or ``{file = "/run/secrets/name"}`` (exactly one)."""
+
+    env: str | None = None
+    file: LocalPath | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret reference needs exactly one of 'env' (variable name) or 'file' (path)")
+        return self
+
+    def resolve(self, what: str) -> str:
+        """The secret's value; ``what`` names the system and field for the error message."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SecretError(f"{what}: environment variable {self.env} is not set")
+            return value
+        assert self.file is not None
+        try:
+            # A trailing newline is an artefact of how secret files are written, not part of the secret.
+            return self.file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SecretError(f"{what}: cannot read secret file {self.file}: {exc.strerror}") from exc
+
+
+def _existing_file(value: Path | None, field: str) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"{field}: file {value} does not exist")
+    return value
+
+
+class Timeouts(AdapterConfig):
+    """Seconds. zeep sets no operation timeout by default; this adapter always does."""
+
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(30.0, gt=0)
+    write: float = Field(30.0, gt=0)
+    pool: float = Field(5.0, gt=0)
+    total: float = Field(60.0, gt=0, description="deadline for one whole SOAP call, however slowly bytes trickle")
+    wsdl_load: float = Field(30.0, gt=0, description="deadline for loading the WSDL and its schemas at start")
+
+
+class TlsSettings(AdapterConfig):
+    """Server verification and the client certificate for mutual TLS."""
+
+    ca_file: LocalPath | None = None  # trust anchors for the server; the system store when absent
+    client_cert_file: LocalPath | None = None
+    client_key_file: LocalPath | None = None
+    client_key_passphrase: SecretRef | None = None
+    check_hostname: bool = True
+    minimum_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+    @model_validator(mode="after")
+    def _files(self) -> TlsSettings:
+        _existing_file(self.ca_file, "tls.ca_file")
+        _existing_file(self.client_cert_file, "tls.client_cert_file")
+        _existing_file(self.client_key_file, "tls.client_key_file")
+        if self.client_key_file is not None and self.client_cert_file is None:
+            raise ValueError("tls.client_key_file is set but tls.client_cert_file is not")
+        return self
+
+
+class UsernameTokenSettings(AdapterConfig):
+    username: str
+    password: SecretRef
+    digest: bool = True  # PasswordDigest; plain text only for counterparts that cannot do better
+
+
+class SignatureSettings(AdapterConfig):
+    """X.509 signature of the Body (and Timestamp, UsernameToken when present)."""
+
+    key_file: LocalPath
+    cert_file: LocalPath
+    key_passphrase: SecretRef | None = None
+    # zeep's default is RSA-SHA1 with SHA-1 digests; both are refused by current policy.
+    signature_method: Literal["rsa-sha256", "rsa-sha384", "rsa-sha512"] = "rsa-sha256"
+    digest_method: Literal["sha256", "sha384", "sha512"] = "sha256"
+    key_reference: Literal["binary_security_token", "issuer_serial"] = "binary_security_token"
+
+    @model_validator(mode="after")
+    def _files(self) -> SignatureSettings:
+        _existing_file(self.key_file, "wsse.signature.key_file")
+        _existing_file(self.cert_file, "wsse.signature.cert_file")
+        return self
+
+
+class WsseSettings(AdapterConfig):
+    username_token: UsernameTokenSettings | None = None
+    signature: SignatureSettings | None = None
+    timestamp_ttl_seconds: int | None = Field(300, ge=1, description="adds a wsu:Timestamp; null leaves it out")
+    # The counterpart's signing certificate: when set, every response must carry a valid signature by it.
+    verify_response_cert: LocalPath | None = None
+
+    @field_validator("verify_response_cert")
+    @classmethod
+    def _cert_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value, "wsse.verify_response_cert")
+
+
+class FaultPolicy(AdapterConfig):
+    """Overrides for classifying SOAP fault codes (local names; ``Client`` also matches ``Client.X``)."""
+
+    permanent_codes: list[str] = []
+    retryable_codes: list[str] = []
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FaultPolicy:
+        both = sorted(set(self.permanent_codes) & set(self.retryable_codes))
+        if both:
+            raise ValueError(f"fault codes {both} are listed as both permanent and retryable")
+        return self
+
+
+class SoapConnection(AdapterConfig):
+    """How to reach one SOAP counterpart: WSDL, endpoint, timeouts, TLS and WS-Security."""
+
+    wsdl: str = Field(description="local WSDL file, or builtin:<name> for a WSDL shipped with the adapter")
+    service: str | None = None  # WSDL service name; the first one when absent
+    port: str | None = None  # port within the service; the first one when absent
+    endpoint: str | None = None  # overrides the WSDL's soap:address (tests point it at 127.0.0.1:PORT)
+    timeouts: Timeouts = Timeouts()
+    tls: TlsSettings | None = None
+    wsse: WsseSettings | None = None
+    http_headers: dict[str, str] = {}
+    max_connections: int = Field(10, ge=1)
+    faults: FaultPolicy = FaultPolicy()
+
+    @field_validator("wsdl")
+    @classmethod
+    def _local_wsdl(cls, value: str, info: ValidationInfo) -> str:
+        if "://" in value:
+            raise ValueError(
+                f"wsdl {value!r} is a URL; the SOAP adapter loads WSDLs only from local files "
+                "(save the WSDL and its XSDs next to each other and name the file)"
+            )
+        if not value.startswith("builtin:"):
+            value = str(_resolve_local(value, info))
+        path = wsdl_path(value)
+        if not path.is_file():
+            raise ValueError(f"wsdl file {path} does not exist")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {value!r} must be an http:// or https:// URL")
+        return value
+
+    def wsdl_file(self) -> Path:
+        return wsdl_path(self.wsdl)
+
+
+def wsdl_path(value: str) -> Path:
+    if value.startswith("builtin:"):
+        return BUILTIN_WSDL_DIR / value.removeprefix("builtin:")
+    return Path(value).expanduser()
+
+
+class CallSettings(AdapterConfig):
+    """One operation call: the request template and where the business body goes."""
+
+    operation: str
+    soap_headers: dict[str, Any] = {}  # header element → value template; "{ns}name" keys for undeclared headers
+    request: dict[str, Any] = {}  # operation arguments (template)
+    body_at: str | None = None  # where the body goes in the request; merged into the arguments when absent
+    body_as: Literal["object", "xml"] = "object"  # "xml": rendered as an XML document string (exchange Body)
+    xml_root: str | None = None  # wraps the body's fields when rendered as XML
+    response_xml_at: str | None = None  # a response string field holding an XML document to read results from
+
+    allowed_placeholders: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _templates(self) -> CallSettings:
+        allowed = self.allowed_placeholders
+        for section in ("soap_headers", "request"):
+            for where, name in placeholders_in(getattr(self, section)):
+                if name not in allowed:
+                    raise ValueError(
+                        f"{section}.{where}: unknown placeholder {{{name}}} (allowed: {', '.join(sorted(allowed))})"
+                    )
+        keys = list(self.soap_headers)
+        clark = [key.startswith("{") for key in keys]
+        if any(clark) and not all(clark):
+            raise ValueError(
+                "soap_headers: use either plain names (headers declared in the WSDL) or "
+                "'{namespace}name' keys (undeclared headers), not both"
+            )
+        for name in ("body_at", "response_xml_at"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    split_path(value)
+                except TemplateError as exc:
+                    raise ValueError(f"{name}: {exc}") from exc
+        return self
+
+
+class PageNumberPaging(AdapterConfig):
+    mode: Literal["page"] = "page"
+    first_page: int = 1
+    page_size: int = Field(100, ge=1)
+    has_more_path: str | None = None  # a boolean in the response; without it a short page ends the run
+
+
+class TokenPaging(AdapterConfig):
+    mode: Literal["token"] = "token"
+    page_size: int = Field(100, ge=1)
+    next_token_path: str  # the continuation token in the response; empty or absent ends the run
+
+
+class NoPaging(AdapterConfig):
+    mode: Literal["none"] = "none"
+    page_size: int = Field(100, ge=1)
+
+
+Paging = Annotated[PageNumberPaging | TokenPaging | NoPaging, Field(discriminator="mode")]
+
+
+class PullSettings(CallSettings):
+    """Scheduled pull: which operation, how to page, where the items and the watermark are."""
+
+    allowed_placeholders: ClassVar[frozenset[str]] = PULL_PLACEHOLDERS
+
+    query: dict[str, Any] = {}  # the body of a pull request (template); placed per body_at/body_as
+    items_path: str  # path to the item list in the response
+    paging: Paging = NoPaging()
+    watermark_field: str | None = None  # path inside an item, e.g. a modification time
+    watermark_type: Literal["string", "integer"] = "string"  # strings compare as text: use fixed-width formats
+    initial_cursor: str | None = None  # the watermark to start from when none is stored yet
+    cursor_name: str | None = None  # defaults to "soap:<operation>"
+    # Items arrive in ascending watermark order, so each page may advance the stored cursor.
+    # When false the cursor advances only after the last page of a run.
+    items_sorted_by_watermark: bool = True
+    interval_seconds: float = Field(60.0, gt=0)
+    page_attempts: int = Field(3, ge=1)  # tries per page for retryable failures before the run is abandoned
+    max_pages_per_run: int = Field(10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _pull_templates(self) -> PullSettings:
+        for where, name in placeholders_in(self.query):
+            if name not in PULL_PLACEHOLDERS:
+                raise ValueError(
+                    f"query.{where}: unknown placeholder {{{name}}} (allowed: {', '.join(sorted(PULL_PLACEHOLDERS))})"
+                )
+        for name in ("items_path", "watermark_field"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    split_path(value)
+                except TemplateError as exc:
+                    raise ValueError(f"{name}: {exc}") from exc
+        if self.initial_cursor is not None and self.watermark_type == "integer":
+            try:
+                int(self.initial_cursor)
+            except ValueError:
+                raise ValueError(f"initial_cursor {self.initial_cursor!r} is not an integer") from None
+        return self
+
+    def effective_cursor_name(self) -> str:
+        return self.cursor_name or f"soap:{self.operation}"
+
+
+class PushSettings(CallSettings):
+    """Delivery: the operation, where Delivery.body goes, and how to read the response."""
+
+    allowed_placeholders: ClassVar[frozenset[str]] = PUSH_PLACEHOLDERS
+
+    remote_id_path: str | None = None  # e.g. "RESULT.DATA.RECEIPTNO"
+    status_path: str | None = None  # e.g. "RESULT.STATUS"; no check when absent
+    success_values: list[str] = ["0"]
+    retryable_status_values: list[str] = []  # statuses meaning "busy, try later"; others are refusals
+    message_path: str | None = None  # e.g. "RESULT.DESC", kept in the receipt or the error
+
+    @model_validator(mode="after")
+    def _paths(self) -> PushSettings:
+        for name in ("remote_id_path", "status_path", "message_path"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    split_path(value)
+                except TemplateError as exc:
+                    raise ValueError(f"{name}: {exc}") from exc
+        return self
+
+
+class SoapSourceConfig(SoapConnection):
+    """``[systems.<name>.source]`` for ``adapter = "soap"``: pull records on a schedule."""
+
+    pull: PullSettings
+
+
+class SoapSinkConfig(SoapConnection):
+    """``[systems.<name>.sink]`` for ``adapter = "soap"``: deliver records by calling an operation."""
+
+    push: PushSettings

@@ -1,0 +1,110 @@
+"""The push side: call a configured operation with a rendered delivery and read the counterpart's
+verdict (status, message, remote id) from its response."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.adapters import (
+    Delivery,
+    DeliveryError,
+    DeliveryReceipt,
+    DeliveryResult,
+    PermanentError,
+    RetryableError,
+)
+
+from ._client import SoapEndpoint
+from ._config import SoapSinkConfig
+from ._request import build_request, response_root
+from ._template import TemplateError, get_path
+
+
+class SoapSink:
+    """Delivers one record per SOAP call; see :class:`~adapters.soap.PushSettings`."""
+
+    batch_size = 1  # one SOAP call carries one record
+
+    def __init__(self, system: str, config: SoapSinkConfig) -> None:
+        self.system = system
+        self.config = config
+        self.endpoint = SoapEndpoint(system, config)
+
+    async def start(self) -> None:
+        """Load the WSDL (once, in a thread) and check the operation exists."""
+        await self.endpoint.start()
+        try:
+            self.endpoint.check_operation(self.config.push.operation)
+        except Exception:
+            await self.endpoint.close()
+            raise
+
+    async def close(self) -> None:
+        await self.endpoint.close()
+
+    async def deliver(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+        results = []
+        for delivery in deliveries:
+            try:
+                receipt = await self.deliver_one(delivery)
+                results.append(DeliveryResult(delivery.delivery_id, receipt=receipt))
+            except DeliveryError as exc:
+                results.append(DeliveryResult(delivery.delivery_id, error=exc))
+        return results
+
+    async def deliver_one(self, delivery: Delivery) -> DeliveryReceipt:
+        push = self.config.push
+        what = (
+            f"SOAP system {self.system!r} operation {push.operation!r} delivery {delivery.delivery_id} "
+            f"({delivery.kind} {delivery.record_key}, case {delivery.case_no})"
+        )
+        values = {
+            "idempotency_key": delivery.idempotency_key,
+            "delivery_id": delivery.delivery_id,
+            "destination": delivery.destination,
+            "kind": delivery.kind,
+            "record_key": delivery.record_key,
+            "case_no": delivery.case_no,
+            "attempt": delivery.attempt,
+        }
+        try:
+            arguments, headers = build_request(push, values, delivery.body, what)
+        except TemplateError as exc:
+            raise PermanentError(str(exc)) from exc
+        response = await self.endpoint.call(push.operation, arguments, headers)
+        try:
+            root = response_root(push, response, what)
+        except TemplateError as exc:
+            # The counterpart answered but its verdict is unreadable: it may or may not have taken the record.
+            raise RetryableError(str(exc)) from exc
+        return self._receipt(delivery, root, what)
+
+    def _receipt(self, delivery: Delivery, root: Any, what: str) -> DeliveryReceipt:
+        push = self.config.push
+        message = get_path(root, push.message_path) if push.message_path else None
+        message_text = None if message is None else str(message)
+        status_text = None
+        if push.status_path is not None:
+            status = get_path(root, push.status_path)
+            status_text = None if status is None else str(status).strip()
+            if status_text not in push.success_values:
+                said = f" “{message_text}”" if message_text else ""
+                text = (
+                    f"{what}: the counterpart answered {push.status_path} = {status_text!r}{said} "
+                    f"(success is {', '.join(repr(v) for v in push.success_values)})"
+                )
+                if status_text in push.retryable_status_values:
+                    raise RetryableError(text)
+                raise PermanentError(text)
+        remote = get_path(root, push.remote_id_path) if push.remote_id_path else None
+        detail_parts = []
+        if status_text is not None:
+            detail_parts.append(f"{push.status_path}={status_text}")
+        if message_text:
+            detail_parts.append(message_text)
+        return DeliveryReceipt(
+            delivery_id=delivery.delivery_id,
+            remote_id=None if remote is None else str(remote),
+            detail=" ".join(detail_parts) or None,
+        )
