@@ -254,3 +254,36 @@ def test_unknown_limit_unit_is_rejected() -> None:
 
 def test_end_of_day_is_china_time() -> None:
     assert end_of_day(date(2026, 10, 12)).isoformat() == "2026-10-12T23:59:59+08:00"
+
+
+def test_extension_adds_its_days_and_the_clock_keeps_running(cal: WorkCalendar) -> None:
+    events = [
+        accepted("2026-09-29T10:00:00", 5),
+        ClockEvent(EventKind.EXTENDED, t("2026-10-09T10:00:00"), 10, G, ref="A"),
+    ]
+    reading = compute_clock(events, cal, t("2026-10-13T10:00:00"))
+    assert reading.state is ClockState.RUNNING
+    assert reading.extended_by == 10
+    assert reading.due_date == cal.add_working_days(date(2026, 10, 12), 10) == date(2026, 10, 26)
+    # 30 Sep, 8, 9, 10, 12, 13 Oct used; 14 – 26 Oct left (nine working days).
+    assert (reading.days_used, reading.days_left) == (6, 9)
+    assert reading.share_used == pytest.approx(6 / 15)
+
+
+def test_extension_in_natural_days_is_appended_to_a_working_day_due(cal: WorkCalendar) -> None:
+    events = [
+        accepted("2026-09-29T10:00:00", 5),
+        ClockEvent(EventKind.EXTENDED, t("2026-10-09T10:00:00"), 7, Z, ref="A"),
+    ]
+    assert compute_clock(events, cal, t("2026-10-13T10:00:00")).due_date == date(2026, 10, 19)
+
+
+def test_extension_granted_after_the_due_day_does_not_rescue(cal: WorkCalendar) -> None:
+    events = [
+        accepted("2026-09-29T10:00:00", 5),
+        ClockEvent(EventKind.EXTENDED, t("2026-10-13T10:00:00"), 10, G, ref="A"),
+    ]
+    reading = compute_clock(events, cal, t("2026-10-14T10:00:00"))
+    assert reading.state is ClockState.OVERDUE
+    assert reading.extended_by == 0
+    assert reading.days_left == -2

@@ -12,6 +12,8 @@ Counting model, per day (all dates are China local dates, UTC+8):
   took; a stop that starts after the due day cannot rescue an overdue case. Stops may overlap.
 * A special procedure with its own limit (TBCXSX) counts as ended, at the latest, on the day that
   limit runs out: it never stops the main clock for longer than its own limit.
+* An extension (延长审批) does not stop the clock: it adds its days to the limit (in the limit's unit,
+  or appended to the due day when its unit differs). One granted after the due day has no effect.
 * A stop still open at the moment of reading is taken to last through that day, so ``due_date`` is the
   earliest the case could be due if the stop ended tomorrow.
 """
@@ -116,6 +118,7 @@ class EventKind(StrEnum):
     RESUMED = "resumed"  # 恢复 / 解挂: closes the latest open suspension
     SPECIAL_STARTED = "special_started"  # 特别程序; carries its own limit and unit and a ref
     SPECIAL_ENDED = "special_ended"  # closes the special procedure with the same ref (else the latest)
+    EXTENDED = "extended"  # 延长审批: limit and unit are the extra days; the clock keeps running
     CORRECTION_NOTIFIED = "correction_notified"  # 补正告知
     CORRECTION_RECEIVED = "correction_received"  # 补正材料收到
     COMPLETED = "completed"  # 办结
@@ -181,8 +184,11 @@ class ClockReading:
     unit: LimitUnit | None
     due_date: date | None
     days_used: int
+    # Counting days from the reading (or completion) to the due day; negative once past it.
+    days_left: int | None
     days_stopped: int
     completed_at: datetime | None
+    extended_by: int = 0  # extension days granted in the limit's unit
     stops: tuple[StopPeriod, ...] = ()
 
     @property
@@ -191,16 +197,12 @@ class ClockReading:
         return end_of_day(self.due_date) if self.due_date else None
 
     @property
-    def days_left(self) -> int | None:
-        """Counting days left before the limit runs out; negative once overdue."""
-        return None if self.limit is None else self.limit - self.days_used
-
-    @property
     def share_used(self) -> float | None:
-        """Share of the limit used (0.0 – 1.0 and beyond); a zero limit (即办件) is wholly used at once."""
-        if self.limit is None:
+        """Share of the (extended) limit used, 0.0 – 1.0 and beyond; a zero limit (即办件) is used at once."""
+        if self.days_left is None:
             return None
-        return 1.0 if self.limit == 0 else self.days_used / self.limit
+        total = self.days_used + self.days_left
+        return 1.0 if total <= 0 else self.days_used / total
 
     @property
     def completed(self) -> bool:
@@ -218,6 +220,7 @@ class ClockReading:
             "days_used": self.days_used,
             "days_left": self.days_left,
             "days_stopped": self.days_stopped,
+            "extended_by": self.extended_by,
             "share_used": self.share_used,
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
             "stops": [stop.to_dict() for stop in self.stops],
@@ -234,6 +237,14 @@ class _OpenStop:
     own_unit: LimitUnit | None = None
 
 
+def _days(after: date, until: date) -> Iterable[date]:
+    """Dates d with ``after < d <= until``."""
+    day = after + timedelta(days=1)
+    while day <= until:
+        yield day
+        day += timedelta(days=1)
+
+
 def _add_days(calendar: WorkCalendar, start: date, n: int, unit: LimitUnit) -> date:
     if unit is LimitUnit.WORKING_DAYS:
         return calendar.add_working_days(start, n)
@@ -248,6 +259,7 @@ def _collect(events: Iterable[ClockEvent], as_of: datetime, policy: ClockPolicy)
     awaiting = False
     completed_at: datetime | None = None
     stops: list[_OpenStop] = []
+    extensions: list[ClockEvent] = []
     # Python's sort is stable, so events at the same moment keep the order the caller gave.
     ordered = sorted((e for e in events if to_china_time(e.at) <= as_of), key=lambda e: to_china_time(e.at))
 
@@ -294,6 +306,9 @@ def _collect(events: Iterable[ClockEvent], as_of: datetime, policy: ClockPolicy)
             special = special or latest_open("special_procedure")
             if special is not None:
                 special.ended_at = at
+        elif kind is EventKind.EXTENDED:
+            if event.limit:
+                extensions.append(event)
         elif kind is EventKind.COMPLETED:
             if completed_at is None:
                 completed_at = at
@@ -303,6 +318,7 @@ def _collect(events: Iterable[ClockEvent], as_of: datetime, policy: ClockPolicy)
         "unit": unit,
         "completed_at": completed_at,
         "stops": stops,
+        "extensions": extensions,
     }
 
 
@@ -332,6 +348,7 @@ def compute_clock(
             unit=found["unit"],
             due_date=None,
             days_used=0,
+            days_left=None,
             days_stopped=0,
             completed_at=completed_at,
         )
@@ -386,17 +403,36 @@ def compute_clock(
     def stopped(day: date) -> bool:
         return any(lo <= day < hi for lo, hi in intervals)
 
-    due_date: date | None = None
-    if limit is not None:
+    def walk(n: int) -> date:
         day, counted = start_day, 0
-        while counted < limit:
+        while counted < n:
             day += one
             if counts(day) and not stopped(day):
                 counted += 1
+        return day
+
+    due_date: date | None = None
+    extended_by = 0
+    if limit is not None:
+        due_date = walk(limit)
+        appended: list[ClockEvent] = []
+        for extension in found["extensions"]:
+            # An extension has to be granted while the limit is still running.
+            current = due_date
+            for other in appended:
+                current = _add_days(calendar, current, other.limit or 0, other.unit or unit)
+            if extension.at.date() > current:
+                continue
+            if (extension.unit or unit) is unit:
+                extended_by += extension.limit or 0
+                due_date = walk(limit + extended_by)
+            else:
+                appended.append(extension)
+        for other in appended:
+            due_date = _add_days(calendar, due_date, other.limit or 0, other.unit or unit)
         if unit is LimitUnit.NATURAL_DAYS and policy.natural_due_rolls_to_workday:
-            while not calendar.is_workday(day):
-                day += one
-        due_date = day
+            while not calendar.is_workday(due_date):
+                due_date += one
 
     days_used = days_stopped = 0
     day = start_day + one
@@ -407,6 +443,13 @@ def compute_clock(
             else:
                 days_used += 1
         day += one
+
+    days_left: int | None = None
+    if due_date is not None:
+        if due_date >= end_day:
+            days_left = sum(1 for d in _days(end_day, due_date) if counts(d) and not stopped(d))
+        else:
+            days_left = -sum(1 for d in _days(due_date, end_day) if counts(d) and not stopped(d))
 
     if completed_at is not None:
         late = due_date is not None and completed_at.date() > due_date
@@ -425,7 +468,9 @@ def compute_clock(
         unit=unit,
         due_date=due_date,
         days_used=days_used,
+        days_left=days_left,
         days_stopped=days_stopped,
         completed_at=completed_at,
+        extended_by=extended_by,
         stops=tuple(periods),
     )
