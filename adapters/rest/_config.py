@@ -7,12 +7,11 @@ Secrets never appear here: a model names the environment variable or file that h
 from __future__ import annotations
 
 import string
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.adapters import AdapterConfig
+from gateway.adapters import AdapterConfig, ConfigPath
 
 from ._paths import check_path
 
@@ -21,7 +20,7 @@ class SecretRef(AdapterConfig):
     """Where a secret lives: exactly one of an environment variable or a file (its content, trimmed)."""
 
     env: str | None = None
-    file: Path | None = None
+    file: ConfigPath | None = None  # relative to the folder of gateway.toml
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
@@ -59,9 +58,9 @@ Auth = Annotated[BearerAuth | HmacAuth, Field(discriminator="type")]
 class TlsConfig(AdapterConfig):
     """Server verification and, with ``cert_file``, mutual TLS (the gateway's client certificate)."""
 
-    ca_file: Path | None = None  # trust anchors for the counterpart; None = the system store
-    cert_file: Path | None = None  # client certificate (PEM); may also hold the key
-    key_file: Path | None = None
+    ca_file: ConfigPath | None = None  # trust anchors for the counterpart; None = the system store
+    cert_file: ConfigPath | None = None  # client certificate (PEM); may also hold the key
+    key_file: ConfigPath | None = None
     key_password: SecretRef | None = None
     check_hostname: bool = True
     minimum_version: Literal["1.2", "1.3"] = "1.2"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import time
 
 import aiohttp
@@ -73,7 +74,7 @@ def trim_body(body: bytes, limit: int) -> str:
     return text
 
 
-def describe_transport_error(exc: BaseException, timeouts: tuple[float, float, float]) -> str:
+def describe_transport_error(exc: BaseException, timeouts: tuple[float, float, float], *, https: bool) -> str:
     """Words for a failure below HTTP: what happened and which limit was hit."""
     connect, sock_read, total = timeouts
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -92,8 +93,12 @@ def describe_transport_error(exc: BaseException, timeouts: tuple[float, float, f
         return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
-    if isinstance(exc, aiohttp.ClientConnectionResetError | ConnectionResetError):
-        return "connection reset by the server"
+    reset = isinstance(exc, aiohttp.ClientConnectionResetError | ConnectionResetError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ECONNRESET
+    )
+    if reset:
+        hint = "; over TLS this often means it did not accept our client certificate (tls.cert_file)"
+        return "connection reset by the server" + (hint if https else "")
     return f"{type(exc).__name__}: {exc}"
 
 

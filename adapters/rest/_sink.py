@@ -205,7 +205,7 @@ class RestSink:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 location = response.headers.get("Location")
         except TRANSPORT_ERRORS as exc:
-            reason = describe_transport_error(exc, self._timeouts)
+            reason = describe_transport_error(exc, self._timeouts, https=target.scheme == "https")
             return RestRetryableError(f"{self._owner}: {what}: {method} {url}: {reason}")
         if 200 <= status < 300 or (status == 409 and self.config.conflict_is_success):
             try:

@@ -335,7 +335,8 @@ class RestPullSource:
                 link = response.links.get("next")
                 link_next = URL(str(link["url"])) if link is not None and "url" in link else None
         except TRANSPORT_ERRORS as exc:
-            raise PageError(f"{where}: {describe_transport_error(exc, self._timeouts)}", retryable=True) from exc
+            reason = describe_transport_error(exc, self._timeouts, https=url.scheme == "https")
+            raise PageError(f"{where}: {reason}", retryable=True) from exc
         if not 200 <= status < 300:
             retryable = status in {408, 425, 429} or status >= 500
             hint = " — check the credentials configured under auth" if status in (401, 403) else ""
