@@ -1,0 +1,350 @@
+"""The file-drop Source: claim complete files from a drop folder, ingest them in batches, file them away.
+
+Layout under the configured ``path`` (the drop root)::
+
+    <root>/X.xml                       dropped by the counterpart (the inbox is the root itself)
+    <root>/processing/<instance>/C     claimed by this gateway, C = "<UTC timestamp>-X.xml"
+    <root>/done/C                      every item of C committed
+    <root>/error/C, error/C.error.txt  C could not be read at all, and why
+
+Why each step is safe if the process is killed at any instant:
+
+1. Scanning only reads the folder.  A file is taken only when it is complete (renamed
+   from a temporary name, or its marker exists) and its size and modification time
+   stayed unchanged for ``stability_seconds``.
+2. The claim is one ``rename`` inside one file system: atomic.  After a crash the file is
+   either still in the inbox (it is claimed again) or in ``processing/<instance>/`` (it
+   is resumed at start).  When two gateways race for one file only one rename succeeds;
+   each resumes only its own ``processing/<instance>/``, so neither takes over a file the
+   other is still reading.
+3. With markers, the marker is removed just after the claim (so the sender may deliver
+   the next file of the same name at once).  A crash between leaves a stale marker next
+   to no file; it is removed when the claim is resumed.
+4. Items are committed in batches, each with the cursor ``filedrop:<system>:<C>`` =
+   items consumed so far, in the same transaction.  The cursor therefore never runs
+   ahead of or behind the committed items.  On resume the reader skips exactly that
+   many items (readers are deterministic) and continues: nothing lost, nothing
+   committed twice.
+5. The file moves to ``done/`` only after the last batch committed.  A crash before the
+   move leaves it in ``processing/``; the resume finds nothing left to ingest and moves it.
+6. A file that cannot be read gets its report written (temporary name, then rename)
+   before it is moved to ``error/``; a crash between the two is redone on resume.
+7. Each rename is followed by an fsync of the folder.  Should a power loss still undo a
+   claim, the file is claimed again under a new name with no cursor, and the core's
+   business-key idempotency recognises the re-sent records as duplicates.
+
+A failure of ``ctx.ingest`` itself (the store, not the file) leaves the file in
+``processing/`` and retries it later with a growing pause, while other files go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.adapters import RawRecord, SourceContext
+from gateway.formats import RawItem, read_items
+
+from ._config import FiledropConfig
+from ._fs import fsync_dir, write_atomic
+
+TEMP_PREFIXES = (".", "~")
+TEMP_SUFFIXES = (".tmp", ".part")
+
+_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+_STAMP_LENGTH = len(datetime(2000, 1, 1, tzinfo=UTC).strftime(_STAMP_FORMAT))
+_RETRY_MAX = 60.0
+
+
+def claimed_name(original: str, now: datetime | None = None) -> str:
+    """``<UTC timestamp>-<original name>``: unique, sortable by claim time, and reversible."""
+    stamp = (now or datetime.now(UTC)).strftime(_STAMP_FORMAT)
+    return f"{stamp}-{original}"
+
+
+def original_name(claimed: str) -> str:
+    """The name the counterpart gave the file, from a name made by :func:`claimed_name`."""
+    if len(claimed) > _STAMP_LENGTH and claimed[_STAMP_LENGTH] == "-":
+        return claimed[_STAMP_LENGTH + 1 :]
+    return claimed
+
+
+def is_temporary(name: str) -> bool:
+    """Names a sender uses while still writing (``*.tmp``, ``*.part``, ``.*``, ``~*``)."""
+    return name.startswith(TEMP_PREFIXES) or name.lower().endswith(TEMP_SUFFIXES)
+
+
+@dataclass
+class _Watch:
+    signature: tuple[int, int]  # (size, mtime_ns)
+    since: float  # monotonic time the signature was first seen
+
+
+@dataclass
+class FileStats:
+    """Counters a test or the console can read; they are not persisted."""
+
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    items: int = 0
+    ingest_failures: int = 0
+    last_error: str | None = None
+    retry_at: dict[str, float] = field(default_factory=dict)
+
+
+class _Batches:
+    """Pulls batches from a read_items generator after skipping the items already committed."""
+
+    def __init__(self, items: Iterator[RawItem], skip: int) -> None:
+        self._items = items
+        self._skip = skip
+
+    def next_batch(self, size: int) -> list[RawItem]:
+        while self._skip:
+            if next(self._items, None) is None:
+                self._skip = 0
+                return []
+            self._skip -= 1
+        batch: list[RawItem] = []
+        for item in self._items:
+            batch.append(item)
+            if len(batch) >= size:
+                break
+        return batch
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:
+                pass  # still running in a cancelled worker thread; it ends with that thread
+
+
+class FiledropSource:
+    """Watches one drop folder for one counterpart system (see the module docstring for the layout)."""
+
+    def __init__(self, system: str, config: FiledropConfig) -> None:
+        self.system = system
+        self.config = config
+        self.root = Path(config.path)
+        self.processing = self.root / "processing" / config.instance
+        self.done = self.root / "done"
+        self.error = self.root / "error"
+        self.stats = FileStats()
+        self._watch: dict[str, _Watch] = {}
+        self._failures: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, ctx: SourceContext) -> None:
+        """Resume this instance's claims, then scan, claim and ingest until ``ctx.stopping`` is set."""
+        await asyncio.to_thread(self._prepare, ctx)
+        while not ctx.stopping.is_set():
+            for claimed in await asyncio.to_thread(self._claimed_files):
+                if ctx.stopping.is_set():
+                    return
+                if self.stats.retry_at.get(claimed, 0.0) <= time.monotonic():
+                    await self._process(ctx, claimed)
+            for name in await asyncio.to_thread(self._ready_files):
+                if ctx.stopping.is_set():
+                    return
+                claimed = await asyncio.to_thread(self._claim, ctx, name)
+                if claimed is not None:
+                    await self._process(ctx, claimed)
+            try:
+                await asyncio.wait_for(ctx.stopping.wait(), timeout=self.config.poll_interval)
+            except TimeoutError:
+                pass
+
+    def _prepare(self, ctx: SourceContext) -> None:
+        for folder in (self.processing, self.done, self.error):
+            folder.mkdir(parents=True, exist_ok=True)
+        claims = self._claimed_files()
+        if claims:
+            ctx.log.info("%s: resuming %d claimed file(s) in %s", self.system, len(claims), self.processing)
+        if self.config.completion == "marker":
+            # A crash between claim and marker removal leaves the marker behind (step 3).
+            for claimed in claims:
+                original = original_name(claimed)
+                marker = self.root / (original + self.config.marker_suffix)
+                if marker.exists() and not (self.root / original).exists():
+                    marker.unlink(missing_ok=True)
+
+    def _claimed_files(self) -> list[str]:
+        try:
+            entries = list(os.scandir(self.processing))
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e.name for e in entries if e.is_file(follow_symlinks=False) and not is_temporary(e.name)
+        )
+
+    # ------------------------------------------------------------------ scanning
+
+    def _wanted(self, name: str) -> bool:
+        lowered = name.lower()
+        if is_temporary(name) or lowered.endswith(self.config.marker_suffix.lower()):
+            return False
+        # Case-insensitive: Windows exports arrive as X.XML as often as x.xml.
+        return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.config.include)
+
+    def _ready_files(self) -> list[str]:
+        """Complete, stable files in the inbox, oldest first."""
+        now = time.monotonic()
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        names = {entry.name for entry in entries}
+        ready: list[tuple[int, str]] = []
+        present: set[str] = set()
+        for entry in entries:
+            # Symlinks are not followed: a link in a drop folder could point anywhere.
+            if not entry.is_file(follow_symlinks=False) or not self._wanted(entry.name):
+                continue
+            if self.config.completion == "marker" and entry.name + self.config.marker_suffix not in names:
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            present.add(entry.name)
+            signature = (stat.st_size, stat.st_mtime_ns)
+            watch = self._watch.get(entry.name)
+            if watch is None or watch.signature != signature:
+                self._watch[entry.name] = watch = _Watch(signature, now)
+                if self.config.stability_seconds > 0:
+                    continue
+            if now - watch.since >= self.config.stability_seconds:
+                ready.append((stat.st_mtime_ns, entry.name))
+        self._watch = {name: watch for name, watch in self._watch.items() if name in present}
+        return [name for _, name in sorted(ready)]
+
+    # ------------------------------------------------------------------ moves
+
+    def _claim(self, ctx: SourceContext, name: str) -> str | None:
+        claimed = claimed_name(name)
+        try:
+            os.rename(self.root / name, self.processing / claimed)
+        except FileNotFoundError:
+            # Another gateway claimed it first, or the sender took it back.
+            ctx.log.debug("%s: %s vanished before it could be claimed", self.system, name)
+            self._watch.pop(name, None)
+            return None
+        fsync_dir(self.processing)
+        fsync_dir(self.root)
+        self._watch.pop(name, None)
+        if self.config.completion == "marker":
+            (self.root / (name + self.config.marker_suffix)).unlink(missing_ok=True)
+        self.stats.claimed += 1
+        ctx.log.info("%s: claimed %s as %s", self.system, name, claimed)
+        return claimed
+
+    def _finish(self, claimed: str) -> None:
+        os.rename(self.processing / claimed, self.done / claimed)
+        fsync_dir(self.done)
+        fsync_dir(self.processing)
+
+    def _fail(self, claimed: str, reason: str, committed: int) -> None:
+        moment = datetime.now().astimezone().isoformat(timespec="seconds")
+        report = (
+            f"system: {self.system}\n"
+            f"file: {original_name(claimed)}\n"
+            f"claimed as: {claimed}\n"
+            f"time: {moment}\n"
+            f"reason: {reason}\n"
+            f"items committed before the failure: {committed}\n"
+            f"what to do: correct the file (or input settings of the mapping for {self.system}) and drop it "
+            f"into {self.root} again; this copy stays here for inspection.\n"
+        )
+        write_atomic(self.error / f"{claimed}.error.txt", report.encode("utf-8"))
+        os.rename(self.processing / claimed, self.error / claimed)
+        fsync_dir(self.error)
+        fsync_dir(self.processing)
+
+    # ------------------------------------------------------------------ one file
+
+    async def _process(self, ctx: SourceContext, claimed: str) -> None:
+        """Ingest one claimed file from its cursor to the end, then move it to done/ (or error/)."""
+        path = self.processing / claimed
+        original = original_name(claimed)
+        cursor = f"filedrop:{self.system}:{claimed}"
+        stored = await ctx.get_cursor(cursor)
+        committed = int(stored) if stored else 0
+        consumed = committed
+        batches = _Batches(read_items(path, ctx.input_options()), skip=committed)
+        try:
+            while True:
+                if ctx.stopping.is_set():
+                    return  # the cursor holds our place; the next start resumes here
+                try:
+                    batch = await asyncio.to_thread(batches.next_batch, self.config.batch_size)
+                except Exception as exc:
+                    # The file's fault (refused, unreadable, unknown format): file it under error/.
+                    await asyncio.to_thread(batches.close)
+                    await asyncio.to_thread(self._fail, claimed, _reason(exc), consumed)
+                    self._failed(ctx, original, exc)
+                    return
+                if not batch:
+                    break
+                records = [
+                    RawRecord(
+                        system=self.system,
+                        payload=item.payload or {},
+                        ref=f"{original} {item.ref}",
+                        raw=item.raw,
+                        error=item.error,
+                        field=item.field,
+                    )
+                    for item in batch
+                ]
+                try:
+                    await ctx.ingest(records, cursor=(cursor, str(consumed + len(batch))))
+                except Exception as exc:
+                    self._postpone(ctx, claimed, exc)
+                    return
+                consumed += len(batch)
+                self.stats.items += len(batch)
+            await asyncio.to_thread(batches.close)
+            await asyncio.to_thread(self._finish, claimed)
+        finally:
+            await asyncio.to_thread(batches.close)
+        self._failures.pop(claimed, None)
+        self.stats.retry_at.pop(claimed, None)
+        self.stats.done += 1
+        ctx.log.info("%s: %s done, %d items (%s)", self.system, original, consumed, claimed)
+
+    def _failed(self, ctx: SourceContext, original: str, exc: Exception) -> None:
+        self.stats.failed += 1
+        self.stats.last_error = _reason(exc)
+        ctx.log.error("%s: %s moved to error/: %s", self.system, original, _reason(exc))
+
+    def _postpone(self, ctx: SourceContext, claimed: str, exc: Exception) -> None:
+        failures = self._failures.get(claimed, 0) + 1
+        self._failures[claimed] = failures
+        pause = min(self.config.poll_interval * 2 ** (failures - 1), _RETRY_MAX)
+        self.stats.retry_at[claimed] = time.monotonic() + pause
+        self.stats.ingest_failures += 1
+        self.stats.last_error = f"ingest failed: {exc}"
+        ctx.log.warning(
+            "%s: ingesting %s failed (%s); it stays in processing/ and is retried in %.0fs",
+            self.system,
+            claimed,
+            exc,
+            pause,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read the file: {exc.strerror}"
+    text = str(exc) or type(exc).__name__
+    return text
