@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gateway.adapters import AdapterConfig
+from gateway.adapters import AdapterConfig, ConfigPath
 
 from ._template import TemplateError, placeholders_in, split_path
 
@@ -26,18 +26,6 @@ PUSH_PLACEHOLDERS = frozenset(
 )
 
 
-def _resolve_local(value: Any, info: ValidationInfo) -> Any:
-    """Relative paths resolve against ``context["base_dir"]`` (the gateway.toml folder) when the core gives one."""
-    if not isinstance(value, str | Path):
-        return value
-    path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir") if info.context else None
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
-    return path
-
-
-LocalPath = Annotated[Path, BeforeValidator(_resolve_local)]
 
 
 class SecretError(ValueError):
@@ -48,7 +36,7 @@ class SecretRef(AdapterConfig):
     """Where a secret lives: ``{env = "NAME"}`` or ``{file = "/run/secrets/name"}`` (exactly one)."""
 
     env: str | None = None
-    file: LocalPath | None = None
+    file: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
@@ -91,9 +79,9 @@ class Timeouts(AdapterConfig):
 class TlsSettings(AdapterConfig):
     """Server verification and the client certificate for mutual TLS."""
 
-    ca_file: LocalPath | None = None  # trust anchors for the server; the system store when absent
-    client_cert_file: LocalPath | None = None
-    client_key_file: LocalPath | None = None
+    ca_file: ConfigPath | None = None  # trust anchors for the server; the system store when absent
+    client_cert_file: ConfigPath | None = None
+    client_key_file: ConfigPath | None = None
     client_key_passphrase: SecretRef | None = None
     check_hostname: bool = True
     minimum_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
@@ -117,8 +105,8 @@ class UsernameTokenSettings(AdapterConfig):
 class SignatureSettings(AdapterConfig):
     """X.509 signature of the Body (and Timestamp, UsernameToken when present)."""
 
-    key_file: LocalPath
-    cert_file: LocalPath
+    key_file: ConfigPath
+    cert_file: ConfigPath
     key_passphrase: SecretRef | None = None
     # zeep's default is RSA-SHA1 with SHA-1 digests; both are refused by current policy.
     signature_method: Literal["rsa-sha256", "rsa-sha384", "rsa-sha512"] = "rsa-sha256"
@@ -137,7 +125,7 @@ class WsseSettings(AdapterConfig):
     signature: SignatureSettings | None = None
     timestamp_ttl_seconds: int | None = Field(300, ge=1, description="adds a wsu:Timestamp; null leaves it out")
     # The counterpart's signing certificate: when set, every response must carry a valid signature by it.
-    verify_response_cert: LocalPath | None = None
+    verify_response_cert: ConfigPath | None = None
 
     @field_validator("verify_response_cert")
     @classmethod
@@ -182,7 +170,11 @@ class SoapConnection(AdapterConfig):
                 "(save the WSDL and its XSDs next to each other and name the file)"
             )
         if not value.startswith("builtin:"):
-            value = str(_resolve_local(value, info))
+            path = Path(value).expanduser()
+            base = (info.context or {}).get("base_dir")
+            if base is not None and not path.is_absolute():
+                path = Path(base) / path
+            value = str(path)
         path = wsdl_path(value)
         if not path.is_file():
             raise ValueError(f"wsdl file {path} does not exist")
