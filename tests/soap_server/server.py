@@ -193,7 +193,9 @@ class SoapTestServer:
         return path
 
     def start(self) -> SoapTestServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="soap-test-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="soap-test-server", daemon=True
+        )
         self._thread.start()
         return self
 
