@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.formats import _items
 from gateway.formats._items import (
-    MAX_LINE_BYTES,
     FileRefused,
     RawItem,
     iter_lines,
@@ -156,7 +156,7 @@ def _rows(
                     (
                         offset,
                         data,
-                        f"line {number} at byte offset {offset} is longer than {MAX_LINE_BYTES} bytes",
+                        f"line {number} at byte offset {offset} is longer than {_items.MAX_LINE_BYTES} bytes",
                     )
                 )
                 yield "\n"

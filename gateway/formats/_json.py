@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gateway.formats import _items
 from gateway.formats._items import (
-    MAX_LINE_BYTES,
     FileRefused,
     RawItem,
     iter_lines,
@@ -48,7 +48,9 @@ def read_jsonl(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
         for number, (offset, data, too_long) in enumerate(iter_lines(stream), start=1):
             ref = f"line {number}"
             if too_long:
-                yield RawItem(None, ref, None, error=f"line {number} is longer than {MAX_LINE_BYTES} bytes")
+                yield RawItem(
+                    None, ref, None, error=f"line {number} is longer than {_items.MAX_LINE_BYTES} bytes"
+                )
                 continue
             raw = strip_line_end(data)
             if number == 1 and codec == "utf-8-sig" and raw.startswith(codecs.BOM_UTF8):
@@ -100,10 +102,7 @@ class _Stream:
         """Read more text; False at end of file.  Grows geometrically so a big item is not re-parsed often."""
         if self.eof:
             return False
-        self.lines_before += self.buf.count("\n", 0, self.pos)
-        self.buf = self.buf[self.pos :]
-        self.pos = 0
-        data = self.stream.read(max(_CHUNK, len(self.buf)))
+        data = self.stream.read(max(_CHUNK, len(self.buf) - self.pos))
         try:
             text = self.decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
@@ -113,9 +112,14 @@ class _Stream:
             ) from exc
         self.bytes_read += len(data)
         if not data:
+            # Keep the window as it is, so positions a caller holds still point at the right text.
             self.eof = True
-        self.buf += text
-        return bool(data)
+            self.buf += text
+            return False
+        self.lines_before += self.buf.count("\n", 0, self.pos)
+        self.buf = self.buf[self.pos :] + text
+        self.pos = 0
+        return True
 
     def where(self, pos: int) -> tuple[int, int]:
         line = self.lines_before + self.buf.count("\n", 0, pos) + 1
