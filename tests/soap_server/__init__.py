@@ -1,6 +1,6 @@
 """A real SOAP counterpart for the SOAP adapter's tests and benchmark (spyne over wsgiref, loopback only)."""
 
-from .certs import TestPki, generate_pki
+from .certs import Pki, generate_pki
 from .server import EXCHANGE_PATH, RECORDS_PATH, SoapTestServer, server_tls_context
 from .services import EXCHANGE_NS, RECORDS_NS, Control, make_records
 
@@ -11,7 +11,7 @@ __all__ = [
     "RECORDS_PATH",
     "Control",
     "SoapTestServer",
-    "TestPki",
+    "Pki",
     "generate_pki",
     "make_records",
     "server_tls_context",

@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     directory: Path
     ca_cert: Path
     server_cert: Path
@@ -102,7 +102,7 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def generate_pki(directory: Path, passphrase: str = "client-key-passphrase") -> TestPki:
+def generate_pki(directory: Path, passphrase: str = "client-key-passphrase") -> Pki:
     """Write a fresh CA, server, client and rogue client into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
@@ -119,7 +119,7 @@ def generate_pki(directory: Path, passphrase: str = "client-key-passphrase") -> 
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return path
 
-    pki = TestPki(
+    pki = Pki(
         directory=directory,
         ca_cert=cert_file("ca.pem", ca_cert),
         server_cert=cert_file("server.pem", server_cert),

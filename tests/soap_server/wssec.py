@@ -101,11 +101,11 @@ def check_username_token(
     return username
 
 
-def check_signature(envelope: etree._Element, trusted_cert_pem: bytes) -> list[str]:
+def check_signature(envelope: etree._Element, trusted_cert_pem: bytes) -> dict[str, object]:
     """Verify the request's signature against the trusted client certificate.
 
     The Body must be among the signed references, each id must name exactly one element,
-    and the algorithms must be SHA-2. Returns the local names of the signed elements.
+    and the algorithms must be SHA-2. Returns the signed elements' local names and the algorithms.
     """
     security = envelope.find(f"{{{SOAP11}}}Header/{{{WSSE}}}Security")
     signature = security.find(f"{{{DS}}}Signature") if security is not None else None
@@ -120,6 +120,7 @@ def check_signature(envelope: etree._Element, trusted_cert_pem: bytes) -> list[s
     body_id = body.get(f"{{{WSU}}}Id") if body is not None else None
     ctx = xmlsec.SignatureContext()
     signed: list[str] = []
+    digests: set[str] = set()
     referenced_ids = []
     for reference in signature.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference"):
         digest = reference.find(f"{{{DS}}}DigestMethod")
@@ -127,6 +128,7 @@ def check_signature(envelope: etree._Element, trusted_cert_pem: bytes) -> list[s
             raise SecurityFault(
                 "UnsupportedAlgorithm", f"digest method {None if digest is None else digest.get('Algorithm')}"
             )
+        digests.add(digest.get("Algorithm"))
         uri = reference.get("URI") or ""
         if not uri.startswith("#"):
             raise SecurityFault("InvalidSecurity", f"unsupported reference {uri!r}")
@@ -148,7 +150,7 @@ def check_signature(envelope: etree._Element, trusted_cert_pem: bytes) -> list[s
         ctx.verify(signature)
     except xmlsec.Error as exc:
         raise SecurityFault("FailedCheck", f"signature verification failed: {exc}") from exc
-    return signed
+    return {"elements": signed, "method": method.get("Algorithm"), "digests": sorted(digests)}
 
 
 def sign_response(envelope: etree._Element, key_pem: bytes, cert_pem: bytes) -> None:
