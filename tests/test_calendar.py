@@ -79,7 +79,9 @@ def test_shipped_2026_agrees_with_the_holidays_package_day_for_day(cal: WorkCale
     # this test says so before a deadline silently moves.
     cn = holidays.China(years=2026)
     assert [d for d in days(2026) if cal.is_workday(d) != cn.is_working_day(d)] == []
-    assert sum(cal.is_workday(d) for d in days(2026)) == 248  # 261 weekdays − 19 weekday holidays + 6 make-up days
+    assert (
+        sum(cal.is_workday(d) for d in days(2026)) == 248
+    )  # 261 weekdays − 19 weekday holidays + 6 make-up days
 
 
 def test_domain_example_29_sep_plus_5_working_days_is_12_oct(cal: WorkCalendar) -> None:
@@ -220,7 +222,9 @@ def test_several_years_in_one_file(tmp_path: Path) -> None:
         ("year: [2026\n", "not valid YAML"),
     ],
 )
-def test_bad_schedule_files_are_rejected_with_file_entry_and_rule(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_schedule_files_are_rejected_with_file_entry_and_rule(
+    tmp_path: Path, text: str, message: str
+) -> None:
     path = write(tmp_path, "bad.yaml", text)
     with pytest.raises(CalendarError) as info:
         load_schedule_file(path)

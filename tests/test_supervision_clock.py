@@ -71,7 +71,9 @@ def test_natural_day_limit_counts_calendar_days_through_holidays(cal: WorkCalend
 def test_natural_day_limit_ending_in_a_holiday_can_roll_to_the_next_working_day(cal: WorkCalendar) -> None:
     events = [accepted("2026-09-21T10:00:00", 10, Z)]
     assert compute_clock(events, cal, t("2026-09-22T00:00:00")).due_date == date(2026, 10, 1)
-    rolled = compute_clock(events, cal, t("2026-09-22T00:00:00"), ClockPolicy(natural_due_rolls_to_workday=True))
+    rolled = compute_clock(
+        events, cal, t("2026-09-22T00:00:00"), ClockPolicy(natural_due_rolls_to_workday=True)
+    )
     assert rolled.due_date == date(2026, 10, 8)
 
 
@@ -200,10 +202,14 @@ def test_notice_before_acceptance_leaves_the_acceptance_time_as_start(cal: WorkC
 
 def test_completion_on_time_and_late(cal: WorkCalendar) -> None:
     base = [accepted("2026-09-29T10:00:00", 5)]
-    on_time = compute_clock([*base, ev(EventKind.COMPLETED, "2026-10-12T18:00:00")], cal, t("2026-11-01T00:00:00"))
+    on_time = compute_clock(
+        [*base, ev(EventKind.COMPLETED, "2026-10-12T18:00:00")], cal, t("2026-11-01T00:00:00")
+    )
     assert on_time.state is ClockState.COMPLETED_ON_TIME
     assert on_time.days_used == 5
-    late = compute_clock([*base, ev(EventKind.COMPLETED, "2026-10-13T08:30:00")], cal, t("2026-11-01T00:00:00"))
+    late = compute_clock(
+        [*base, ev(EventKind.COMPLETED, "2026-10-13T08:30:00")], cal, t("2026-11-01T00:00:00")
+    )
     assert late.state is ClockState.COMPLETED_LATE
     assert late.days_left == -1
 
@@ -242,7 +248,9 @@ def test_reading_serialises_to_json_types(cal: WorkCalendar) -> None:
     assert data["stops"][0]["reason"] == "suspension"
 
 
-@pytest.mark.parametrize(("raw", "unit"), [("G", G), ("g", G), ("工作日", G), ("Z", Z), (" z ", Z), ("自然日", Z)])
+@pytest.mark.parametrize(
+    ("raw", "unit"), [("G", G), ("g", G), ("工作日", G), ("Z", Z), (" z ", Z), ("自然日", Z)]
+)
 def test_limit_units_parse(raw: str, unit: LimitUnit) -> None:
     assert LimitUnit.parse(raw) is unit
 

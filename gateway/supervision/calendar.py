@@ -78,7 +78,9 @@ def _as_date(value: Any, origin: str, where: str) -> date:
     if isinstance(value, str):
         text = value.strip()
         if len(text) > 10 and text[10:11] in ("T", " "):
-            raise CalendarError(f"{origin}: {where}: {value!r} has a time of day; write a date like 2026-10-01")
+            raise CalendarError(
+                f"{origin}: {where}: {value!r} has a time of day; write a date like 2026-10-01"
+            )
         try:
             return date.fromisoformat(text)
         except ValueError:
@@ -91,7 +93,9 @@ def _expand(entry: Any, origin: str, where: str) -> list[date]:
     if isinstance(entry, dict):
         unknown = set(entry) - {"date", "from", "to", "name"}
         if unknown:
-            raise CalendarError(f"{origin}: {where}: unknown key(s) {sorted(unknown)}; use date, from, to, name")
+            raise CalendarError(
+                f"{origin}: {where}: unknown key(s) {sorted(unknown)}; use date, from, to, name"
+            )
         if "date" in entry:
             if "from" in entry or "to" in entry:
                 raise CalendarError(f"{origin}: {where}: give either 'date' or 'from'/'to', not both")
@@ -109,7 +113,9 @@ def _expand(entry: Any, origin: str, where: str) -> list[date]:
         raise CalendarError(f"{origin}: {where}: range ends ({last}) before it starts ({first})")
     span = (last - first).days + 1
     if span > _MAX_RANGE_DAYS:
-        raise CalendarError(f"{origin}: {where}: range of {span} days is longer than {_MAX_RANGE_DAYS}; check the dates")
+        raise CalendarError(
+            f"{origin}: {where}: range of {span} days is longer than {_MAX_RANGE_DAYS}; check the dates"
+        )
     return [first + timedelta(days=i) for i in range(span)]
 
 
@@ -119,7 +125,9 @@ def parse_schedule(doc: Any, origin: str) -> YearSchedule:
     ``origin`` names the file (or other place) in error messages.
     """
     if not isinstance(doc, dict):
-        raise CalendarError(f"{origin}: expected a mapping with year, holidays, workdays; got {type(doc).__name__}")
+        raise CalendarError(
+            f"{origin}: expected a mapping with year, holidays, workdays; got {type(doc).__name__}"
+        )
     unknown = set(doc) - _ALLOWED_KEYS
     if unknown:
         raise CalendarError(f"{origin}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_ALLOWED_KEYS)}")
@@ -172,7 +180,9 @@ def load_schedule_file(path: str | Path) -> list[YearSchedule]:
     except yaml.YAMLError as exc:
         raise CalendarError(f"{path}: not valid YAML: {exc}") from exc
     docs = doc if isinstance(doc, list) else [doc]
-    schedules = [parse_schedule(item, f"{path}" if len(docs) == 1 else f"{path}[{i}]") for i, item in enumerate(docs)]
+    schedules = [
+        parse_schedule(item, f"{path}" if len(docs) == 1 else f"{path}[{i}]") for i, item in enumerate(docs)
+    ]
     years = [s.year for s in schedules]
     if len(set(years)) != len(years):
         raise CalendarError(f"{path}: a year appears more than once: {sorted(years)}")
@@ -198,7 +208,8 @@ def _package_schedule(year: int) -> YearSchedule:
         year=year,
         holidays=frozenset(d for d in cn if d.year == year),
         workdays=frozenset(d for d in cn.weekend_workdays if d.year == year),
-        source=f"holidays {version} China calendar" + ("" if known else " (estimated: no State Council notice)"),
+        source=f"holidays {version} China calendar"
+        + ("" if known else " (estimated: no State Council notice)"),
         estimated=not known,
     )
 
@@ -248,7 +259,9 @@ class WorkCalendar:
             return self._explicit[year]
         if not self.use_holidays_package:
             # Weekends only: an explicit calendar with no file for this year has nothing else to go on.
-            return YearSchedule(year, frozenset(), frozenset(), source="weekends only (no schedule)", estimated=True)
+            return YearSchedule(
+                year, frozenset(), frozenset(), source="weekends only (no schedule)", estimated=True
+            )
         if year not in self._package:
             self._package[year] = _package_schedule(year)
         return self._package[year]
@@ -299,7 +312,9 @@ class WorkCalendar:
         ``n == 0`` returns ``start``; a negative ``n`` counts backwards.
         """
         if isinstance(start, datetime):
-            raise TypeError("add_working_days takes a date; convert the datetime to its China local date first")
+            raise TypeError(
+                "add_working_days takes a date; convert the datetime to its China local date first"
+            )
         step = timedelta(days=1 if n >= 0 else -1)
         day, left = start, abs(n)
         while left:

@@ -77,7 +77,12 @@ class LimitUnit(StrEnum):
     def parse(cls, value: Any) -> LimitUnit:
         """Accept G / Z in either case and the Chinese words; anything else is a ValueError."""
         text = str(value).strip().upper() if value is not None else ""
-        aliases = {"G": cls.WORKING_DAYS, "工作日": cls.WORKING_DAYS, "Z": cls.NATURAL_DAYS, "自然日": cls.NATURAL_DAYS}
+        aliases = {
+            "G": cls.WORKING_DAYS,
+            "工作日": cls.WORKING_DAYS,
+            "Z": cls.NATURAL_DAYS,
+            "自然日": cls.NATURAL_DAYS,
+        }
         if text not in aliases:
             raise ValueError(f"time-limit unit {value!r} is neither G (工作日) nor Z (自然日)")
         return aliases[text]

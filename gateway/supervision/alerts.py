@@ -1,0 +1,83 @@
+"""The gateway's electronic-supervision alert types (电子监察预警类型) and the alert record they produce.
+
+The codes, labels and severities match gateway/schema/codetables/supervision_alert_type.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["ALERT_TYPES", "AlertType", "alert_id", "make_alert"]
+
+
+@dataclass(frozen=True)
+class AlertType:
+    """One alert type: its code, the rule that raises it, its severity and its Chinese label."""
+
+    code: str
+    rule: str
+    severity: str  # red | yellow | info
+    label: str
+
+
+ALERT_TYPES: dict[str, AlertType] = {
+    t.code: t
+    for t in (
+        AlertType("near_deadline_yellow", "promised_time_limit", "yellow", "黄牌：临近时限"),
+        AlertType("overdue_red", "promised_time_limit", "red", "红牌：超期未办结"),
+        AlertType("acceptance_overdue", "acceptance_time_limit", "yellow", "受理超期"),
+        AlertType("special_procedure_overdue", "special_procedure_time_limit", "yellow", "特别程序超时"),
+        AlertType("backfill_late_entry", "backfill_business_time", "yellow", "补录：业务时间远早于接收时间"),
+        AlertType(
+            "backfill_completed_on_first_sight", "backfill_first_sight", "yellow", "补录：首次出现即已办结"
+        ),
+        AlertType("outside_system_no_acceptance", "outside_system", "red", "体外循环：无受理即办结"),
+        AlertType("disclosure_overdue", "credit_disclosure", "yellow", "双公示超期"),
+        AlertType("changed_after_completion", "change_after_completion", "yellow", "办结后修改"),
+    )
+}
+
+
+def alert_id(case_no: str, rule: str, severity: str, subject_key: str = "") -> str:
+    """Deterministic alert id: the same finding on the same case always gets the same id.
+
+    ``subject_key`` tells apart findings of one rule about different records of a case (two special
+    procedures, two changed records); rules with one finding per case leave it empty.
+    """
+    material = json.dumps([case_no, rule, severity, subject_key], ensure_ascii=False, separators=(",", ":"))
+    return "sa-" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def make_alert(
+    alert_type: str,
+    *,
+    case_no: str,
+    raised_at: datetime,
+    description: str,
+    department: str | None = None,
+    due_at: datetime | None = None,
+    subject_kind: str | None = None,
+    subject_key: str | None = None,
+    distinct_subject: bool = False,
+) -> dict[str, Any]:
+    """The data of a ``supervision_alert`` record (field names as in the common schema)."""
+    kind = ALERT_TYPES[alert_type]
+    return {
+        "alert_id": alert_id(
+            case_no, kind.rule, kind.severity, (subject_key or "") if distinct_subject else ""
+        ),
+        "case_no": case_no,
+        "rule": kind.rule,
+        "alert_type": kind.code,
+        "severity": kind.severity,
+        "raised_at": raised_at.isoformat(),
+        "department": department,
+        "description": description,
+        "due_at": due_at.isoformat() if due_at else None,
+        "subject_kind": subject_kind,
+        "subject_key": subject_key,
+    }
