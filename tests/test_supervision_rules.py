@@ -640,6 +640,11 @@ def test_records_without_a_case_are_refused_with_a_readable_error(engine: Superv
             "promised_time_limit",
             "whole number",
         ),
+        (
+            rec("acceptance", status="1", accepted_at=iso("2026-09-29T10:00:00"), promised_time_limit=99999),
+            "promised_time_limit",
+            "between 0 and 3650",
+        ),
         (rec("approval_result", decision_no="XK-1", decided_on="2026/09/29"), "decided_on", "ISO 8601 date"),
     ],
 )

@@ -21,7 +21,7 @@ Counting model, per day (all dates are China local dates, UTC+8):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from enum import StrEnum
 from typing import Any
@@ -313,7 +313,7 @@ def _collect(events: Iterable[ClockEvent], as_of: datetime, policy: ClockPolicy)
                 special.ended_at = at
         elif kind is EventKind.EXTENDED:
             if event.limit:
-                extensions.append(event)
+                extensions.append(replace(event, at=at))
         elif kind is EventKind.COMPLETED:
             if completed_at is None:
                 completed_at = at

@@ -89,6 +89,9 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "approval_result": ("decision_no",),
 }
 VERSION_FIELD = "version"
+# No statutory time limit comes near ten years; a larger number is a data error, and would make the
+# clock walk through centuries of calendar on every tick.
+MAX_LIMIT_DAYS = 3650
 
 _KIND_TITLES = {
     "case": "办件",
@@ -183,8 +186,8 @@ class _Record:
             number = int(value)
         except (TypeError, ValueError):
             raise self.fail(name, value, "not a whole number of days") from None
-        if number < 0:
-            raise self.fail(name, value, "a time limit cannot be negative")
+        if not 0 <= number <= MAX_LIMIT_DAYS:
+            raise self.fail(name, value, f"a time limit must be between 0 and {MAX_LIMIT_DAYS} days")
         return number
 
     def unit(self, fact: str) -> str | None:
