@@ -1,0 +1,515 @@
+"""The file-drop source: completion conventions, stability, claim/done/error moves, resume after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.filedrop import ADAPTER, FiledropConfig, FiledropSource, original_name
+from gateway.adapters import IngestOutcome, RawRecord, discover, validate_config
+
+SAMPLES = Path(__file__).parent / "samples" / "files"
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after this point runs, nothing not committed survives."""
+
+
+@dataclass
+class FakeStore:
+    """What survives a crash: the committed records and cursors (one transaction per ingest call)."""
+
+    records: list[RawRecord] = field(default_factory=list)
+    cursors: dict[str, str] = field(default_factory=dict)
+    commits: list[tuple[int, tuple[str, str] | None]] = field(default_factory=list)
+
+    def refs(self) -> list[str]:
+        return [record.ref for record in self.records]
+
+
+class FakeContext:
+    """An in-memory SourceContext.  ``crash_before`` / ``crash_after`` name the ingest call (from 1) at
+    which the process dies before or after its transaction commits; ``fail_calls`` raise an ordinary
+    error (a store hiccup) without committing."""
+
+    def __init__(
+        self,
+        store: FakeStore,
+        options: Mapping[str, Any] | None = None,
+        *,
+        system: str = "county",
+        crash_before: int | None = None,
+        crash_after: int | None = None,
+        fail_calls: Sequence[int] = (),
+        data_dir: Path | None = None,
+    ) -> None:
+        self.system = system
+        self.data_dir = data_dir or Path(".")
+        self.log = logging.getLogger(f"test.filedrop.{system}")
+        self.stopping = asyncio.Event()
+        self.store = store
+        self.options = dict(options or {})
+        self.crash_before = crash_before
+        self.crash_after = crash_after
+        self.fail_calls = set(fail_calls)
+        self.calls = 0
+
+    async def ingest(
+        self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None
+    ) -> list[IngestOutcome]:
+        self.calls += 1
+        if self.calls == self.crash_before:
+            raise Crash(f"killed before commit of call {self.calls}")
+        if self.calls in self.fail_calls:
+            raise ConnectionError("database is locked")
+        await asyncio.sleep(0)
+        self.store.records.extend(records)
+        if cursor is not None:
+            self.store.cursors[cursor[0]] = cursor[1]
+        self.store.commits.append((len(records), cursor))
+        if self.calls == self.crash_after:
+            raise Crash(f"killed after commit of call {self.calls}")
+        return [IngestOutcome(ref=r.ref, status="quarantined" if r.error else "accepted") for r in records]
+
+    async def get_cursor(self, name: str) -> str | None:
+        return self.store.cursors.get(name)
+
+    def input_options(self) -> Mapping[str, Any]:
+        return self.options
+
+
+def make_config(root: Path, **overrides: Any) -> FiledropConfig:
+    options = {
+        "path": str(root),
+        "stability_seconds": 0.05,
+        "poll_interval": 0.02,
+        "instance": "gw1",
+        **overrides,
+    }
+    return FiledropConfig.model_validate(options)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+async def run_until(
+    source: FiledropSource, ctx: FakeContext, done: Callable[[], bool], timeout: float = 10.0
+) -> BaseException | None:
+    """Run the source until ``done()`` holds (then stop it) or it dies; return what killed it, if anything."""
+    task = asyncio.create_task(source.run(ctx))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done() and not task.done():
+        if asyncio.get_running_loop().time() > deadline:
+            ctx.stopping.set()
+            await task
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+    ctx.stopping.set()
+    try:
+        await asyncio.wait_for(task, timeout=5)
+    except Crash as crash:
+        return crash
+    return None
+
+
+def csv_file(path: Path, rows: int, *, start: int = 1) -> Path:
+    lines = ["SBLSH,SQRMC"] + [f"{n:06d},申请人{n}" for n in range(start, start + rows)]
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="gb18030")
+    return path
+
+
+# --------------------------------------------------------------------------- adapter object
+
+
+def test_adapter_is_registered_under_its_entry_point_and_validates_config(tmp_path: Path) -> None:
+    assert discover(["filedrop"])["filedrop"] is ADAPTER
+    config = validate_config(ADAPTER.source_config, {"path": "drop"}, tmp_path)
+    assert config.path == tmp_path / "drop" and config.batch_size == 2000 and config.completion == "rename"
+    with pytest.raises(ValueError, match="extra"):
+        validate_config(ADAPTER.source_config, {"path": "drop", "folder": "x"}, tmp_path)
+    with pytest.raises(ValueError, match="completion"):
+        validate_config(ADAPTER.source_config, {"path": "drop", "completion": "lock"}, tmp_path)
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+async def test_rename_convention_ignores_temporary_names_and_takes_the_renamed_file(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    for name in (".cases.csv", "cases.csv.tmp", "cases.csv.part", "~cases.csv", "notes.txt"):
+        csv_file(root / name, 2)
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root, include=["*.csv"]))
+    ctx = FakeContext(store)
+
+    task = asyncio.create_task(source.run(ctx))
+    await asyncio.sleep(0.3)
+    assert store.records == []  # nothing complete yet
+    os.rename(root / "cases.csv.part", root / "cases.csv")
+    while not listing(root / "done"):
+        await asyncio.sleep(0.01)
+    ctx.stopping.set()
+    await task
+
+    assert store.refs() == ["cases.csv row 1", "cases.csv row 2"]
+    assert store.records[0].payload == {"SBLSH": "000001", "SQRMC": "申请人1"}
+    assert store.records[0].system == "county"
+    assert [original_name(name) for name in listing(root / "done")] == ["cases.csv"]
+    assert sorted(listing(root)) == sorted(
+        [".cases.csv", "cases.csv.tmp", "~cases.csv", "notes.txt", "processing", "done", "error"]
+    )
+    assert listing(root / "processing" / "gw1") == []
+
+
+async def test_marker_convention_waits_for_the_marker_and_removes_it(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    csv_file(root / "cases.csv", 3)
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root, completion="marker"))
+    ctx = FakeContext(store)
+
+    task = asyncio.create_task(source.run(ctx))
+    await asyncio.sleep(0.3)
+    assert store.records == [] and (root / "cases.csv").exists()
+    (root / "cases.csv.done").write_bytes(b"")
+    while not listing(root / "done"):
+        await asyncio.sleep(0.01)
+    ctx.stopping.set()
+    await task
+
+    assert len(store.records) == 3
+    assert not (root / "cases.csv.done").exists()
+    assert not (root / "cases.csv").exists()
+
+
+async def test_a_file_still_growing_is_not_claimed_until_it_is_stable(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root, stability_seconds=0.4, poll_interval=0.05))
+    ctx = FakeContext(store)
+    path = root / "growing.csv"
+    path.write_text("SBLSH,SQRMC\r\n", encoding="utf-8")
+
+    task = asyncio.create_task(source.run(ctx))
+    for n in range(1, 16):  # 15 appends, 0.05 s apart: longer than the stability window in total
+        await asyncio.sleep(0.05)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{n},x\r\n")
+        assert path.exists(), f"claimed while still growing (after {n} appends)"
+    while not listing(root / "done"):
+        await asyncio.sleep(0.02)
+    ctx.stopping.set()
+    await task
+
+    assert len(store.records) == 15  # the whole file, not the part written when it was first seen
+
+
+# --------------------------------------------------------------------------- formats through the source
+
+
+@pytest.mark.parametrize("sample", ["cases_gb18030.csv", "cases_utf8_bom.csv", "cases_utf8.csv"])
+async def test_csv_exports_in_each_encoding_arrive_with_chinese_fields(tmp_path: Path, sample: str) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    (root / sample).write_bytes((SAMPLES / sample).read_bytes())
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root))
+    await run_until(
+        source,
+        FakeContext(store, {"format": "csv", "encoding": "auto"}),
+        lambda: bool(listing(root / "done")),
+    )
+
+    assert [r.payload["申请人名称"] for r in store.records][0] == "烟台市某某食品有限公司"
+    assert store.records[2].payload["申请人名称"] == '某某"商贸"有限公司'
+    assert store.refs() == [f"{sample} row {n}" for n in (1, 2, 3)]
+
+
+async def test_bad_csv_rows_are_error_records_and_the_file_still_goes_to_done(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    good = [f"{n},申请人{n}" for n in range(1, 7)]
+    good[2] = "3,申请人3,多余"  # wrong column count
+    data = ("SBLSH,SQRMC\r\n" + "\r\n".join(good) + "\r\n").encode("gb18030")
+    data = data.replace("5,申请人5".encode("gb18030"), b"5,\xff\xfe")
+    (root / "export.csv").write_bytes(data)
+    store = FakeStore()
+    await run_until(
+        FiledropSource("county", make_config(root)), FakeContext(store), lambda: bool(listing(root / "done"))
+    )
+
+    by_ref = {r.ref: r for r in store.records}
+    assert len(store.records) == 6
+    assert by_ref["export.csv row 3"].error == "row has 3 columns, header has 2"
+    assert by_ref["export.csv row 3"].payload == {}
+    assert "row 5" in by_ref["export.csv row 5"].error and "byte offset" in by_ref["export.csv row 5"].error
+    assert by_ref["export.csv row 6"].payload == {"SBLSH": "6", "SQRMC": "申请人6"}
+    assert by_ref["export.csv row 6"].raw == "6,申请人6".encode("gb18030")
+    assert listing(root / "error") == []
+
+
+async def test_malformed_xml_tail_ingests_the_records_before_it_plus_one_error(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    (root / "cases.xml").write_bytes(
+        b"<DATAS><APPROVEDATAINFO><SBLSH>1</SBLSH></APPROVEDATAINFO><APPROVEDATAINFO><SBLSH>2</SBLSH>"
+        b"</APPROVEDATAINFO><APPROVEDATAINFO><SBLSH>3</SB"
+    )
+    store = FakeStore()
+    options = {"format": "xml", "record": "APPROVEDATAINFO"}
+    await run_until(
+        FiledropSource("county", make_config(root)),
+        FakeContext(store, options),
+        lambda: bool(listing(root / "done")),
+    )
+
+    assert [r.payload.get("SBLSH") for r in store.records[:2]] == ["1", "2"]
+    assert len(store.records) == 3
+    assert store.records[2].ref.startswith("cases.xml line 1 column ")
+    assert "not well-formed" in store.records[2].error
+
+
+# --------------------------------------------------------------------------- files refused whole
+
+
+async def test_xxe_file_goes_to_error_with_a_report_and_the_secret_appears_nowhere(
+    tmp_path: Path, caplog
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-d41d8cd9", encoding="utf-8")
+    root = tmp_path / "drop"
+    root.mkdir()
+    (root / "evil.xml").write_bytes(
+        f'<?xml version="1.0"?><!DOCTYPE DATAS [<!ENTITY xxe SYSTEM "{secret.as_uri()}">]>'
+        f"<DATAS><APPROVEDATAINFO><SQRMC>&xxe;</SQRMC></APPROVEDATAINFO></DATAS>".encode()
+    )
+    (root / "bomb.xml").write_bytes((SAMPLES / "billion_laughs.xml").read_bytes())
+    store = FakeStore()
+    options = {"format": "xml", "record": "APPROVEDATAINFO"}
+    caplog.set_level(logging.DEBUG)
+    await run_until(
+        FiledropSource("county", make_config(root)),
+        FakeContext(store, options),
+        lambda: len(listing(root / "error")) == 4,
+    )
+
+    assert store.records == []
+    errors = listing(root / "error")
+    assert sorted(original_name(n) for n in errors) == [
+        "bomb.xml",
+        "bomb.xml.error.txt",
+        "evil.xml",
+        "evil.xml.error.txt",
+    ]
+    for report_name in (n for n in errors if n.endswith(".error.txt")):
+        report = (root / "error" / report_name).read_text(encoding="utf-8")
+        assert "system: county" in report
+        assert f"file: {original_name(report_name).removesuffix('.error.txt')}" in report
+        assert "DTD/entity declarations are refused" in report
+        assert "time: 20" in report
+    everything = "".join(
+        (root / "error" / n).read_text(encoding="utf-8", errors="replace")
+        for n in errors
+        if n.endswith(".txt")
+    )
+    everything += caplog.text + repr(store.records)
+    assert "TOP-SECRET" not in everything
+    assert listing(root / "done") == [] and listing(root / "processing" / "gw1") == []
+
+
+async def test_unknown_format_goes_to_error_with_the_reason(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    (root / "report.dat").write_bytes(b"\x00\x01")
+    store = FakeStore()
+    await run_until(
+        FiledropSource("county", make_config(root, include=["*"])),
+        FakeContext(store),
+        lambda: len(listing(root / "error")) == 2,
+    )
+    report = next((root / "error").glob("*.error.txt")).read_text(encoding="utf-8")
+    assert "unknown format" in report and "file: report.dat" in report
+
+
+# --------------------------------------------------------------------------- crashes and resume
+
+
+def ten_items(root: Path) -> Path:
+    return csv_file(root / "cases.csv", 10)
+
+
+EXPECTED = [f"cases.csv row {n}" for n in range(1, 11)]
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [{"crash_before": n} for n in (1, 2, 3, 4)] + [{"crash_after": n} for n in (1, 2, 3, 4)],
+    ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()),
+)
+async def test_resume_after_a_crash_mid_file_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, crash: dict[str, int]
+) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    store = FakeStore()
+    config = make_config(root, batch_size=3)  # 4 batches: 3 + 3 + 3 + 1
+
+    with pytest.raises(Crash):
+        await asyncio.wait_for(FiledropSource("county", config).run(FakeContext(store, **crash)), timeout=5)
+    claimed = listing(root / "processing" / "gw1")
+    assert len(claimed) == 1  # the file waits in processing/ for the next start
+    committed_before = len(store.records)
+
+    # The next start of the gateway: a new source object and context over the same store.
+    await run_until(
+        FiledropSource("county", config), FakeContext(store), lambda: bool(listing(root / "done"))
+    )
+
+    assert store.refs() == EXPECTED
+    assert len(store.records) >= committed_before
+    assert listing(root / "done") == claimed
+    assert store.cursors == {f"filedrop:county:{claimed[0]}": "10"}
+
+
+async def test_crash_between_claim_and_first_commit_resumes_from_processing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    store = FakeStore()
+    config = make_config(root, batch_size=4)
+    source = FiledropSource("county", config)
+
+    async def die(ctx: Any, claimed: str) -> None:
+        raise Crash("killed just after the claim")
+
+    monkeypatch.setattr(source, "_process", die)
+    with pytest.raises(Crash):
+        await asyncio.wait_for(source.run(FakeContext(store)), timeout=5)
+    assert len(listing(root / "processing" / "gw1")) == 1 and not (root / "cases.csv").exists()
+
+    await run_until(
+        FiledropSource("county", config), FakeContext(store), lambda: bool(listing(root / "done"))
+    )
+    assert store.refs() == EXPECTED
+
+
+async def test_crash_before_the_move_to_done_only_moves_the_file_on_resume(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    store = FakeStore()
+    config = make_config(root, batch_size=4)
+    source = FiledropSource("county", config)
+
+    def die(claimed: str) -> None:
+        raise Crash("killed before rename to done/")
+
+    monkeypatch.setattr(source, "_finish", die)
+    with pytest.raises(Crash):
+        await asyncio.wait_for(source.run(FakeContext(store)), timeout=5)
+    assert store.refs() == EXPECTED
+
+    resumed = FakeContext(store)
+    await run_until(FiledropSource("county", config), resumed, lambda: bool(listing(root / "done")))
+    assert store.refs() == EXPECTED
+    assert resumed.calls == 0  # nothing left to ingest
+
+
+async def test_stale_marker_left_by_a_crash_is_removed_on_resume(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    (root / "cases.csv.done").write_bytes(b"")
+    store = FakeStore()
+    config = make_config(root, completion="marker")
+    source = FiledropSource("county", config)
+    real_unlink = Path.unlink
+
+    def die_on_marker(self: Path, missing_ok: bool = False) -> None:
+        if self.name == "cases.csv.done":
+            raise Crash("killed between claim and marker removal")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", die_on_marker)
+    with pytest.raises(Crash):
+        await asyncio.wait_for(source.run(FakeContext(store)), timeout=5)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert (root / "cases.csv.done").exists() and not (root / "cases.csv").exists()
+
+    await run_until(
+        FiledropSource("county", config), FakeContext(store), lambda: bool(listing(root / "done"))
+    )
+    assert not (root / "cases.csv.done").exists()
+    assert store.refs() == EXPECTED
+
+
+async def test_a_failing_ingest_keeps_the_file_in_processing_and_retries_it(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root, batch_size=3))
+    ctx = FakeContext(store, fail_calls=(2, 3))
+
+    await run_until(source, ctx, lambda: bool(listing(root / "done")))
+
+    assert store.refs() == EXPECTED
+    assert source.stats.ingest_failures == 2 and source.stats.done == 1
+    assert "database is locked" in (source.stats.last_error or "")
+
+
+async def test_stop_is_prompt_between_batches_and_the_next_start_continues(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    csv_file(root / "big.csv", 5000)
+    store = FakeStore()
+    config = make_config(root, batch_size=100)
+    ctx = FakeContext(store)
+    task = asyncio.create_task(FiledropSource("county", config).run(ctx))
+    while len(store.records) < 300:
+        await asyncio.sleep(0.001)
+    ctx.stopping.set()
+    await asyncio.wait_for(task, timeout=1)
+    assert len(store.records) < 5000
+    assert len(listing(root / "processing" / "gw1")) == 1
+
+    await run_until(
+        FiledropSource("county", config), FakeContext(store), lambda: bool(listing(root / "done"))
+    )
+    assert store.refs() == [f"big.csv row {n}" for n in range(1, 5001)]
+
+
+async def test_two_gateways_on_one_drop_folder_never_take_the_same_file(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    for n in range(30):
+        csv_file(root / f"f{n:02d}.csv", 5, start=n * 5 + 1)
+    store = FakeStore()
+    first = FiledropSource("county", make_config(root, instance="gw1", stability_seconds=0))
+    second = FiledropSource("county", make_config(root, instance="gw2", stability_seconds=0))
+    ctx1, ctx2 = FakeContext(store), FakeContext(store)
+    tasks = [asyncio.create_task(first.run(ctx1)), asyncio.create_task(second.run(ctx2))]
+    while len(listing(root / "done")) < 30:
+        await asyncio.sleep(0.01)
+    ctx1.stopping.set()
+    ctx2.stopping.set()
+    await asyncio.gather(*tasks)
+
+    assert sorted(store.refs()) == sorted(f"f{n:02d}.csv row {r}" for n in range(30) for r in range(1, 6))
+    assert first.stats.done + second.stats.done == 30
