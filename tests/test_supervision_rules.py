@@ -46,6 +46,7 @@ _TIME_FIELD = {
     "special_procedure": "started_at",
     "completion": "completed_at",
     "approval_result": "decided_on",
+    "supervision_result": "decided_on",
 }
 
 
@@ -497,6 +498,40 @@ def test_non_licence_items_and_refusals_need_no_disclosure(engine: SupervisionEn
         (completion("2026-09-30T15:00:00", result="1"), "2026-09-30T15:01:00"),
     )
     assert engine.on_tick(state, t("2026-11-30T00:00:00")) == []
+
+
+def penalty(decided_on: str, result_type: str = "penalty", version: int = 1) -> dict:
+    record = rec(
+        "supervision_result",
+        version=version,
+        decision_no="CF-2026-009",
+        result_type=result_type,
+        decided_on=decided_on,
+        authority="市市场监督管理局",
+        content="罚款",
+    )
+    del record["data"]["case_no"]
+    return record
+
+
+def test_penalty_decision_received_late_is_disclosure_overdue(engine: SupervisionEngine) -> None:
+    assert engine.case_key(penalty("2026-09-30")) == "CF-2026-009"
+    _, alerts = engine.on_record(None, penalty("2026-09-30"), t("2026-10-15T18:00:00"))
+    assert alerts == []
+    state, alerts = engine.on_record(None, penalty("2026-09-30"), t("2026-10-16T09:00:00"))
+    assert types(alerts) == ["disclosure_overdue"]
+    assert alerts[0]["case_no"] == "CF-2026-009"
+    assert alerts[0]["description"].startswith("监管（处罚）决定 CF-2026-009（决定日期 2026年9月30日）")
+    # A re-report of the penalty is not a change to a case.
+    _, alerts = engine.on_record(state, penalty("2026-09-30", version=2), t("2026-10-17T09:00:00"))
+    assert alerts == []
+
+
+def test_inspection_results_have_no_disclosure_deadline(engine: SupervisionEngine) -> None:
+    _, alerts = engine.on_record(
+        None, penalty("2026-09-30", result_type="inspection"), t("2026-11-30T09:00:00")
+    )
+    assert alerts == []
 
 
 # ---------------------------------------------------------------- other findings

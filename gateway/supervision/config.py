@@ -43,11 +43,13 @@ class SupervisionConfig(BaseModel):
     # 行政许可法 第三十二条: decide on acceptance within 5 working days of the application.
     acceptance_working_days: int = Field(5, ge=0)
 
-    # 双公示: licence decisions published within 7 working days of the decision date. The tick also
+    # 双公示: licence and penalty decisions published within 7 working days of the decision date. The tick also
     # expects an approval result for completed licence cases (事项类型 01 许可) whose result is a decision.
     disclosure_working_days: int = Field(7, ge=0)
     disclosure_item_types: tuple[str, ...] = ("01",)
     disclosure_result_codes: tuple[str, ...] = ("0", "6")
+    # Supervision results that are 行政处罚 decisions under 双公示 (暂扣 and 吊销 are penalties too).
+    disclosure_supervision_result_types: tuple[str, ...] = ("penalty", "revocation", "suspension")
 
     correction_after_acceptance: CorrectionPolicy = CorrectionPolicy.RESUME
     natural_due_rolls_to_workday: bool = False

@@ -76,6 +76,13 @@ FIELDS: dict[str, dict[str, str]] = {
         "decided_on": "decided_on",
         "authority": "authority",
     },
+    "supervision_result": {
+        "case_no": "case_no",
+        "decision_no": "decision_no",
+        "decided_on": "decided_on",
+        "authority": "authority",
+        "result_type": "result_type",
+    },
 }
 
 # Natural keys per kind (the schema's key_fields): one record and its later versions share a key.
@@ -87,6 +94,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "special_procedure": ("case_no", "procedure_type", "started_at"),
     "completion": ("case_no",),
     "approval_result": ("decision_no",),
+    "supervision_result": ("decision_no",),
 }
 VERSION_FIELD = "version"
 # No statutory time limit comes near ten years; a larger number is a data error, and would make the
@@ -101,9 +109,16 @@ _KIND_TITLES = {
     "special_procedure": "特别程序",
     "completion": "办结",
     "approval_result": "许可决定",
+    "supervision_result": "监管（处罚）决定",
 }
-# Kinds the engine ignores: they carry no case clock (its own alerts, ratings, supervision results).
-_IGNORED_KINDS = frozenset({"supervision_alert", "evaluation", "supervision_result"})
+# Kinds the engine ignores: they carry nothing it supervises (its own alerts, citizens' ratings).
+_IGNORED_KINDS = frozenset({"supervision_alert", "evaluation"})
+# Kinds that make up the handling of a case (a change to one after completion is a finding).
+_CASE_KINDS = frozenset(
+    {"case", "acceptance", "process_step", "correction", "special_procedure", "completion", "approval_result"}
+)
+# Kinds keyed by their decision number when they name no case.
+_DECISION_KINDS = ("approval_result", "supervision_result")
 
 
 class SupervisionError(ValueError):
@@ -241,8 +256,8 @@ class SupervisionEngine:
     def case_key(record: dict[str, Any]) -> str | None:
         """The key under which the pipeline keeps this record's CaseState, or None if it has none.
 
-        The 申办流水号 when the record names one; for an approval result without one, its decision
-        number. None for kinds the engine ignores (its own alerts, evaluations, supervision results).
+        The 申办流水号 when the record names one; for an approval or supervision result without one,
+        its decision number. None for kinds the engine ignores (its own alerts, evaluations).
         """
         kind = record.get("kind")
         data = record.get("data") or {}
@@ -251,7 +266,7 @@ class SupervisionEngine:
         case_no = data.get(FIELDS[kind]["case_no"])
         if case_no:
             return str(case_no)
-        if kind == "approval_result" and data.get(_f(kind, "decision_no")):
+        if kind in _DECISION_KINDS and data.get(_f(kind, "decision_no")):
             return str(data[_f(kind, "decision_no")])
         return None
 
@@ -295,7 +310,13 @@ class SupervisionEngine:
             state.versions[subject] = max(version, seen or version)
 
         alerts = self._record_rules(state, rec, subject, received_at, first)
-        if was_completed and seen is not None and version is not None and version > seen:
+        if (
+            rec.kind in _CASE_KINDS
+            and was_completed
+            and seen is not None
+            and version is not None
+            and version > seen
+        ):
             alerts.append(self._changed_after_completion(state, rec, subject, seen, version, received_at))
         alerts.extend(self._time_rules(state, received_at))
         fresh = self._fresh(state, alerts)
@@ -541,33 +562,53 @@ class SupervisionEngine:
                     )
                 )
 
-        if rec.kind == "approval_result":
-            decided_on = rec.day("decided_on", required=True)
-            if decided_on is not None:
-                due = self.calendar.add_working_days(decided_on, self.config.disclosure_working_days)
-                if received_at.date() > due:
-                    late = self.calendar.working_days_between(due, received_at.date())
-                    decision_no = rec.get("decision_no")
-                    alerts.append(
-                        make_alert(
-                            "disclosure_overdue",
-                            case_no=case_no,
-                            raised_at=received_at,
-                            department=rec.get("authority") or self._department(state),
-                            description=(
-                                f"许可决定 {decision_no}（办件 {case_no}，决定日期 {_fmt_date(decided_on)}）应在 "
-                                f"{self.config.disclosure_working_days} 个工作日内即 {_fmt_date(due)} 前公示，网关于 "
-                                f"{_fmt_time(received_at)} 才收到，超期 {late} 个工作日。"
-                            ),
-                            due_at=end_of_day(due),
-                            subject_kind=rec.kind,
-                            subject_key=subject,
-                        )
-                    )
+        if rec.kind in _DECISION_KINDS:
+            alerts.extend(self._disclosure_on_receipt(state, rec, subject, received_at))
         return alerts
 
+    def _disclosure_on_receipt(
+        self, state: CaseState, rec: _Record, subject: str, received_at: datetime
+    ) -> list[dict[str, Any]]:
+        """双公示: a licence or penalty decision reaching the gateway after its publication deadline."""
+        if (
+            rec.kind == "supervision_result"
+            and rec.get("result_type") not in self.config.disclosure_supervision_result_types
+        ):
+            return []
+        decided_on = rec.day("decided_on", required=True)
+        if decided_on is None:
+            return []
+        due = self.calendar.add_working_days(decided_on, self.config.disclosure_working_days)
+        if received_at.date() <= due:
+            return []
+        late = self.calendar.working_days_between(due, received_at.date())
+        case_no = rec.get("case_no")
+        about = (
+            f"（办件 {case_no}，决定日期 {_fmt_date(decided_on)}）"
+            if case_no
+            else f"（决定日期 {_fmt_date(decided_on)}）"
+        )
+        return [
+            make_alert(
+                "disclosure_overdue",
+                case_no=state.case_no,
+                raised_at=received_at,
+                department=self._responsible(state, rec),
+                description=(
+                    f"{_KIND_TITLES[rec.kind]} {rec.get('decision_no')}{about}应在 "
+                    f"{self.config.disclosure_working_days} 个工作日内即 {_fmt_date(due)} 前公示，网关于 "
+                    f"{_fmt_time(received_at)} 才收到，超期 {late} 个工作日。来源系统：{rec.system}。"
+                ),
+                due_at=end_of_day(due),
+                subject_kind=rec.kind,
+                subject_key=subject,
+                # A penalty on a licensed case is a finding of its own, apart from the licence's.
+                distinct_subject=rec.kind == "supervision_result",
+            )
+        ]
+
     def _responsible(self, state: CaseState, rec: _Record) -> str | None:
-        if rec.kind == "approval_result":
+        if rec.kind in _DECISION_KINDS:
             return rec.get("authority") or self._department(state)
         return rec.get("department") or self._department(state)
 
