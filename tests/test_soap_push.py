@@ -88,7 +88,7 @@ async def test_a_refusal_in_the_result_status_is_permanent_and_keeps_the_descrip
     (result,) = await sink.deliver([delivery({**CASE, "caseNo": "REJECT-7"})])
     assert isinstance(result.error, PermanentError)
     assert "STATUS = '1'" in str(result.error) and "办件 REJECT-7 的事项编码不存在" in str(result.error)
-    assert "delivery 1 (approval_result 440300-2026-000001" in str(result.error)
+    assert "delivery 1: approval_result 440300-2026-000001, case 440300-2026-000001, attempt 1" in str(result.error)
 
 
 async def test_a_busy_status_listed_as_retryable_is_retried(sink):

@@ -55,10 +55,7 @@ class _LocalTransport(AsyncTransport):
     def load(self, url: str) -> bytes:
         parsed = urlparse(url)
         if parsed.scheme not in ("", "file"):
-            raise ExternalReferenceForbidden(
-                f"{url}: the SOAP adapter loads WSDLs and XSDs only from local files; save this document "
-                "next to the WSDL and point the import at the file"
-            )
+            raise ExternalReferenceForbidden(url)
         path = Path(parsed.path if parsed.scheme == "file" else url).expanduser()
         return path.read_bytes()
 
@@ -192,6 +189,13 @@ class SoapEndpoint:
         except SoapSetupError:
             await self.close()
             raise
+        except ExternalReferenceForbidden as exc:
+            await self.close()
+            raise SoapSetupError(
+                f"{self.what}: WSDL {wsdl_file} refers to {exc.url}, which is not a local file; the SOAP adapter "
+                "loads WSDLs and XSDs only from local files: save that document next to the WSDL and change "
+                "the import's location to the file name"
+            ) from exc
         except Exception as exc:
             await self.close()
             raise SoapSetupError(f"{self.what}: cannot load WSDL {wsdl_file}: {type(exc).__name__}: {exc}") from exc
@@ -240,10 +244,15 @@ class SoapEndpoint:
             return elements
         return headers
 
-    async def call(self, operation: str, arguments: dict[str, Any], soap_headers: dict[str, Any]) -> Any:
-        """Call ``operation``; the response as plain dicts and lists, or a classified DeliveryError."""
+    async def call(
+        self, operation: str, arguments: dict[str, Any], soap_headers: dict[str, Any], *, about: str | None = None
+    ) -> Any:
+        """Call ``operation``; the response as plain dicts and lists, or a classified DeliveryError.
+
+        ``about`` names what the call carries (a delivery, a page) for error messages.
+        """
         assert self._service is not None, "start() first"
-        where = f"{self.what} operation {operation!r} at {self.address}"
+        where = f"{self.what} operation {operation!r} at {self.address}" + (f" ({about})" if about else "")
         headers = self.header_elements(soap_headers)
         try:
             async with asyncio.timeout(self.config.timeouts.total):

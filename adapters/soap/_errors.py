@@ -141,11 +141,21 @@ def classify(exc: BaseException, *, where: str, policy: FaultPolicy, timeouts: s
             f"{where}: the response's WS-Security signature did not verify against wsse.verify_response_cert; "
             "the counterpart may have processed the request — check with it before replaying"
         )
+    if isinstance(exc, zeep_exc.DTDForbidden | zeep_exc.EntitiesForbidden):
+        return PermanentError(
+            f"{where}: the response carries a DTD or entity declaration ({exc}); refused "
+            "(rule: no DTDs in SOAP messages, XXE protection)"
+        )
     if isinstance(exc, zeep_exc.TransportError):
         status = exc.status_code or None
         body = _snippet(exc.content)
         detail = f"{where}: HTTP {status}" if status else f"{where}: transport error"
-        text = f"{detail}: {exc.message}" if exc.message else detail
+        # zeep appends the whole body to its message; the snippet below is enough.
+        reason = (exc.message or "").split("\nContent:", 1)[0]
+        syntax = re.search(r"invalid XML: (.*)", reason)
+        if syntax:
+            reason = f"the response is not well-formed XML ({syntax.group(1).rstrip('.')})"
+        text = f"{detail}: {reason}" if reason else detail
         if body:
             text += f"; body starts: {body}"
         if status is not None and 400 <= status < 500 and status not in _RETRYABLE_HTTP:

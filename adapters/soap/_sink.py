@@ -55,10 +55,11 @@ class SoapSink:
 
     async def deliver_one(self, delivery: Delivery) -> DeliveryReceipt:
         push = self.config.push
-        what = (
-            f"SOAP system {self.system!r} operation {push.operation!r} delivery {delivery.delivery_id} "
-            f"({delivery.kind} {delivery.record_key}, case {delivery.case_no})"
+        about = (
+            f"delivery {delivery.delivery_id}: {delivery.kind} {delivery.record_key}, case {delivery.case_no}, "
+            f"attempt {delivery.attempt}"
         )
+        what = f"SOAP system {self.system!r} operation {push.operation!r} {about}"
         values = {
             "idempotency_key": delivery.idempotency_key,
             "delivery_id": delivery.delivery_id,
@@ -72,7 +73,7 @@ class SoapSink:
             arguments, headers = build_request(push, values, delivery.body, what)
         except TemplateError as exc:
             raise PermanentError(str(exc)) from exc
-        response = await self.endpoint.call(push.operation, arguments, headers)
+        response = await self.endpoint.call(push.operation, arguments, headers, about=about)
         try:
             root = response_root(push, response, what)
         except TemplateError as exc:

@@ -153,7 +153,7 @@ class SoapSource:
                 arguments, headers = build_request(pull, values, query, what)
             except TemplateError as exc:
                 raise PermanentError(str(exc)) from exc
-            response = await self._call(ctx, arguments, headers, what)
+            response = await self._call(ctx, arguments, headers, about=f"page {page}")
             try:
                 root = response_root(pull, response, what)
             except TemplateError as exc:
@@ -227,17 +227,17 @@ class SoapSource:
         return False, None
 
     async def _call(
-        self, ctx: SourceContext, arguments: dict[str, Any], headers: dict[str, Any], what: str
+        self, ctx: SourceContext, arguments: dict[str, Any], headers: dict[str, Any], *, about: str
     ) -> Any:
         attempts = self.config.pull.page_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return await self.endpoint.call(self.config.pull.operation, arguments, headers)
+                return await self.endpoint.call(self.config.pull.operation, arguments, headers, about=about)
             except RetryableError as exc:
                 if attempt == attempts or ctx.stopping.is_set():
                     raise
                 delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                ctx.log.warning("%s (%s, attempt %d of %d); retrying in %.1fs", exc, what, attempt, attempts, delay)
+                ctx.log.warning("%s (attempt %d of %d); retrying in %.1fs", exc, attempt, attempts, delay)
                 if await _stopped_within(ctx.stopping, delay):
                     raise
             except DeliveryError:
