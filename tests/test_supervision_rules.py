@@ -559,6 +559,18 @@ def test_new_version_after_completion_is_flagged(engine: SupervisionEngine) -> N
     assert alerts[0]["subject_key"] == f"acceptance:{CASE_NO}"
 
 
+def test_replayed_record_with_an_old_receipt_time_raises_no_stale_card(engine: SupervisionEngine) -> None:
+    state = accepted_case(engine)
+    state, _ = engine.on_record(state, completion("2026-10-12T11:00:00"), t("2026-10-12T11:05:00"))
+    # A step re-delivered with its original receipt time on Sat 10 Oct, when one working day was
+    # left (a yellow card then); the engine has since seen the case completed on time.
+    replayed = step("审核", "2026-10-10T09:00:00")
+    assert types(engine.on_tick(accepted_case(engine), t("2026-10-10T09:01:00"))) == ["near_deadline_yellow"]
+    state, alerts = engine.on_record(state, replayed, t("2026-10-10T09:01:00"))
+    assert alerts == []
+    assert state.last_received_at == "2026-10-12T11:05:00+08:00"
+
+
 def test_older_version_arriving_late_does_not_overwrite(engine: SupervisionEngine) -> None:
     state, _ = feed(engine, (acceptance(limit=10, version=2), "2026-09-29T10:01:00"))
     state, alerts = engine.on_record(state, acceptance(limit=5, version=1), t("2026-09-29T10:02:00"))

@@ -318,7 +318,11 @@ class SupervisionEngine:
             and version > seen
         ):
             alerts.append(self._changed_after_completion(state, rec, subject, seen, version, received_at))
-        alerts.extend(self._time_rules(state, received_at))
+        latest = received_at
+        if state.last_received_at:
+            latest = max(latest, datetime.fromisoformat(state.last_received_at))
+        state.last_received_at = latest.isoformat()
+        alerts.extend(self._time_rules(state, latest))
         fresh = self._fresh(state, alerts)
         state.raised.extend(alert["alert_id"] for alert in fresh)
         return state, fresh

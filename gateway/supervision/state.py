@@ -28,6 +28,9 @@ class CaseState:
     case_no: str
     first_kind: str
     first_received_at: str
+    # Latest receipt time seen: time rules on a record never look earlier than this, so a record
+    # replayed with its original receipt time cannot raise cards the case has already moved past.
+    last_received_at: str | None = None
     # From the case record (办件).
     submitted_at: str | None = None
     item_type: str | None = None
