@@ -13,7 +13,8 @@ Vocabulary of one field rule (a string alone is a ``path``)::
     first_nonempty: [A/B, A/C]
     fn: [halfwidth, upper]         # named functions, applied in order
     lookup: hall.id_type           # or {table: …, on_missing: error|default|keep, default: …}
-                                   # or {map: {raw: code}, …}; outbound also reverse: true
+                                   # or {map: {raw: code}, …}; outbound also reverse: true;
+                                   # value: label gives a domain table's label instead of the code
     format: auto                   # dates: one or a list of DATETIME_FORMATS
     zone: "+08:00"                 # how naive times are read (inbound) / written (outbound)
     default: "9"                   # used when the source is empty
@@ -47,7 +48,7 @@ _OUTPUT_KEYS = frozenset({"kind", "when", "fields", "description"})
 _SOURCES = ("path", "const", "concat", "first_nonempty")
 _RULE_KEYS_IN = frozenset({*_SOURCES, "separator", "fn", "lookup", "format", "zone", "default", "description"})
 _RULE_KEYS_OUT = _RULE_KEYS_IN | {"required"}
-_LOOKUP_KEYS_IN = frozenset({"table", "map", "on_missing", "default"})
+_LOOKUP_KEYS_IN = frozenset({"table", "map", "on_missing", "default", "value"})
 _LOOKUP_KEYS_OUT = _LOOKUP_KEYS_IN | {"reverse"}
 _WHEN_KEYS = frozenset({"exists", "absent", "equals"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -291,6 +292,9 @@ def _parse_lookup(ctx: _Ctx, raw: Any, loc: Location, spec: FieldSpec | None, ou
     reverse = raw.get("reverse", False)
     if not isinstance(reverse, bool):
         raise ctx.fail(loc + ("reverse",), "unknown_rule", "reverse is true or false", value=reverse, **kw)
+    give = raw.get("value", "code")
+    if give not in ("code", "label"):
+        raise ctx.fail(loc + ("value",), "unknown_rule", "value is code or label", value=give, **kw)
     allowed = None if outbound else _allowed_codes(spec, ctx.tables)
     domain = False
     if "table" in raw:
@@ -300,6 +304,8 @@ def _parse_lookup(ctx: _Ctx, raw: Any, loc: Location, spec: FieldSpec | None, ou
             known = ", ".join(sorted(ctx.tables))
             raise ctx.fail(loc + ("table",), "unknown_table", f"no code table with this id; known: {known}", value=table_id, **kw)
         name = table.id
+        if give == "label" and table.map is not None:
+            raise ctx.fail(loc + ("value",), "unknown_rule", "value: label needs a domain table (codes:)", value=table_id, **kw)
         if table.map is not None:
             if not outbound and spec is not None and spec.type == "code" and table.target != spec.code_table:
                 raise ctx.fail(
@@ -323,9 +329,14 @@ def _parse_lookup(ctx: _Ctx, raw: Any, loc: Location, spec: FieldSpec | None, ou
                     value=table_id,
                     **kw,
                 )
-            entries = {code: code for code in table.codes}
-            domain = True
+            if give == "label":
+                entries = dict(table.codes)
+            else:
+                entries = {code: code for code in table.codes}
+                domain = True
     else:
+        if give == "label":
+            raise ctx.fail(loc + ("value",), "unknown_rule", "value: label needs a domain table (codes:)", **kw)
         inline = raw["map"]
         if not isinstance(inline, dict) or not inline:
             raise ctx.fail(loc + ("map",), "unknown_rule", "map is a non-empty mapping of raw value to value", **kw)

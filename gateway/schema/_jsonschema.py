@@ -22,7 +22,10 @@ _DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{
 _DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 _CHECK_NOTES = {
     "credit_code": "GB 32100 统一社会信用代码 (check character and embedded GB 11714 check enforced by the gateway)",
-    "id_number": "证件号码; when the 证件类型 is 111 it is a GB 11643 居民身份证号 with MOD 11-2 check",
+    "id_number": (
+        "证件号码, checked by its 证件类型: 111 GB 11643 居民身份证号 (MOD 11-2), "
+        "821 营业执照 as a 统一社会信用代码 or 15-digit 注册号, 811 GB 11714 组织机构代码"
+    ),
     "region_code": "GB/T 2260 行政区划代码, 6 digits, or the 9 / 12 digit statistical forms",
     "license_id": "GB/T 36904 电子证照标识 with ISO/IEC 7064 MOD 37,36 check character",
 }

@@ -64,7 +64,7 @@ CASE = RecordKind(
     (
         _CASE_NO,
         _ITEM_CODE,
-        _str("implementation_code", "实施编码", None, 36),
+        _str("implementation_code", "实施编码", "SSXBM", 36),
         _str("item_name", "事项名称", "SXMC", 200),
         _code("item_type", "事项类型", "item_type", "SXLX"),
         _code("exercise_level", "行使层级", "exercise_level", "XSCJ"),
@@ -79,9 +79,17 @@ CASE = RecordKind(
         ),
         _str("legal_representative", "法定代表人", "FDDBR", 50),
         _str("contact_name", "联系人姓名", "LXRXM", 50),
+        _code("contact_id_type", "联系人证件类型", "id_type", "LXRZJLX"),
+        _typed(
+            "id_number", "contact_id_no", "联系人证件号码", "LXRZJHM", personal=True, id_type_field="contact_id_type"
+        ),
         _str("contact_phone", "联系人手机", "LXRSJ", 32, personal=True),
+        _str("contact_address", "联系人通讯地址", "LXRDZ", 200, personal=True),
+        _str("application_content", "申请内容", "SQNR", 2000),
         _str("material_list", "申报材料清单", "SBCLQD", 2000),
+        _typed("int", "material_count", "申报材料数量", "CLSL"),
         _typed("datetime", "submitted_at", "申报时间", "SBSJ", req=True),
+        _code("submit_method", "申报方式", "handling_form", "SBFS"),
         _code("channel", "申报渠道", "handling_form", "SBQD"),
         _typed("region_code", "region_code", "行政区划代码", "XZQHDM", req=True),
         _str("department_name", "实施机构", "SSJGMC", 200),

@@ -21,6 +21,8 @@ _DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
 _DECIMAL_RE = re.compile(r"-?\d{1,28}(?:\.\d{1,10})?\Z", re.ASCII)
 MULTI_SEPARATOR = ";"
+CHECKED_DOCUMENTS = frozenset({"111", "821", "811"})
+"""证件类型 codes whose numbers have a check (see identifiers.check_document)."""
 
 
 def is_datetime(value: str) -> bool:
@@ -70,7 +72,8 @@ def runtime_namespace(kind: RecordKind) -> dict[str, Any]:
         "_chk_credit_code": _ids.check_credit_code,
         "_chk_region_code": _ids.check_region_code,
         "_chk_license_id": _ids.check_license_id,
-        "_chk_id_number": _ids.check_id_number,
+        "_chk_document": _ids.check_document,
+        "_CHECKED_DOCUMENTS": CHECKED_DOCUMENTS,
     }
 
 
@@ -105,21 +108,21 @@ def emit_value_checks(
 
 
 def emit_cross_checks(w: CodeWriter, kind: RecordKind, present: set[str], data: str, errs: str, depth: int) -> None:
-    """Checks that need two fields: an id_number is checked by GB 11643 when its type is 111."""
+    """Checks that need two fields: a 证件号码 is checked by its 证件类型 (111, 821, 811)."""
     for spec in kind.fields:
         if spec.type != "id_number" or spec.name not in present:
             continue
+        if not spec.id_type_field or spec.id_type_field not in present:
+            continue  # without a type we cannot know the document; do not guess
         s = w.bind(spec, "_S")
+        t = w.temp("t")
         v = w.temp("v")
         r = w.temp("r")
-        if spec.id_type_field and spec.id_type_field in present:
-            w.emit(depth, f"if {data}.get({lit(spec.id_type_field)}) == '111':")
-        else:
-            # without a type we cannot know the document; do not guess
-            continue
+        w.emit(depth, f"{t} = {data}.get({lit(spec.id_type_field)})")
+        w.emit(depth, f"if {t} in _CHECKED_DOCUMENTS:")
         w.emit(depth + 1, f"{v} = {data}.get({lit(spec.name)})")
         w.emit(depth + 1, f"if {v}.__class__ is str and {v}:")
-        w.emit(depth + 2, f"{r} = _chk_id_number({v})")
+        w.emit(depth + 2, f"{r} = _chk_document({t}, {v})")
         w.emit(depth + 2, f"if {r} is not None: {errs}.append(_E({s}, {r}, {v}))")
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "CREDIT_CODE_CHARS",
     "RULE_MESSAGES",
     "check_credit_code",
+    "check_document",
     "check_id_number",
     "check_license_id",
     "check_org_code",
@@ -145,6 +146,26 @@ def _today() -> str:
     return _today_cache[1]
 
 
+def check_document(id_type: str | None, value: str) -> str | None:
+    """Check a 证件号码 by its 证件类型 (GA/T 2000.156 code).
+
+    111 居民身份证 → GB 11643; 821 营业执照 → the 18-character 统一社会信用代码 (GB 32100)
+    or the old 15-digit 注册号; 811 组织机构代码证 → GB 11714.  Other document types
+    have no check the gateway can apply.
+    """
+    if id_type == "111":
+        return check_id_number(value)
+    if id_type == "821":
+        if len(value) == 18:
+            return check_credit_code(value)
+        if len(value) == 15 and value.isdigit() and value.isascii():
+            return None
+        return "business_license_length"
+    if id_type == "811":
+        return check_org_code(value)
+    return None
+
+
 # --------------------------------------------------------------------------- GB/T 2260 行政区划代码
 
 # Province-level prefixes of GB/T 2260; "10" is accepted only as 100000, the code many
@@ -252,6 +273,7 @@ RULE_MESSAGES: dict[str, str] = {
     "id_number_charset": "居民身份证号 is 17 digits and a digit or X",
     "id_number_birth_date": "居民身份证号 positions 7-14 are not a plausible birth date",
     "id_number_check": "居民身份证号 check character does not match (GB 11643, MOD 11-2)",
+    "business_license_length": "营业执照号码 must be the 18-character 统一社会信用代码 or the old 15-digit 注册号",
     "region_code_length": "行政区划代码 must have 6, 9 or 12 digits",
     "region_code_charset": "行政区划代码 must be digits only",
     "region_code_province": "行政区划代码 does not start with a province code of GB/T 2260",
