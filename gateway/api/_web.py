@@ -1,0 +1,60 @@
+"""What the API's handlers share: application keys, JSON answers, body-size and shutdown guards, parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.api._inbound import ApiError
+
+if TYPE_CHECKING:
+    from gateway.api._metrics import ApiMetrics
+    from gateway.app import Gateway
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(value), status=status, content_type="application/json", charset="utf-8")
+
+
+def refuse_while_stopping(gw: Gateway) -> None:
+    if gw.stopping.is_set():
+        raise ApiError(503, "the gateway is shutting down; nothing was received: send again shortly")
+
+
+def check_body_size(request: web.Request) -> None:
+    """Refuse an announced oversized body before reading a byte of it (aiohttp enforces the same limit on read)."""
+    limit = request.app[GATEWAY].config.api.max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"the body is {length} bytes; this gateway accepts at most {limit} bytes per request "
+                            "([api].max_body_bytes): split the batch", max_body_bytes=limit, content_length=length)
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name}={raw!r} is not a whole number", parameter=name) from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"query parameter {name}={value} is out of range {lo}..{hi}", parameter=name)
+    return value
+
+
+def choice_param(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name) or None
+    if raw is not None and raw not in choices:
+        raise ApiError(400, f"query parameter {name}={raw!r} is not one of {', '.join(choices)}", parameter=name)
+    return raw

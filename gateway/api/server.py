@@ -1,0 +1,277 @@
+"""The gateway's HTTP API on aiohttp: inbound pushes, SOAP, queries, health, metrics and the OpenAPI document.
+
+Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
+
+    POST /api/v1/inbound/{system}/{kind}   JSON object / array, or XML; answered after commit
+    POST /soap/{system}                    SOAP 1.1 submitRecords;  GET /soap/{system}?wsdl
+    GET  /api/v1/records | deliveries | quarantine | audit | alerts
+    GET  /healthz  /metrics  /api/v1/openapi.json
+
+Every request gets a correlation id (``X-Correlation-Id``, taken from the request
+when it is sane, else made up), returned on the response and written in the one
+structured (JSON) log line per request.  Who may see personal data: ``_identity``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.api import _query, _soap
+from gateway.api._identity import identity_of
+from gateway.api._inbound import (
+    ApiError,
+    BatchResult,
+    check_kind,
+    ingest_items,
+    json_items,
+    push_systems,
+    push_target,
+    xml_items,
+)
+from gateway.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.api._metrics import ApiMetrics
+from gateway.api._web import (
+    CORRELATION_HEADER,
+    GATEWAY,
+    METRICS,
+    check_body_size,
+    dumps,
+    json_response,
+    refuse_while_stopping,
+)
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("gateway.api")
+access_log = logging.getLogger("gateway.api.access")
+
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+JSON_TYPES = ("application/json",)
+XML_TYPES = ("application/xml", "text/xml")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+def _route_of(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _error_body(request: web.Request, status: int, message: str, **detail: Any) -> web.Response:
+    body = {"error": {"status": status, "message": message, **detail},
+            "correlation_id": request.get("correlation_id")}
+    return json_response(body, status=status)
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Correlation id in and out, JSON errors, one structured log line and the request metrics."""
+    given = request.headers.get(CORRELATION_HEADER, "")
+    cid = given if _CORRELATION.match(given) else uuid.uuid4().hex
+    request["correlation_id"] = cid
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error_body(request, exc.status, exc.message, **exc.detail)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            response = _error_body(request, exc.status, exc.text or exc.reason)
+        else:
+            raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("correlation_id=%s: %s %s failed", cid, request.method, request.path)
+        response = _error_body(request, 500, f"internal error ({type(exc).__name__}); quote correlation id {cid} "
+                                             "when reporting it")
+    response.headers[CORRELATION_HEADER] = cid
+    elapsed = time.perf_counter() - started
+    route = _route_of(request)
+    metrics = request.app[METRICS]
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.latency.labels(route).observe(elapsed)
+    entry: dict[str, Any] = {
+        "event": "http_request", "correlation_id": cid, "method": request.method, "path": request.path,
+        "route": route, "status": response.status, "ms": round(elapsed * 1000, 1), "remote": request.remote,
+    }
+    ident = identity_of(request)
+    if ident.user or ident.role:
+        entry["user"], entry["role"] = ident.user, ident.role
+    batch: BatchResult | None = request.get("inbound")
+    if batch is not None:
+        entry.update(system=batch.system, kind=batch.kind, **batch.counts())
+    access_log.info(dumps(entry))
+    return response
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+async def inbound(request: web.Request) -> web.Response:
+    """POST /api/v1/inbound/{system}/{kind}: JSON or XML items, one transaction, receipts after commit."""
+    gw = request.app[GATEWAY]
+    metrics = request.app[METRICS]
+    system, kind = request.match_info["system"], request.match_info["kind"]
+    target = push_target(gw, system)
+    form = "unknown"
+    batch: BatchResult | None = None
+    status = 500
+    try:
+        check_kind(target, kind)
+        ctype = request.content_type
+        if ctype in JSON_TYPES or ctype.endswith("+json"):
+            form = "json"
+        elif ctype in XML_TYPES or ctype.endswith("+xml"):
+            form = "xml"
+        else:
+            accepted = [t for f, ts in (("json", JSON_TYPES), ("xml", XML_TYPES)) if f in target.accept for t in ts]
+            raise ApiError(415, f"Content-Type {ctype!r} is not accepted here; send {' or '.join(accepted)}",
+                           accepted=accepted)
+        if form not in target.accept:
+            raise ApiError(415, f"system {system!r} does not accept {form.upper()} pushes "
+                                f"(push config accept = {list(target.accept)})")
+        refuse_while_stopping(gw)
+        check_body_size(request)
+        body = await request.read()
+        if form == "json":
+            items = await json_items(body, request.charset, target.record_key)
+        else:
+            items = await xml_items(body, request.charset, target.record_element)
+        try:
+            batch = await ingest_items(gw, target, kind, items, f"POST /api/v1/inbound/{system}/{kind}")
+        except ApiError:
+            raise
+        except Exception as exc:
+            # Ingest is one transaction: when it fails, nothing of the request was committed.
+            log.exception("correlation_id=%s: push from %s could not be stored", request["correlation_id"], system)
+            raise ApiError(503, f"the records could not be stored ({type(exc).__name__}); nothing of this request "
+                                "was committed: send it again") from None
+        request["inbound"] = batch
+        status = batch.http_status
+        return json_response({**batch.as_dict(), "correlation_id": request["correlation_id"]}, status=status)
+    except ApiError as exc:
+        status = exc.status
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.observe_push(system, form, status, batch)
+
+
+# --------------------------------------------------------------------------- health, metrics, OpenAPI
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: 200 when the store answers, 503 when it does not or the gateway is stopping."""
+    gw = request.app[GATEWAY]
+    store = gw.store
+    body: dict[str, Any] = {"gateway": gw.config.gateway.name, "push_systems": push_systems(gw)}
+    try:
+        assert store is not None
+        seq, _, algorithm = await asyncio.wait_for(store.audit_head(), timeout=5.0)
+    except Exception as exc:
+        body.update(status="unavailable", store=f"unreachable: {type(exc).__name__}: {exc}")
+        return json_response(body, status=503)
+    body.update(status="stopping" if gw.stopping.is_set() else "ok", store="ok",
+                audit={"head_seq": seq, "algorithm": algorithm})
+    return json_response(body, status=503 if gw.stopping.is_set() else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    gw = request.app[GATEWAY]
+    counts = None
+    try:
+        assert gw.store is not None
+        counts = await asyncio.wait_for(gw.store.counts(), timeout=10.0)
+    except Exception as exc:  # a scrape must still answer, with gateway_store_up 0
+        log.warning("metrics: store counts unavailable: %s", exc)
+    body = request.app[METRICS].render(counts)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description shipped beside this module."""
+    return json.loads(files("gateway.api").joinpath("openapi.json").read_text(encoding="utf-8"))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /api/v1/openapi.json, with this server's address filled in."""
+    doc = openapi_document()
+    doc["servers"] = [{"url": f"{request.scheme}://{request.host}", "description": "this gateway"}]
+    return json_response(doc)
+
+
+# --------------------------------------------------------------------------- application and server
+
+
+def build_app(gw: Gateway) -> web.Application:
+    """The aiohttp application for ``gw`` (not yet listening)."""
+    app = web.Application(client_max_size=gw.config.api.max_body_bytes, middlewares=[_observe])
+    app[GATEWAY] = gw
+    app[METRICS] = ApiMetrics()
+    app.router.add_post("/api/v1/inbound/{system}/{kind}", inbound)
+    app.router.add_post("/soap/{system}", _soap.soap_post)
+    app.router.add_get("/soap/{system}", _soap.soap_get)
+    app.router.add_get("/api/v1/records", _query.records)
+    app.router.add_get("/api/v1/deliveries", _query.deliveries)
+    app.router.add_get("/api/v1/quarantine", _query.quarantine)
+    app.router.add_get("/api/v1/audit", _query.audit)
+    app.router.add_get("/api/v1/alerts", _query.alerts)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class ApiServer:
+    """A listening API; ``url`` carries the port actually bound (config port 0 picks a free one)."""
+
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    async def stop(self) -> None:
+        """Stop listening; requests in progress finish (their commits are answered) first."""
+        await self.runner.cleanup()
+
+
+async def start_api(gw: Gateway, *, ssl_context: ssl.SSLContext | None = None) -> ApiServer:
+    """Listen on ``[api].host``/``port``; with ``ssl_context`` requiring client certificates, mTLS identity applies."""
+    cfg = gw.config.api
+    # aiohttp's own access log is replaced by the structured line of the middleware.
+    runner = web.AppRunner(build_app(gw), access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(exc.errno, f"the API cannot listen on {cfg.host}:{cfg.port} ([api] host/port): "
+                                 f"{exc.strerror or exc}") from exc
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"{'https' if ssl_context else 'http'}://{shown}:{port}"
+    log.info("API listening on %s (push systems: %s)", url, ", ".join(push_systems(gw)) or "none")
+    return ApiServer(runner, url)
