@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .server import SoapTestServer
 from .services import Control, make_records
@@ -18,11 +19,14 @@ from .services import Control, make_records
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1000, help="records the query operation serves")
+    parser.add_argument("--wsdl", type=Path, help="also write the records service's WSDL to this file")
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with SoapTestServer(Control(records=make_records(args.records))) as server:
+        if args.wsdl is not None:
+            server.write_records_wsdl(args.wsdl)
         print(f"READY {server.records_url}", flush=True)
         stop.wait()
     return 0
