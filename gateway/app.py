@@ -71,6 +71,7 @@ class Components:
     source_configs: dict[str, Any] = field(default_factory=dict)
     sink_configs: dict[str, Any] = field(default_factory=dict)
     router: Router | None = None
+    supervision: Any = None  # SupervisionEngine, when [supervision].enabled
 
 
 def build(config: GatewayConfig) -> Components:
@@ -155,9 +156,30 @@ def build(config: GatewayConfig) -> Components:
             if route.kinds and uncovered:
                 problems.append(f"routes[{i}] ({route.name}): sink {dest!r} mapping {out.path} has no output for "
                                 f"kind(s) {', '.join(uncovered)}")
+    if config.supervision.enabled:
+        comp.supervision = _supervision_engine(config, problems)
     if problems:
         raise ConfigError(config.path or "<config>", problems)
     return comp
+
+
+def _supervision_engine(config: GatewayConfig, problems: list[str]) -> Any:
+    from gateway.supervision import CalendarError, SupervisionConfig, SupervisionEngine, WorkCalendar
+
+    sup = config.supervision
+    try:
+        rules = SupervisionConfig.model_validate(sup.rules)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(f"supervision.rules.{'.'.join(map(str, err['loc']))}: {err['msg']}")
+        return None
+    override = config.resolve(sup.calendar_override) if sup.calendar_override else None
+    try:
+        calendar = WorkCalendar.default(override_path=override)
+    except (CalendarError, OSError) as exc:
+        problems.append(f"supervision.calendar_override: {exc}")
+        return None
+    return SupervisionEngine(rules, calendar)
 
 
 def config_digest(config: GatewayConfig) -> str:
@@ -209,6 +231,7 @@ class Gateway:
         self._lock: DeliveryLock | None = None
         self.extras: list[Callable[[Gateway], Any]] = []  # start hooks for optional services
         self.api: Any = None  # the running HTTP API (gateway.api.server), when enabled
+        self.supervision: Any = None  # the SupervisionFollower, when enabled
 
     def store_url(self) -> str:
         return self.config.gateway.store
@@ -253,6 +276,12 @@ class Gateway:
                                     comp.inbound[name].input)
                 self._tasks.append(asyncio.create_task(self._supervise_source(name, source, ctx),
                                                        name=f"source:{name}"))
+        if self.run_sources and comp.supervision is not None:
+            from gateway.pipeline.supervise import SupervisionFollower
+
+            self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
+                                                   cfg.supervision.destinations, cfg.supervision.tick_interval)
+            self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
 
@@ -279,6 +308,8 @@ class Gateway:
     def _wake_workers(self) -> None:
         for worker in self.workers.values():
             worker.wake.set()
+        if self.supervision is not None:
+            self.supervision.wake.set()
 
     async def _supervise_source(self, name: str, source: Source, ctx: SystemContext) -> None:
         """Run a source; if it crashes, log it and start it again with a growing pause."""

@@ -83,7 +83,8 @@ class SupervisionSection(_Model):
     enabled: bool = True
     tick_interval: float = 300.0
     calendar_override: str | None = None
-    destinations: list[str] = Field(default_factory=list)
+    destinations: list[str] = Field(default_factory=list)  # where alerts go, besides what routes say
+    rules: dict[str, Any] = Field(default_factory=dict)  # thresholds: gateway.supervision.SupervisionConfig
 
     @field_validator("tick_interval", mode="before")
     @classmethod
@@ -149,8 +150,9 @@ class GatewayConfig(_Model):
                 if dest not in self.sinks:
                     problems.append(f"routes[{i}] ({route.name}): destination {dest!r} is not a configured sink")
             for src in route.sources or ():
-                if src not in self.sources:
-                    problems.append(f"routes[{i}] ({route.name}): source {src!r} is not a configured source")
+                if src not in self.sources and src != "supervision":
+                    problems.append(f"routes[{i}] ({route.name}): source {src!r} is not a configured source "
+                                    "(nor 'supervision', the source of alerts)")
         for dest in self.supervision.destinations:
             if dest not in self.sinks:
                 problems.append(f"supervision.destinations: {dest!r} is not a configured sink")

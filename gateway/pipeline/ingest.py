@@ -72,7 +72,7 @@ class Ingestor:
         else:
             accepted, quarantined = self.prepare(system, raws)
         outcomes = await self.store.commit_ingest(accepted, quarantined, cursor)
-        if self.on_commit is not None and any(a.destinations for a in accepted):
+        if self.on_commit is not None and accepted:
             self.on_commit()
         return outcomes
 

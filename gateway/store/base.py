@@ -192,6 +192,29 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> StoreCounts: ...
 
+    # ---- supervision
+
+    @abc.abstractmethod
+    async def records_since(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+        """(id, receipt_time, body) of stored records with id > after_id, in arrival order."""
+
+    @abc.abstractmethod
+    async def case_states(self, keys: Sequence[str]) -> dict[str, str]:
+        """Stored supervision state JSON by case key."""
+
+    @abc.abstractmethod
+    async def due_case_states(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(case key, state JSON) of cases whose next clock check is due."""
+
+    @abc.abstractmethod
+    async def commit_supervision(
+        self,
+        states: dict[str, tuple[str, float | None]],
+        alerts: Sequence[AcceptItem],
+        cursor: tuple[str, str] | None,
+    ) -> list[IngestOutcome]:
+        """Case states, alert records (deduped and routed like any record) and the cursor, in one transaction."""
+
     # ---- audit
 
     @abc.abstractmethod

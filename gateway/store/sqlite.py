@@ -397,6 +397,56 @@ class SqliteStore(SqliteAuditMixin, Store):
 
         return await self._read(q)
 
+    # ------------------------------------------------------------------ supervision
+
+    async def records_since(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            return conn.execute(
+                "SELECT id, receipt_time, body FROM records WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+            ).fetchall()
+
+        return await self._read(q)
+
+    async def case_states(self, keys: Sequence[str]) -> dict[str, str]:
+        keys = list(dict.fromkeys(keys))
+
+        def q(conn: sqlite3.Connection) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                out.update(conn.execute(
+                    f"SELECT case_key, state FROM case_state WHERE case_key IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall())
+            return out
+
+        return await self._read(q)
+
+    async def due_case_states(self, now: float, limit: int) -> list[tuple[str, str]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return conn.execute(
+                "SELECT case_key, state FROM case_state WHERE next_check IS NOT NULL AND next_check <= ?"
+                " ORDER BY next_check LIMIT ?", (now, limit)).fetchall()
+
+        return await self._read(q)
+
+    async def commit_supervision(
+        self,
+        states: dict[str, tuple[str, float | None]],
+        alerts: Sequence[AcceptItem],
+        cursor: tuple[str, str] | None,
+    ) -> list[IngestOutcome]:
+        def op(conn: sqlite3.Connection, chain: ChainWriter) -> list[IngestOutcome]:
+            at = now_iso()
+            conn.executemany(
+                "INSERT INTO case_state(case_key, state, next_check, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(case_key) DO UPDATE SET state=excluded.state, next_check=excluded.next_check,"
+                " updated_at=excluded.updated_at",
+                [(k, st, nc, at) for k, (st, nc) in states.items()],
+            )
+            return _commit_ingest(conn, chain, alerts, [], cursor)
+
+        return await self._write(op)
+
     # ------------------------------------------------------------------ audit
 
     async def audit_event(self, action: str, **fields: Any) -> int:
@@ -507,7 +557,8 @@ def _commit_ingest(
                         it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body))
         batch_heads[bkey] = (rid, it.version)
         batch_versions[(*bkey, it.version)] = it.receipt_id
-        audit.append(_audit_row(chain, at, "received", system=it.system, kind=it.kind, record=it.record_key,
+        action = "alert_raised" if it.kind == "supervision_alert" else "received"
+        audit.append(_audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
                                 case=it.case_no, detail={"ref": it.ref, "version": it.version,
                                                          "receipt": it.receipt_id, "payload_hash": it.payload_hash,
                                                          "business_time": it.business_time, "mapping": it.mapping}))

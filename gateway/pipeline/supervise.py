@@ -1,0 +1,153 @@
+"""The supervision follower: runs the electronic-supervision rules over committed records and the clock.
+
+It reads stored records in arrival order behind a persisted watermark, folds each
+into its case's state (gateway.supervision), and commits the new states, the
+alerts (as ``supervision_alert`` records, routed and delivered like any other)
+and the watermark in one transaction. A crash repeats at most the last batch,
+and alert ids are deterministic, so a repeat is a recognised duplicate. Ingest
+never waits for it; on a clock tick it re-evaluates only cases whose next check
+is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.pipeline.ingest import idempotency_key, receipt_id
+from gateway.pipeline.router import Router
+from gateway.schema import KINDS, SCHEMA_VERSION
+from gateway.store import AcceptItem, Store
+from gateway.store.sqlite import CHINA
+from gateway.supervision import CaseState, SupervisionEngine
+
+log = logging.getLogger("gateway.supervision")
+
+SYSTEM = "supervision"  # the source name alerts carry; routes may name it in `sources`
+CURSOR = "supervision:records"
+_BATCH = 500
+
+
+class SupervisionFollower:
+    def __init__(self, store: Store, engine: SupervisionEngine, router: Router,
+                 extra_destinations: Sequence[str] = (), tick_interval: float = 300.0) -> None:
+        self.store = store
+        self.engine = engine
+        self.router = router
+        self.extra = tuple(extra_destinations)
+        self.tick_interval = tick_interval
+        self.wake = asyncio.Event()
+        self.alerts_raised = 0
+        self._validate = KINDS["supervision_alert"].validator
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        next_tick = 0.0
+        while not stopping.is_set():
+            try:
+                progressed = await self.step()
+                if time.time() >= next_tick:
+                    await self.tick(datetime.now(CHINA))
+                    next_tick = time.time() + self.tick_interval
+            except Exception:
+                log.exception("supervision step failed; retrying")
+                progressed = False
+            if not progressed:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+
+    async def step(self) -> bool:
+        """Fold the next batch of stored records; False when there was none."""
+        after = int(await self.store.get_cursor(CURSOR) or 0)
+        rows = await self.store.records_since(after, _BATCH)
+        if not rows:
+            return False
+        records = []
+        for _rid, receipt_time, body in rows:
+            rec = json.loads(body)
+            if rec.get("kind") == "supervision_alert":
+                continue
+            key = self.engine.case_key(rec)
+            if key is not None:
+                records.append((key, rec, datetime.fromisoformat(receipt_time)))
+        stored = await self.store.case_states([k for k, _, _ in records])
+        states: dict[str, CaseState] = {k: CaseState.from_dict(json.loads(v)) for k, v in stored.items()}
+        alerts: list[dict[str, Any]] = []
+        now = datetime.now(CHINA)
+        for key, rec, received_at in records:
+            try:
+                state, raised = self.engine.on_record(states.get(key), rec, received_at)
+            except Exception as exc:  # one odd record must not stop supervision of all the others
+                log.warning("supervision skipped record %s of case %s: %s",
+                            rec.get("provenance", {}).get("ref"), key, exc)
+                continue
+            states[key] = state
+            alerts.extend(raised)
+        await self._commit(states, alerts, now, (CURSOR, str(rows[-1][0])))
+        return True
+
+    async def tick(self, now: datetime) -> int:
+        """Re-evaluate the cases whose clock could raise something by ``now``; returns alerts raised."""
+        total = 0
+        while True:
+            due = await self.store.due_case_states(now.timestamp(), _BATCH)
+            if not due:
+                return total
+            states: dict[str, CaseState] = {}
+            alerts: list[dict[str, Any]] = []
+            for key, raw in due:
+                state, raised = self.engine.tick(CaseState.from_dict(json.loads(raw)), now)
+                states[key] = state
+                alerts.extend(raised)
+            await self._commit(states, alerts, now, None)
+            total += len(alerts)
+
+    async def _commit(self, states: dict[str, CaseState], alerts: list[dict[str, Any]], now: datetime,
+                      cursor: tuple[str, str] | None) -> None:
+        rows = {}
+        for key, state in states.items():
+            nxt = self.engine.next_check_at(state, now)
+            # a check that is already due is pushed one interval out, so a tick cannot spin on it
+            ts = None if nxt is None else max(nxt.timestamp(), now.timestamp() + 1.0)
+            rows[key] = (json.dumps(state.to_dict(), ensure_ascii=False), ts)
+        items = [self._alert_item(a, now) for a in alerts]
+        valid = [i for i in items if i is not None]
+        await self.store.commit_supervision(rows, valid, cursor)
+        self.alerts_raised += len(valid)
+
+    def _alert_item(self, alert: dict[str, Any], now: datetime) -> AcceptItem | None:
+        errors = self._validate(alert)
+        if errors:
+            log.error("supervision produced an invalid alert %s: %s", alert.get("alert_id"),
+                      "; ".join(e.message for e in errors))
+            return None
+        kind = KINDS["supervision_alert"]
+        key = kind.record_key(alert)
+        case_no = kind.case_no(alert)
+        at = now.isoformat(timespec="milliseconds")
+        body_json = json.dumps(alert, ensure_ascii=False, sort_keys=True, default=str)
+        phash = "sha256:" + hashlib.sha256(body_json.encode()).hexdigest()
+        rid = receipt_id(SYSTEM, "supervision_alert", key, 1)
+        body = json.dumps({
+            "kind": "supervision_alert", "schema_version": SCHEMA_VERSION, "data": alert,
+            "provenance": {"source_system": SYSTEM, "source_id": key, "source_version": 1,
+                           "business_time": alert.get("raised_at"), "receipt_time": at, "payload_hash": phash,
+                           "original": {}, "ref": f"rule {alert.get('rule')}", "mapping": "supervision@1",
+                           "receipt": rid},
+        }, ensure_ascii=False, default=str)
+        dests = list(self.router("supervision_alert", SYSTEM, alert))
+        dests.extend(d for d in self.extra if d not in dests)
+        return AcceptItem(
+            system=SYSTEM, kind="supervision_alert", record_key=key, version=1, case_no=case_no,
+            business_time=alert.get("raised_at"), receipt_time=at, payload_hash=phash, body=body,
+            ref=f"rule {alert.get('rule')} on case {case_no}", receipt_id=rid, destinations=tuple(dests),
+            idempotency_keys=tuple(idempotency_key(SYSTEM, "supervision_alert", key, 1, d) for d in dests),
+            mapping="supervision@1")
