@@ -29,7 +29,7 @@ from gateway.api._inbound import (
     parse_xml_document,
     push_target,
 )
-from gateway.api._web import GATEWAY, check_body_size, refuse_while_stopping
+from gateway.api._web import GATEWAY, read_body, refuse_while_stopping
 from gateway.formats import element_to_dict
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def read_request(root: etree._Element) -> tuple[str | None, list[Item]]:
 
 
 async def _submit(gw: Gateway, request: web.Request, target: PushTarget) -> bytes:
-    body = await request.read()
+    body = await read_body(request)
     try:
         root = await parse_xml_document(body, request.charset)
     except ApiError as exc:
@@ -221,15 +221,12 @@ async def soap_post(request: web.Request) -> web.Response:
             "Client", f"Content-Type {request.content_type!r} is not SOAP 1.1; send text/xml", http_status=415))
     try:
         refuse_while_stopping(gw)
-        check_body_size(request)
         return web.Response(body=await _submit(gw, request, target), content_type=CONTENT_TYPE, charset="utf-8")
     except SoapFault as fault:
         return _fault_response(fault)
     except ApiError as exc:
         return _fault_response(SoapFault("Client" if exc.status < 500 else "Server", exc.message,
                                          http_status=exc.status))
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _fault_response(SoapFault("Client", exc.text or "request body too large", http_status=413))
 
 
 async def soap_get(request: web.Request) -> web.Response:

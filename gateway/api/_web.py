@@ -31,13 +31,26 @@ def refuse_while_stopping(gw: Gateway) -> None:
         raise ApiError(503, "the gateway is shutting down; nothing was received: send again shortly")
 
 
-def check_body_size(request: web.Request) -> None:
-    """Refuse an announced oversized body before reading a byte of it (aiohttp enforces the same limit on read)."""
+def _too_large(limit: int, length: int | None) -> ApiError:
+    size = f"the body is {length} bytes" if length is not None else "the body is larger than allowed"
+    return ApiError(413, f"{size}; this gateway accepts at most {limit} bytes per request ([api].max_body_bytes): "
+                         "split the batch", max_body_bytes=limit)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, refusing an announced oversized one before reading a byte of it.
+
+    A body without Content-Length (chunked) is cut off by aiohttp's ``client_max_size``,
+    set to the same limit, as soon as it grows past it.
+    """
     limit = request.app[GATEWAY].config.api.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
-        raise ApiError(413, f"the body is {length} bytes; this gateway accepts at most {limit} bytes per request "
-                            "([api].max_body_bytes): split the batch", max_body_bytes=limit, content_length=length)
+        raise _too_large(limit, length)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit, None) from None
 
 
 def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -45,9 +45,9 @@ from gateway.api._web import (
     CORRELATION_HEADER,
     GATEWAY,
     METRICS,
-    check_body_size,
     dumps,
     json_response,
+    read_body,
     refuse_while_stopping,
 )
 
@@ -147,8 +147,7 @@ async def inbound(request: web.Request) -> web.Response:
             raise ApiError(415, f"system {system!r} does not accept {form.upper()} pushes "
                                 f"(push config accept = {list(target.accept)})")
         refuse_while_stopping(gw)
-        check_body_size(request)
-        body = await request.read()
+        body = await read_body(request)
         if form == "json":
             items = await json_items(body, request.charset, target.record_key)
         else:

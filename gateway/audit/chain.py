@@ -125,3 +125,32 @@ class ChainWriter:
         digest = entry_hash(prev, body, self.algorithm)
         self.seq, self.head = seq, digest
         return seq, at, prev, digest, body
+
+
+def digest_function(algorithm: str = "sha256") -> Callable[[bytes], bytes]:
+    """One-shot ``data -> digest bytes`` for ``algorithm``; the fast path for verifiers and Merkle trees.
+
+    Gives the same digests as ``HASHERS``; SM3 uses OpenSSL through hashlib when it offers it
+    (much cheaper per call than a ``cryptography`` Hash object) and falls back to ``cryptography``.
+    """
+    if algorithm == "sha256":
+        sha256 = hashlib.sha256
+        return lambda data: sha256(data).digest()
+    if algorithm == "sm3":
+        if "sm3" in hashlib.algorithms_available:
+            try:
+                hashlib.new("sm3", b"")
+            except ValueError:
+                pass
+            else:
+                new = hashlib.new
+                return lambda data: new("sm3", data).digest()
+        from cryptography.hazmat.primitives import hashes
+
+        def sm3(data: bytes) -> bytes:
+            h = hashes.Hash(hashes.SM3())
+            h.update(data)
+            return h.finalize()
+
+        return sm3
+    raise KeyError(f"unknown audit hash algorithm {algorithm!r}; choose one of {sorted(HASHERS)}")

@@ -66,6 +66,8 @@ class _LocalService:
         self.client_subjects: list[str] = []  # mTLS: the subject of each client certificate seen
         self.last_headers: CIMultiDict[str] = CIMultiDict()
         self.last_path = ""  # raw path and query of the last request
+        self.requests: deque[str] = deque(maxlen=100_000)  # raw path and query of each request, in order
+        self.request_times: deque[float] = deque(maxlen=100_000)  # time.monotonic() of each request
         self._nonces: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -114,6 +116,8 @@ class _LocalService:
         self.requests_total += 1
         self.last_headers = request.headers.copy()
         self.last_path = request.raw_path
+        self.requests.append(request.raw_path)
+        self.request_times.append(time.monotonic())
         peercert = request.transport.get_extra_info("peercert") if request.transport else None
         if peercert:
             subject = ",".join(f"{k}={v}" for rdn in peercert.get("subject", ()) for k, v in rdn)
@@ -307,8 +311,6 @@ class PagedFeed(_LocalService):
         self.records: list[dict[str, Any]] = []
         self._keys: list[Any] = []
         self._page_failures: dict[int, tuple[int, int]] = {}  # page -> (times left, status)
-        self.requests: list[str] = []  # raw path and query of each request, in order
-        self.request_times: list[float] = []
         self.items_served = 0
         self.append(records)
         self.app.router.add_get(path, self._serve)
@@ -334,8 +336,6 @@ class PagedFeed(_LocalService):
         self._page_failures[page] = (times, status)
 
     async def _serve(self, request: web.Request) -> web.Response:
-        self.requests.append(request.raw_path)
-        self.request_times.append(time.monotonic())
         query = request.query
         try:
             size = int(query.get("limit") or query.get("page_size") or self.default_page_size)

@@ -32,7 +32,8 @@ REGIONS = ["370602", "370611", "370612", "370613", "370681", "370683"]
 
 
 def org_code(body8: str) -> str:
-    s = sum(_CREDIT_ALPHABET.index(c) * w for c, w in zip(body8, _ORG_WEIGHTS, strict=True))
+    # GB 11714 values: digits as themselves, letters A=10 … Z=35
+    s = sum((int(c) if c.isdigit() else ord(c) - 55) * w for c, w in zip(body8, _ORG_WEIGHTS, strict=True))
     check = 11 - s % 11
     return body8 + ("X" if check == 10 else "0" if check == 11 else str(check))
 
@@ -60,11 +61,13 @@ def _person(rng: random.Random) -> str:
 HALL_CREDIT_CODE = credit_code(random.Random(1), "370600", prefix="11")
 
 
-def case_fields(i: int, rng: random.Random, *, version: int = 1, bad: str | None = None) -> dict[str, str]:
+def case_fields(i: int, rng: random.Random, *, version: int = 1, bad: str | None = None,
+                submitted_from: datetime | None = None, spread_minutes: int = 60 * 24 * 60) -> dict[str, str]:
     """The SPSHENQIN (申请) section of one case: 25 fields as the provincial exchange sends them."""
     region = rng.choice(REGIONS)
     item_code, impl_code, item_name = rng.choice(ITEMS)
-    submitted = datetime(2026, 9, 1, 8, 30) + timedelta(minutes=rng.randrange(0, 60 * 24 * 60))
+    start = submitted_from or datetime(2026, 9, 1, 8, 30)
+    submitted = start + timedelta(minutes=rng.randrange(0, max(1, spread_minutes)))
     enterprise = rng.random() < 0.6
     name = (f"{rng.choice(COMPANY_WORDS)}{rng.choice(COMPANY_TRADES)}有限公司" if enterprise else _person(rng))
     ident = credit_code(rng, region) if enterprise else id_number(rng, region)
@@ -109,13 +112,15 @@ def approvedatainfo_xml(fields: dict[str, str], section: str = "SPSHENQIN") -> b
     return f"<APPROVEDATAINFO><{section}>{inner}</{section}></APPROVEDATAINFO>".encode()
 
 
-def generate_items(n: int, *, seed: int = 7, bad_every: int = 0, start: int = 0) -> Iterator[bytes]:
+def generate_items(n: int, *, seed: int = 7, bad_every: int = 0, start: int = 0,
+                   submitted_from: datetime | None = None, spread_minutes: int = 60 * 24 * 60) -> Iterator[bytes]:
     """``n`` APPROVEDATAINFO elements; every ``bad_every``-th one carries a data error."""
     rng = random.Random(seed)
     bads = ("credit_code", "date", "missing")
     for i in range(start, start + n):
         bad = bads[(i // bad_every) % len(bads)] if bad_every and i % bad_every == bad_every - 1 else None
-        yield approvedatainfo_xml(case_fields(i, rng, bad=bad))
+        yield approvedatainfo_xml(case_fields(i, rng, bad=bad, submitted_from=submitted_from,
+                                              spread_minutes=spread_minutes))
 
 
 def write_xml_file(path: Path, items: Iterator[bytes] | list[bytes], *, atomic: bool = True) -> int:

@@ -11,7 +11,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.demo.generate import generate_items, write_xml_file
@@ -70,9 +70,12 @@ async def drop_files(folder: Path, n_records: int, per_file: int = 50, pause: fl
     """The county side: files written under a temporary name and renamed when complete."""
     written = 0
     index = 0
+    # applications submitted in the last hour: current business, not back-filled records
+    recent = datetime.now() - timedelta(hours=1)
     while written < n_records:
         count = min(per_file, n_records - written)
-        items = list(generate_items(count, seed=index, bad_every=40, start=written))
+        items = list(generate_items(count, seed=index, bad_every=40, start=written, submitted_from=recent,
+                                    spread_minutes=50))
         await asyncio.to_thread(write_xml_file, folder / f"county-{index:05d}.xml", items)
         written += count
         index += 1
@@ -121,6 +124,7 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
         echo(f"  quarantined          {c.quarantined:,}")
         echo(f"  delivered            {c.delivered:,}")
         echo(f"  dead-lettered        {c.dead:,}")
+        echo(f"  supervision alerts   {c.alerts:,}")
         echo(f"  audit entries        {c.audit_entries:,}")
         echo(f"  hall platform got    {hall.unique:,} unique records ({hall.received_raw:,} requests)")
         echo(f"  elapsed              {elapsed:.1f}s")

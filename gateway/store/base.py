@@ -94,7 +94,8 @@ class AuditRow:
 
 @dataclass(slots=True)
 class StoreCounts:
-    records: int = 0
+    records: int = 0  # records received from counterparts (alerts not included)
+    alerts: int = 0  # supervision_alert records the gateway raised
     duplicates: int = 0
     quarantined: int = 0
     pending: int = 0

@@ -384,7 +384,12 @@ class SqliteStore(SqliteAuditMixin, Store):
     async def counts(self) -> StoreCounts:
         def q(conn: sqlite3.Connection) -> StoreCounts:
             c = StoreCounts()
-            c.records = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+            for is_alert, n in conn.execute(
+                    "SELECT kind = 'supervision_alert', count(*) FROM records GROUP BY 1"):
+                if is_alert:
+                    c.alerts = n
+                else:
+                    c.records = n
             c.quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
             row = conn.execute("SELECT value FROM meta WHERE key='count.duplicates'").fetchone()
             c.duplicates = int(row[0]) if row else 0

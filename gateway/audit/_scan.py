@@ -1,0 +1,276 @@
+"""The verifier's inner loops: check runs of audit entries fast, in this process or in worker processes.
+
+Kept free of the store and of asyncio so worker processes import little. A run is
+checked in three cheap passes: recompute the chain (one hash per entry), compare all
+recomputed hashes with the stored ones in one string comparison, and check each body's
+``"seq":N`` as bytes; only when a pass fails is the run walked slowly to name the
+first broken entry precisely.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.audit._archive_file import iter_entry_lines
+from gateway.audit.chain import HASHERS, digest_function
+from gateway.audit.merkle import root_from_leaves
+
+CHUNK = 32_768  # rows fetched per query: large enough to amortise, small enough to stay in cache
+_SEQ_KEY = b'"seq":'
+
+
+@dataclass(slots=True)
+class Problem:
+    """One thing wrong, with the sort key that puts the earliest first."""
+
+    order: tuple[int, int, int]  # (source order, seq or seal, tie-break)
+    text: str
+
+
+@dataclass(slots=True)
+class ScanResult:
+    checked: int = 0
+    problem: Problem | None = None
+    roots: dict[tuple[int, int], str] = field(default_factory=dict)  # merkle root per wanted range
+    hashes: dict[int, str] = field(default_factory=dict)  # entry hash at each wanted range's end
+    last_seq: int = 0
+    last_hash: str | None = None
+    file_hash: str | None = None  # digest of an archive's entries file, for its manifest
+
+
+def _seq_ok(body: bytes, seq: int) -> bool:
+    """Fast: the top-level ``"seq":N,`` is the LAST ``"seq":`` in a canonical body.
+
+    Keys are sorted, so only "system" (a string or null) follows "seq"; inside a JSON string a
+    quote is escaped, so ``"seq":`` cannot occur there. When "system" is anything else the
+    caller falls back to parsing.
+    """
+    pos = body.rfind(_SEQ_KEY)
+    return pos >= 0 and body.startswith(b'"seq":%d,"system":' % seq, pos)
+
+
+def _seq_problem(body: bytes, seq: int) -> str | None:
+    """Slow, exact check of one body's seq (only reached when the fast check fails)."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return f"entry {seq}: body is not valid JSON"
+    if not isinstance(decoded, dict) or "seq" not in decoded:
+        return f"entry {seq}: body has no seq field"
+    if decoded["seq"] != seq:
+        return f"entry {seq}: body says seq {decoded['seq']!r} but it is stored as entry {seq}"
+    return None
+
+
+def check_run(
+    first_seq: int,
+    prev: bytes | None,
+    hashes: Sequence[str],
+    bodies: Sequence[bytes],
+    digest: Callable[[bytes], bytes],
+    where: str = "",
+) -> tuple[list[bytes], str | None]:
+    """Check consecutive entries first_seq.. given the hash before them.
+
+    ``prev`` None means the predecessor is unknown (another worker holds it); the first
+    entry's own stored hash is then taken as the starting point. Returns the hashes (bytes)
+    of the entries that passed, in order, and the first problem (text) if any.
+    """
+    n = len(bodies)
+    out: list[bytes] = []
+    start = 0
+    if prev is None:
+        if not n:
+            return out, None
+        try:
+            prev = bytes.fromhex(hashes[0])
+        except ValueError:
+            return out, f"{where}entry {first_seq}: stored hash {hashes[0][:80]!r} is not hexadecimal"
+        out.append(prev)
+        start = 1
+    app = out.append
+    p = prev
+    for body in bodies[start:]:
+        p = digest(p + body)
+        app(p)
+    bad_hash = n
+    if b"".join(out).hex() != "".join(hashes):
+        for i in range(n):
+            if out[i].hex() != hashes[i]:
+                bad_hash = i
+                break
+    seq = first_seq
+    for i in range(bad_hash):
+        body = bodies[i]
+        if not _seq_ok(body, seq):
+            text = _seq_problem(body, seq)
+            if text is not None:
+                return out[:i], where + text
+        seq += 1
+    if bad_hash < n:
+        return out[:bad_hash], f"{where}entry {first_seq + bad_hash}: hash does not match its body"
+    return out, None
+
+
+class _Merkle:
+    """Collect leaves for the wanted ranges as the scan passes them; roots come out as ranges end."""
+
+    def __init__(self, wanted: Sequence[tuple[int, int]], algorithm: str, result: ScanResult) -> None:
+        self.wanted = sorted(wanted)
+        self.i = 0
+        self.leaves: list[bytes] = []
+        self.digest = digest_function(algorithm)
+        self.algorithm = algorithm
+        self.result = result
+
+    def feed(self, first_seq: int, hashes: list[bytes]) -> None:
+        """``hashes`` are the verified entry hashes of first_seq, first_seq+1, …"""
+        last_seq = first_seq + len(hashes) - 1
+        digest = self.digest
+        while self.i < len(self.wanted):
+            a, b = self.wanted[self.i]
+            if a > last_seq:
+                return
+            lo, hi = max(a, first_seq), min(b, last_seq)
+            if lo <= hi:
+                self.leaves.extend([digest(b"\x00" + h) for h in hashes[lo - first_seq : hi - first_seq + 1]])
+            if b > last_seq:
+                return
+            self.result.roots[(a, b)] = root_from_leaves(self.leaves, self.algorithm).hex()
+            self.result.hashes[b] = hashes[b - first_seq].hex()
+            self.leaves = []
+            self.i += 1
+
+
+def _connect_ro(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+def _gap_text(conn: sqlite3.Connection, c0: int, c1: int, end: int) -> tuple[int, str]:
+    """Name the first gap in c0..c1: (first missing seq, text)."""
+    expected = c0
+    for (s,) in conn.execute("SELECT seq FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", (c0, c1)):
+        if s != expected:
+            break
+        expected += 1
+    row = conn.execute("SELECT min(seq) FROM audit WHERE seq >= ?", (expected,)).fetchone()
+    nxt = row[0] if row and row[0] is not None else None
+    if nxt is None or nxt > end:
+        return expected, f"gap: entries {expected}..{end} missing at the end of the range checked"
+    if expected - 1 < 1:
+        return expected, f"gap: entries {expected}..{nxt - 1} missing before {nxt}"
+    return expected, f"gap: entries {expected}..{nxt - 1} missing between {expected - 1} and {nxt}"
+
+
+def scan_db(
+    path: str,
+    algorithm: str,
+    start: int,
+    end: int,
+    prev_hex: str | None,
+    wanted: Sequence[tuple[int, int]] = (),
+    *,
+    order: int = 1,
+) -> ScanResult:
+    """Check database entries start..end; ``prev_hex`` is the hash before start (None: read it, unchecked)."""
+    result = ScanResult()
+    digest = digest_function(algorithm)
+    merkle = _Merkle(wanted, algorithm, result)
+    conn = _connect_ro(path)
+    try:
+        prev: bytes | None
+        if prev_hex is None:
+            row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (start - 1,)).fetchone()
+            try:
+                prev = bytes.fromhex(row[0]) if row else None
+            except ValueError:
+                prev = None  # the worker before this one reports that entry
+        else:
+            prev = bytes.fromhex(prev_hex)
+        c0 = start
+        while c0 <= end:
+            c1 = min(end, c0 + CHUNK - 1)
+            n = conn.execute("SELECT count(*) FROM audit WHERE seq BETWEEN ? AND ?", (c0, c1)).fetchone()[0]
+            gap: tuple[int, str] | None = None
+            upto = c1
+            if n != c1 - c0 + 1:
+                gap = _gap_text(conn, c0, c1, end)
+                upto = gap[0] - 1
+            rows = conn.execute("SELECT hash, body FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                                (c0, upto)).fetchall() if upto >= c0 else []
+            hashes = [r[0] for r in rows]
+            bodies = [r[1] for r in rows]
+            good, text = check_run(c0, prev, hashes, bodies, digest)
+            if good:
+                merkle.feed(c0, good)
+                result.checked += len(good)
+                result.last_seq = c0 + len(good) - 1
+                result.last_hash = good[-1].hex()
+            if text is not None:
+                result.problem = Problem((order, c0 + len(good), 0), text)
+                return result
+            if gap is not None:
+                result.problem = Problem((order, gap[0], 0), gap[1])
+                return result
+            prev = good[-1] if good else prev
+            c0 = c1 + 1
+        return result
+    finally:
+        conn.close()
+
+
+def scan_archive(
+    path: str,
+    algorithm: str,
+    from_seq: int,
+    to_seq: int,
+    prev_hex: str,
+    wanted: Sequence[tuple[int, int]] = (),
+    *,
+    label: str = "",
+    order: int = 0,
+) -> ScanResult:
+    """Check the entries file of one archive (``<hash> <body>`` per line) against its declared range."""
+    result = ScanResult()
+    digest = digest_function(algorithm)
+    merkle = _Merkle(wanted, algorithm, result)
+    prev = bytes.fromhex(prev_hex)
+    seq = from_seq
+    file_hash = HASHERS[algorithm]()
+    for lines in iter_entry_lines(path):
+        file_hash.update(b"".join(lines))
+        hashes = [line[:64].decode("ascii", "replace") for line in lines]
+        bodies = [line[65:-1] if line.endswith(b"\n") else line[65:] for line in lines]
+        if seq + len(bodies) - 1 > to_seq:
+            result.problem = Problem((order, to_seq + 1, 0),
+                                     f"{label}holds entries beyond {to_seq}, the end its manifest declares")
+            return result
+        good, text = check_run(seq, prev, hashes, bodies, digest, label)
+        if good:
+            merkle.feed(seq, good)
+            result.checked += len(good)
+            result.last_seq = seq + len(good) - 1
+            result.last_hash = good[-1].hex()
+            prev = good[-1]
+        if text is not None:
+            result.problem = Problem((order, seq + len(good), 0), text)
+            return result
+        seq += len(bodies)
+    if seq != to_seq + 1:
+        result.problem = Problem((order, seq, 0), f"{label}entries {seq}..{to_seq} missing from the entries file")
+    result.file_hash = file_hash.digest().hex()
+    return result
+
+
+def scan_task(task: tuple) -> ScanResult:  # type: ignore[type-arg]
+    """Entry point for worker processes: ("db" | "archive", positional args…, keyword args)."""
+    kind, args, kwargs = task
+    if kind == "db":
+        return scan_db(*args, **kwargs)
+    return scan_archive(*args, **kwargs)

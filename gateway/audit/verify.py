@@ -1,0 +1,504 @@
+"""Verify the whole audit trail: every entry's hash, seq continuity, every seal, every archive.
+
+``verify_store(store)`` checks the SQLite file directly with read-only connections (in
+worker processes when the chain is long) and returns a ``VerifyReport`` whose first
+problem names the first broken entry or seal precisely, e.g. "entry 57: hash does not
+match its body", "gap: entries 56..56 missing between 55 and 57", "seal 3: signature
+invalid". Archives written by ``gateway.audit.archive`` are checked when their folder is
+given, and the chain runs on across them into the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sqlite3
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from gateway.audit._archive_file import read_meta
+from gateway.audit._scan import Problem, ScanResult, _connect_ro, scan_task
+from gateway.audit.chain import GENESIS, HASHERS, digest_function
+from gateway.audit.model import ARCHIVE_TYPE, SEAL_TYPE, ArchiveRow
+from gateway.audit.signers import can_verify, fingerprint_text, verify_signature
+
+PARALLEL_FROM = 200_000  # entries; below this, starting worker processes costs more than it saves
+TASK_TARGET = 250_000  # entries per worker task, rounded to seal boundaries
+
+
+@dataclass(slots=True)
+class SealView:
+    """A seal as the verifier sees it, from the database or from an archive."""
+
+    seal: int
+    from_seq: int
+    to_seq: int
+    statement: bytes
+    statement_hash: str | None
+    state: str
+    signature: bytes | None
+    key_id: str | None
+    signature_algorithm: str | None
+    source: str  # "database" or "archive N"
+
+
+@dataclass
+class VerifyReport:
+    """What was checked and what is wrong; ``ok`` only when nothing is."""
+
+    store: str
+    algorithm: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    entries_checked: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    seals_checked: int = 0
+    seals_signed: int = 0
+    seals_pending: list[int] = field(default_factory=list)
+    unsealed_entries: int = 0
+    archives_checked: int = 0
+    trust: str = ""
+    workers: int = 1
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_problem(self) -> str | None:
+        return self.problems[0] if self.problems else None
+
+    @property
+    def rate(self) -> float:
+        return self.entries_checked / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "store": self.store, "algorithm": self.algorithm, "first_problem": self.first_problem,
+            "problems": self.problems, "notes": self.notes, "entries_checked": self.entries_checked,
+            "first_seq": self.first_seq, "last_seq": self.last_seq, "seals_checked": self.seals_checked,
+            "seals_signed": self.seals_signed, "seals_pending": self.seals_pending,
+            "unsealed_entries": self.unsealed_entries, "archives_checked": self.archives_checked,
+            "trust": self.trust, "workers": self.workers, "seconds": round(self.seconds, 3),
+            "entries_per_second": round(self.rate),
+        }
+
+    def render(self) -> str:
+        lines = [f"Audit trail {self.store} ({self.algorithm})"]
+        if self.entries_checked:
+            lines.append(f"  entries {self.first_seq}..{self.last_seq}: {self.entries_checked:,} checked in "
+                         f"{self.seconds:.2f} s ({self.rate:,.0f} entries/s, {self.workers} worker(s))")
+        else:
+            lines.append("  no entries checked")
+        lines.append(f"  seals: {self.seals_checked} checked, {self.seals_signed} signed, "
+                     f"{len(self.seals_pending)} pending; {self.unsealed_entries:,} newest entries not yet sealed")
+        if self.archives_checked:
+            lines.append(f"  archives: {self.archives_checked} checked")
+        if self.trust:
+            lines.append(f"  trust: {self.trust}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        if self.ok:
+            lines.append("RESULT: OK - the chain is unbroken and every seal matches its entries"
+                         + (" and carries a valid signature" if self.seals_signed else ""))
+        else:
+            lines.append(f"RESULT: BROKEN - {self.first_problem}")
+            lines.extend(f"  problem: {p}" for p in self.problems[1:])
+        return "\n".join(lines)
+
+
+async def verify_store(
+    store: Any,
+    *,
+    archives_dir: str | Path | None = None,
+    trusted: Mapping[str, x509.Certificate] | None = None,
+    trust_label: str | None = None,
+    workers: int | None = None,
+) -> VerifyReport:
+    """Verify a SqliteStore (open or not) or a database path; heavy work runs off the event loop."""
+    path = getattr(store, "path", store)
+    return await asyncio.to_thread(verify_path, str(path), archives_dir=archives_dir, trusted=trusted,
+                                   trust_label=trust_label, workers=workers)
+
+
+# ---------------------------------------------------------------------------- reading the database
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
+def _load_db(conn: sqlite3.Connection) -> tuple[str, int, int, list[SealView], list[ArchiveRow], dict[str, str]]:
+    if not _table_exists(conn, "audit") or not _table_exists(conn, "meta"):
+        raise ValueError("not a gateway store: no audit table")
+    row = conn.execute("SELECT value FROM meta WHERE key='audit_algorithm'").fetchone()
+    algorithm = row[0] if row else "sha256"
+    lo, hi = conn.execute("SELECT min(seq), max(seq) FROM audit").fetchone()
+    seals: list[SealView] = []
+    archives: list[ArchiveRow] = []
+    certs: dict[str, str] = {}
+    if _table_exists(conn, "audit_seals"):
+        for r in conn.execute("SELECT seal, from_seq, to_seq, statement, statement_hash, state, signature, key_id,"
+                              " signature_algorithm FROM audit_seals ORDER BY seal"):
+            seals.append(SealView(r[0], r[1], r[2], bytes(r[3]), r[4], r[5],
+                                  bytes(r[6]) if r[6] is not None else None, r[7], r[8], "database"))
+        archives = [ArchiveRow(*r) for r in conn.execute(
+            "SELECT archive, file, manifest_hash, from_seq, to_seq, prev_hash, last_hash, first_seal, last_seal,"
+            " last_seal_hash, entries, created_at FROM audit_archives ORDER BY archive")]
+        certs = dict(conn.execute("SELECT key_id, certificate FROM audit_keys"))
+    return algorithm, lo or 0, hi or 0, seals, archives, certs
+
+
+# ---------------------------------------------------------------------------- archives
+
+
+@dataclass(slots=True)
+class _ArchiveFile:
+    row: ArchiveRow
+    path: Path
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    seals: list[SealView]
+    certificates: dict[str, str]
+
+
+def read_archive_meta(path: Path, label: str) -> tuple[dict[str, Any], bytes, dict[str, Any], list[SealView], dict[str, str]]:
+    """(manifest, manifest bytes, signature record, seals, certificates) of an archive file."""
+    meta = read_meta(path)
+    seals = [SealView(s["seal"], s["from_seq"], s["to_seq"], s["statement"].encode("utf-8"), None,
+                      "signed" if s.get("signature") else "pending", _b64(s.get("signature")), s.get("key_id"),
+                      s.get("signature_algorithm"), label) for s in meta.seals]
+    return meta.manifest, meta.manifest_bytes, meta.signature, seals, meta.certificates
+
+
+def _b64(text: str | None) -> bytes | None:
+    import base64
+
+    return base64.b64decode(text) if text else None
+
+
+# ---------------------------------------------------------------------------- seals
+
+
+def _check_signature(label: str, data: bytes, signature: bytes | None, key_id: str | None, algorithm: str | None,
+                     at: str | None, certs: Mapping[str, x509.Certificate]) -> str | None:
+    if signature is None or key_id is None or algorithm is None:
+        return f"{label}: marked signed but has no signature, key id or algorithm"
+    cert = certs.get(key_id)
+    if cert is None:
+        return f"{label}: signed by key {fingerprint_text(key_id)[:23]}..., which is not a trusted certificate"
+    if not can_verify(algorithm):
+        return f"{label}: signature algorithm {algorithm!r} cannot be checked here (no verifier installed)"
+    try:
+        verify_signature(cert, algorithm, data, signature)
+    except InvalidSignature:
+        return f"{label}: signature invalid"
+    if at:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            return f"{label}: time {at!r} is not an ISO 8601 time"
+        if when.tzinfo is not None and not (cert.not_valid_before_utc <= when <= cert.not_valid_after_utc):
+            return f"{label}: made at {at}, outside the validity of certificate {key_id[:16]}"
+    return None
+
+
+def _check_seal(
+    s: SealView,
+    prev: tuple[int, int, str, str],  # (seal, to_seq, statement hash, head hash) of the seal before
+    roots: Mapping[tuple[int, int], str],
+    end_hashes: Mapping[int, str],
+    certs: Mapping[str, x509.Certificate],
+    algorithm: str,
+) -> tuple[str | None, str]:
+    """(first problem or None, the statement hash to chain the next seal to)."""
+    label = f"seal {s.seal}"
+    h = digest_function(algorithm)
+    own_hash = h(s.statement).hex()
+    try:
+        st = json.loads(s.statement)
+    except (ValueError, UnicodeDecodeError):
+        st = None
+    if s.state == "signed":
+        problem = _check_signature(label, s.statement, s.signature, s.key_id, s.signature_algorithm,
+                                   st.get("sealed_at") if isinstance(st, dict) else None, certs)
+        if problem:
+            return problem, own_hash
+    if not isinstance(st, dict):
+        return f"{label}: statement is not valid JSON", own_hash
+    if s.statement_hash is not None and s.statement_hash != own_hash:
+        return f"{label}: stored statement hash does not match its statement", own_hash
+    prev_seal, prev_to, prev_statement, prev_head = prev
+    if st.get("type") != SEAL_TYPE:
+        return f"{label}: statement type {st.get('type')!r} is not {SEAL_TYPE}", own_hash
+    if (st.get("seal"), st.get("from_seq"), st.get("to_seq")) != (s.seal, s.from_seq, s.to_seq):
+        return f"{label}: statement names seal {st.get('seal')} over {st.get('from_seq')}..{st.get('to_seq')}, " \
+               f"stored as seal {s.seal} over {s.from_seq}..{s.to_seq}", own_hash
+    if st.get("algorithm") != algorithm:
+        return f"{label}: statement uses hash {st.get('algorithm')!r}, the chain uses {algorithm}", own_hash
+    if s.seal != prev_seal + 1:
+        return f"{label}: follows seal {prev_seal}; seals {prev_seal + 1}..{s.seal - 1} are missing", own_hash
+    if s.from_seq != prev_to + 1 or s.to_seq < s.from_seq:
+        return f"{label}: covers entries {s.from_seq}..{s.to_seq} but seal {prev_seal} ended at {prev_to}", own_hash
+    if st.get("prev_seal") != prev_statement:
+        return f"{label}: does not link to seal {prev_seal} (previous-seal hash differs)", own_hash
+    if st.get("prev_hash") != prev_head:
+        return f"{label}: starts from a chain hash that is not entry {prev_to}'s", own_hash
+    if st.get("count") != s.to_seq - s.from_seq + 1:
+        return f"{label}: count {st.get('count')} does not match entries {s.from_seq}..{s.to_seq}", own_hash
+    root = roots.get((s.from_seq, s.to_seq))
+    if root is not None:
+        if st.get("merkle_root") != root:
+            return f"{label}: Merkle root does not match entries {s.from_seq}..{s.to_seq}", own_hash
+        if st.get("head_hash") != end_hashes.get(s.to_seq):
+            return f"{label}: head hash does not match entry {s.to_seq}", own_hash
+    return None, own_hash
+
+
+# ---------------------------------------------------------------------------- the whole check
+
+
+def _plan(start: int, end: int, ranges: Sequence[tuple[int, int]], target: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Cut start..end into tasks at seal boundaries, about ``target`` entries each."""
+    tasks: list[tuple[int, int, list[tuple[int, int]]]] = []
+    cur, wanted = start, []
+    for a, b in ranges:
+        wanted.append((a, b))
+        if b - cur + 1 >= target:
+            tasks.append((cur, b, wanted))
+            cur, wanted = b + 1, []
+    if wanted:
+        last = wanted[-1][1]
+        tasks.append((cur, last, wanted))
+        cur = last + 1
+    while cur <= end:
+        nxt = min(end, cur + target - 1)
+        tasks.append((cur, nxt, []))
+        cur = nxt + 1
+    return tasks
+
+
+def _run(tasks: list[tuple[Any, ...]], workers: int) -> list[ScanResult]:
+    if workers <= 1 or len(tasks) <= 1:
+        return [scan_task(t) for t in tasks]
+    # spawn, not fork: the caller may hold the store's writer thread and an event loop.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        return list(pool.map(scan_task, tasks))
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def verify_path(
+    path: str,
+    *,
+    archives_dir: str | Path | None = None,
+    trusted: Mapping[str, x509.Certificate] | None = None,
+    trust_label: str | None = None,
+    workers: int | None = None,
+) -> VerifyReport:
+    t0 = time.perf_counter()
+    if not Path(path).exists():
+        raise FileNotFoundError(f"audit store {path} does not exist")
+    conn = _connect_ro(path)
+    try:
+        algorithm, lo, hi, db_seals, archive_rows, db_certs = _load_db(conn)
+    finally:
+        conn.close()
+    report = VerifyReport(store=path, algorithm=algorithm)
+    if algorithm not in HASHERS:
+        report.problems.append(f"store names unknown hash algorithm {algorithm!r}")
+        return report
+    certs: dict[str, x509.Certificate]
+    if trusted is not None:
+        certs = dict(trusted)
+        report.trust = trust_label or f"{len(certs)} trusted certificate(s) supplied by the caller"
+    else:
+        certs = {k: x509.load_pem_x509_certificate(v.encode("ascii")) for k, v in db_certs.items()}
+        report.trust = ("certificates copied in the store itself - this proves the trail is intact against those "
+                        "keys; pass trusted certificates (--certs / --cert) to prove who signed")
+    problems: list[Problem] = []
+    # Seals in chain order; a tuple instead of a seal restarts the seal chain from bookkeeping
+    # (archives not checked, or an archive file missing).
+    seals: list[SealView | tuple[int, int, str, str]] = []
+    tasks: list[tuple[Any, ...]] = []
+    task_rows: list[ArchiveRow | None] = []
+    manifests: dict[int, dict[str, Any]] = {}
+    order = 0
+
+    # -- archives: the chain starts in the first archive and runs on into the database
+    prev_hash = GENESIS
+    db_start = archive_rows[-1].to_seq + 1 if archive_rows else 1
+    if archive_rows and archives_dir is None:
+        last = archive_rows[-1]
+        report.notes.append(f"entries {archive_rows[0].from_seq}..{last.to_seq} are in {len(archive_rows)} "
+                            "archive file(s) and were not checked; pass the archives folder to check them")
+        prev_hash = last.last_hash
+        seals.append((last.last_seal, last.to_seq, last.last_seal_hash, last.last_hash))
+    elif archive_rows:
+        prev_manifest_hash = GENESIS
+        for row in archive_rows:
+            order += 1
+            label = f"archive {row.archive} ({row.file}): "
+            file = Path(archives_dir) / row.file  # type: ignore[arg-type]
+            try:
+                manifest, manifest_bytes, sig, a_seals, a_certs = read_archive_meta(file, f"archive {row.archive}")
+            except FileNotFoundError:
+                problems.append(Problem((order, 0, 0), f"{label}file not found in {archives_dir}"))
+                a_seals = []
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+                problems.append(Problem((order, 0, 0), f"{label}cannot be read ({exc})"))
+                a_seals = []
+            else:
+                report.archives_checked += 1
+                if trusted is None:
+                    for kid, pem in a_certs.items():
+                        certs.setdefault(kid, x509.load_pem_x509_certificate(pem.encode("ascii")))
+                text = _check_archive_manifest(label, row, manifest, manifest_bytes, sig, certs, algorithm,
+                                               prev_hash, prev_manifest_hash)
+                if text:
+                    problems.append(Problem((order, 0, 0), text))
+                seals.extend(a_seals)
+                manifests[row.archive] = manifest
+                tasks.append(("archive", (str(file), algorithm, row.from_seq, row.to_seq, prev_hash,
+                                          [(s.from_seq, s.to_seq) for s in a_seals]),
+                              {"label": label, "order": order}))
+                task_rows.append(row)
+            if not a_seals:
+                seals.append((row.last_seal, row.to_seq, row.last_seal_hash, row.last_hash))
+            prev_hash = row.last_hash
+            prev_manifest_hash = row.manifest_hash
+    if archive_rows and lo and lo <= archive_rows[-1].to_seq:
+        report.notes.append(f"entries {lo}..{min(hi, archive_rows[-1].to_seq)} are already archived and still "
+                            "being deleted from the database; they were skipped")
+
+    # -- the database part
+    order += 1
+    seals.extend(db_seals)
+    ranges: list[tuple[int, int]] = []
+    cursor = db_start - 1
+    for s in db_seals:
+        if s.from_seq == cursor + 1 and s.from_seq <= s.to_seq <= hi:
+            ranges.append((s.from_seq, s.to_seq))
+            cursor = s.to_seq
+    db_end = hi
+    total_db = max(0, db_end - db_start + 1) if hi else 0
+    n_workers = workers or default_workers()
+    if total_db + sum(r.entries for r in task_rows if r is not None) < PARALLEL_FROM:
+        n_workers = 1
+    if total_db:
+        target = max(TASK_TARGET, total_db // (n_workers * 2) + 1) if n_workers > 1 else total_db
+        for i, (a, b, wanted) in enumerate(_plan(db_start, db_end, ranges, target)):
+            tasks.append(("db", (path, algorithm, a, b, prev_hash if i == 0 else None, wanted), {"order": order}))
+            task_rows.append(None)
+    report.workers = n_workers
+    results = _run(tasks, n_workers)
+
+    # -- merge: the chain
+    roots: dict[tuple[int, int], str] = {}
+    end_hashes: dict[int, str] = {}
+    for task, row, res in zip(tasks, task_rows, results, strict=True):
+        report.entries_checked += res.checked
+        roots.update(res.roots)
+        end_hashes.update(res.hashes)
+        if res.problem is not None:
+            problems.append(res.problem)
+        elif row is not None and res.last_hash != row.last_hash:
+            problems.append(Problem((task[2]["order"], row.to_seq, 1),
+                                    f"archive {row.archive} ({row.file}): its last entry hash differs from the one "
+                                    "the database booked"))
+        elif row is not None and res.file_hash != manifests[row.archive].get("entries_hash"):
+            problems.append(Problem((task[2]["order"], row.to_seq, 2),
+                                    f"archive {row.archive} ({row.file}): entries file digest differs from the "
+                                    "signed manifest"))
+    report.first_seq = (task_rows[0].from_seq if task_rows and task_rows[0] is not None else db_start) \
+        if report.entries_checked else 0
+    report.last_seq = db_end if total_db else (archive_rows[-1].to_seq if archive_rows else 0)
+
+    # -- merge: the seals, in order across archives and database
+    seal_problems: list[Problem] = []
+    seal_prev: tuple[int, int, str, str] = (0, 0, GENESIS, GENESIS)
+    for s in seals:
+        if isinstance(s, tuple):
+            seal_prev = s
+            continue
+        report.seals_checked += 1
+        if s.state == "signed":
+            report.seals_signed += 1
+        else:
+            report.seals_pending.append(s.seal)
+        text, own_hash = _check_seal(s, seal_prev, roots, end_hashes, certs, algorithm)
+        if text:
+            seal_problems.append(Problem((10_000, s.seal, 0), text))
+        st_head = _statement_field(s.statement, "head_hash")
+        seal_prev = (s.seal, s.to_seq, own_hash, st_head if isinstance(st_head, str) else "")
+    if total_db:
+        report.unsealed_entries = max(0, db_end - max(seal_prev[1], db_start - 1))
+    if report.seals_pending:
+        report.notes.append(f"{len(report.seals_pending)} seal(s) pending signature "
+                            f"({_span(report.seals_pending)}): their entries are chained but not yet signed")
+    if report.unsealed_entries:
+        report.notes.append(f"entries {db_end - report.unsealed_entries + 1}..{db_end} are not sealed yet")
+    problems.sort(key=lambda p: p.order)
+    report.problems = [p.text for p in problems] + [p.text for p in seal_problems]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _statement_field(statement: bytes, name: str) -> Any:
+    try:
+        return json.loads(statement).get(name)
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+
+
+def _span(numbers: list[int]) -> str:
+    return f"{numbers[0]}" if len(numbers) == 1 else f"{numbers[0]}..{numbers[-1]}"
+
+
+def _check_archive_manifest(
+    label: str,
+    row: ArchiveRow,
+    manifest: dict[str, Any],
+    manifest_bytes: bytes,
+    signature: dict[str, Any],
+    certs: Mapping[str, x509.Certificate],
+    algorithm: str,
+    prev_hash: str,
+    prev_manifest_hash: str,
+) -> str | None:
+    sig_problem = _check_signature(label + "manifest", manifest_bytes, _b64(signature.get("signature")),
+                                   signature.get("key_id"), signature.get("algorithm"), manifest.get("created_at"),
+                                   certs)
+    if sig_problem:
+        return sig_problem
+    h = digest_function(algorithm)
+    if h(manifest_bytes).hex() != row.manifest_hash:
+        return f"{label}manifest hash differs from the one the database booked"
+    if manifest.get("type") != ARCHIVE_TYPE or manifest.get("algorithm") != algorithm:
+        return f"{label}manifest type or hash algorithm is not {ARCHIVE_TYPE} / {algorithm}"
+    if (manifest.get("archive"), manifest.get("from_seq"), manifest.get("to_seq")) != (row.archive, row.from_seq,
+                                                                                       row.to_seq):
+        return f"{label}manifest range differs from the one the database booked"
+    if manifest.get("prev_archive") != prev_manifest_hash:
+        return f"{label}does not link to the previous archive (previous-archive hash differs)"
+    if manifest.get("prev_hash") != prev_hash:
+        return f"{label}does not start where the previous archive ended (entry hash before {row.from_seq} differs)"
+    return None
