@@ -513,3 +513,44 @@ async def test_two_gateways_on_one_drop_folder_never_take_the_same_file(tmp_path
 
     assert sorted(store.refs()) == sorted(f"f{n:02d}.csv row {r}" for n in range(30) for r in range(1, 6))
     assert first.stats.done + second.stats.done == 30
+
+
+async def test_a_missing_drop_folder_is_waited_for_not_created(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "mnt" / "drop"
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root))
+    ctx = FakeContext(store)
+    task = asyncio.create_task(source.run(ctx))
+    await asyncio.sleep(0.15)
+    assert not root.exists()  # creating it would watch a local folder instead of the mount
+    assert "does not exist" in caplog.text
+    root.mkdir(parents=True)
+    csv_file(root / "late.csv", 2)
+    while not listing(root / "done"):
+        await asyncio.sleep(0.01)
+    ctx.stopping.set()
+    await task
+    assert store.refs() == ["late.csv row 1", "late.csv row 2"]
+
+
+async def test_a_file_that_cannot_be_claimed_is_reported_once_and_the_others_go_on(
+    tmp_path: Path, caplog
+) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    long_name = "案" * 80 + ".csv"  # 244 bytes: fits the folder, but not with the claim timestamp in front
+    csv_file(root / long_name, 1)
+    csv_file(root / "ok.csv", 1)
+    store = FakeStore()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Run for many poll intervals (0.02 s) so that repeated scans would show repeated reports.
+    await run_until(
+        FiledropSource("county", make_config(root)),
+        FakeContext(store),
+        lambda: bool(listing(root / "done")) and loop.time() - started > 0.5,
+    )
+
+    assert store.refs() == ["ok.csv row 1"]
+    assert (root / long_name).exists()
+    assert caplog.text.count("cannot claim") == 1

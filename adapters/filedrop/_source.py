@@ -140,31 +140,43 @@ class FiledropSource:
         self.error = self.root / "error"
         self.stats = FileStats()
         self._watch: dict[str, _Watch] = {}
+        self._unclaimable: dict[str, tuple[int, int]] = {}
         self._failures: dict[str, int] = {}
+        self._root_missing_logged = False
 
     # ------------------------------------------------------------------ the loop
 
     async def run(self, ctx: SourceContext) -> None:
         """Resume this instance's claims, then scan, claim and ingest until ``ctx.stopping`` is set."""
-        await asyncio.to_thread(self._prepare, ctx)
+        while not await asyncio.to_thread(self._prepare, ctx):
+            # A drop folder on a network mount may appear later; creating it here would watch the
+            # wrong (local) folder, so wait for it instead.
+            if await _stopped(ctx, self.config.poll_interval):
+                return
         while not ctx.stopping.is_set():
             for claimed in await asyncio.to_thread(self._claimed_files):
                 if ctx.stopping.is_set():
                     return
                 if self.stats.retry_at.get(claimed, 0.0) <= time.monotonic():
                     await self._process(ctx, claimed)
-            for name in await asyncio.to_thread(self._ready_files):
+            for name in await asyncio.to_thread(self._ready_files, ctx):
                 if ctx.stopping.is_set():
                     return
                 claimed = await asyncio.to_thread(self._claim, ctx, name)
                 if claimed is not None:
                     await self._process(ctx, claimed)
-            try:
-                await asyncio.wait_for(ctx.stopping.wait(), timeout=self.config.poll_interval)
-            except TimeoutError:
-                pass
+            if await _stopped(ctx, self.config.poll_interval):
+                return
 
-    def _prepare(self, ctx: SourceContext) -> None:
+    def _prepare(self, ctx: SourceContext) -> bool:
+        """Create the working folders and clean up after a crash; False while the drop root is missing."""
+        if not self.root.is_dir():
+            if not self._root_missing_logged:
+                ctx.log.error(
+                    "%s: drop folder %s does not exist (not mounted?); waiting for it", self.system, self.root
+                )
+                self._root_missing_logged = True
+            return False
         for folder in (self.processing, self.done, self.error):
             folder.mkdir(parents=True, exist_ok=True)
         claims = self._claimed_files()
@@ -177,6 +189,7 @@ class FiledropSource:
                 marker = self.root / (original + self.config.marker_suffix)
                 if marker.exists() and not (self.root / original).exists():
                     marker.unlink(missing_ok=True)
+        return True
 
     def _claimed_files(self) -> list[str]:
         try:
@@ -196,12 +209,13 @@ class FiledropSource:
         # Case-insensitive: Windows exports arrive as X.XML as often as x.xml.
         return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.config.include)
 
-    def _ready_files(self) -> list[str]:
+    def _ready_files(self, ctx: SourceContext) -> list[str]:
         """Complete, stable files in the inbox, oldest first."""
         now = time.monotonic()
         try:
             entries = list(os.scandir(self.root))
-        except FileNotFoundError:
+        except OSError as exc:
+            ctx.log.warning("%s: cannot list drop folder %s: %s", self.system, self.root, exc.strerror or exc)
             return []
         names = {entry.name for entry in entries}
         ready: list[tuple[int, str]] = []
@@ -218,6 +232,8 @@ class FiledropSource:
                 continue
             present.add(entry.name)
             signature = (stat.st_size, stat.st_mtime_ns)
+            if self._unclaimable.get(entry.name) == signature:
+                continue  # claiming failed and the file has not changed since; said so once already
             watch = self._watch.get(entry.name)
             if watch is None or watch.signature != signature:
                 self._watch[entry.name] = watch = _Watch(signature, now)
@@ -226,6 +242,7 @@ class FiledropSource:
             if now - watch.since >= self.config.stability_seconds:
                 ready.append((stat.st_mtime_ns, entry.name))
         self._watch = {name: watch for name, watch in self._watch.items() if name in present}
+        self._unclaimable = {name: sig for name, sig in self._unclaimable.items() if name in present}
         return [name for _, name in sorted(ready)]
 
     # ------------------------------------------------------------------ moves
@@ -238,6 +255,20 @@ class FiledropSource:
             # Another gateway claimed it first, or the sender took it back.
             ctx.log.debug("%s: %s vanished before it could be claimed", self.system, name)
             self._watch.pop(name, None)
+            return None
+        except OSError as exc:
+            # No permission on the drop folder, a name too long for the timestamp prefix …: the file
+            # stays where it is and is tried again once it changes.
+            watch = self._watch.pop(name, None)
+            if watch is not None:
+                self._unclaimable[name] = watch.signature
+            ctx.log.error(
+                "%s: cannot claim %s from %s: %s; it stays in the drop folder",
+                self.system,
+                name,
+                self.root,
+                exc.strerror or exc,
+            )
             return None
         fsync_dir(self.processing)
         fsync_dir(self.root)
@@ -277,7 +308,11 @@ class FiledropSource:
         path = self.processing / claimed
         original = original_name(claimed)
         cursor = f"filedrop:{self.system}:{claimed}"
-        stored = await ctx.get_cursor(cursor)
+        try:
+            stored = await ctx.get_cursor(cursor)
+        except Exception as exc:
+            self._postpone(ctx, claimed, exc)
+            return
         committed = int(stored) if stored else 0
         consumed = committed
         batches = _Batches(read_items(path, ctx.input_options()), skip=committed)
@@ -333,7 +368,7 @@ class FiledropSource:
         pause = min(self.config.poll_interval * 2 ** (failures - 1), _RETRY_MAX)
         self.stats.retry_at[claimed] = time.monotonic() + pause
         self.stats.ingest_failures += 1
-        self.stats.last_error = f"ingest failed: {exc}"
+        self.stats.last_error = f"ingest failed: {exc}"  # get_cursor failures land here too
         ctx.log.warning(
             "%s: ingesting %s failed (%s); it stays in processing/ and is retried in %.0fs",
             self.system,
@@ -341,6 +376,15 @@ class FiledropSource:
             exc,
             pause,
         )
+
+
+async def _stopped(ctx: SourceContext, seconds: float) -> bool:
+    """Wait up to ``seconds``; True as soon as the gateway is stopping."""
+    try:
+        await asyncio.wait_for(ctx.stopping.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _reason(exc: BaseException) -> str:
