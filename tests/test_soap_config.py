@@ -207,3 +207,33 @@ def test_a_body_without_one_root_or_with_a_bad_name_is_refused():
         dict_to_xml({"A": "1", "B": "2"}, None, "delivery 3")
     with pytest.raises(ValueError, match="delivery 3: '1ABC' is not a valid XML element name"):
         dict_to_xml({"ROOT": {"1ABC": "x"}}, None, "delivery 3")
+
+
+README = Path(__file__).resolve().parent.parent / "adapters" / "soap" / "README.md"
+
+
+def _readme_sections() -> list[tuple[str, str, dict]]:
+    import re
+    import tomllib
+
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)]
+    return [
+        (section, name, options)
+        for block in blocks
+        for section in ("sinks", "sources")
+        for name, options in block.get(section, {}).items()
+        if options.get("adapter") == "soap"
+    ]
+
+
+def test_the_readmes_configuration_examples_are_valid(tmp_path: Path):
+    checked = []
+    for section, name, options in _readme_sections():
+        adapter_options = {k: v for k, v in options.items() if k not in ("adapter", "mapping")}
+        if not adapter_options["wsdl"].startswith("builtin:"):
+            (tmp_path / adapter_options["wsdl"]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / adapter_options["wsdl"]).write_bytes(PROVINCIAL_EXCHANGE_WSDL.read_bytes())
+        model = SoapSinkConfig if section == "sinks" else SoapSourceConfig
+        validate_config(model, adapter_options, tmp_path)
+        checked.append(name)
+    assert checked == ["county-market", "market-supervision", "province-exchange", "province-records"]
