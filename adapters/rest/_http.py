@@ -54,8 +54,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    try:
+        # RFC 9110 says whole seconds; some servers send "1.5", which means what it says.
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):

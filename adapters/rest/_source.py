@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -113,10 +114,11 @@ class RestPullSource:
             else None
         )
         self._signer = make_signer(None, owner=self._owner)
+        self._boundary: set[bytes] = set()  # fingerprints of ingested items equal to the watermark
         t = config.timeouts
         self._timeouts = (t.connect, t.sock_read, t.total)
         self._backoff = wait_exponential_jitter(
-            initial=config.retry.initial, max=config.retry.max, jitter=config.retry.jitter
+            multiplier=config.retry.initial, max=config.retry.max, jitter=config.retry.jitter
         )
 
     @property
@@ -174,11 +176,17 @@ class RestPullSource:
                 )
             next_url = self._next_url(base, page, items, offset)
             mark = self._next_watermark(page.body, items, last_page=next_url is None)
-            records = [self._record(ctx, page, index, item) for index, item in enumerate(items, 1)]
+            seen = self._seen_at_watermark(items)
+            records = [
+                self._record(ctx, page, index, item)
+                for index, item in enumerate(items, 1)
+                if index - 1 not in seen
+            ]
             if records or (mark is not None and mark != self.watermark):
                 cursor = (self.cursor_name, mark) if mark is not None else None
                 await ctx.ingest(records, cursor=cursor)
                 self.stats.records += len(records)
+            self._remember_boundary(items, mark)  # only after the commit: a failed ingest forgets nothing
             if mark is not None:
                 self.watermark = mark
             self.stats.pages += 1
@@ -243,6 +251,35 @@ class RestPullSource:
             return page.url.join(URL(str(link)))
         return None
 
+    def _at(self, items: list[Any], value: str) -> list[int]:
+        """Indexes of the object items whose since field equals ``value``."""
+        key = order_key(value)
+        return [
+            index
+            for index, item in enumerate(items)
+            if isinstance(item, dict)
+            and (found := resolve(item, self._since_field)) not in (MISSING, None, "")
+            and order_key(found) == key
+        ]
+
+    def _seen_at_watermark(self, items: list[Any]) -> set[int]:
+        """Items an inclusive since hands back that this process already ingested, unchanged.
+
+        Without this, every idle poll would re-ingest the item at the watermark and leave a
+        duplicate in the audit trail each interval. After a restart the memory is empty, the
+        overlap is ingested once more, and idempotency absorbs it.
+        """
+        if not self._boundary or self.watermark is None:
+            return set()
+        return {i for i in self._at(items, self.watermark) if _fingerprint(items[i]) in self._boundary}
+
+    def _remember_boundary(self, items: list[Any], mark: str | None) -> None:
+        if self.config.cursor.mode != "since" or not self.config.cursor.inclusive or mark is None:
+            return
+        if mark != self.watermark:
+            self._boundary = set()
+        self._boundary.update(_fingerprint(items[i]) for i in self._at(items, mark))
+
     def _next_watermark(self, body: Any, items: list[Any], *, last_page: bool) -> str | None:
         cursor = self.config.cursor
         if cursor.mode == "none":
@@ -293,7 +330,7 @@ class RestPullSource:
             self.stats.retries += 1
             error = state.outcome.exception() if state.outcome else None
             ctx.log.warning(
-                "%s; attempt %d of %d, retrying in %.1fs",
+                "%s; attempt %d of %d, retrying in %.2fs",
                 error, state.attempt_number, self.config.retry.attempts,
                 state.next_action.sleep if state.next_action else 0.0,
             )
@@ -350,6 +387,11 @@ class RestPullSource:
             # A proxy's HTML error page with status 200 is the usual cause, and it passes.
             raise PageError(f"{where} answered {status} but not JSON: {trim_body(raw, 200)}", retryable=True) from exc
         return _Page(url=final_url, body=body, link_next=link_next, number=number)
+
+
+def _fingerprint(item: Any) -> bytes:
+    canonical = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).digest()
 
 
 async def _wait_or_stop(ctx: SourceContext, seconds: float) -> bool:
