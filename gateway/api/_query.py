@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api._identity import Identity, identity_of, mask_tree
-from gateway.api._web import GATEWAY, choice_param, int_param, json_response
+from gateway.api._web import CORRELATION_ID, GATEWAY, choice_param, int_param, json_response
 from gateway.schema import KINDS
 
 MAX_LIMIT = 1000
@@ -32,7 +32,7 @@ async def _shown(request: web.Request, rows: list[dict[str, Any]], what: str) ->
         await store.audit_event("user_action", system=None, case=cases[0] if len(cases) == 1 else None, detail={
             "action": "read_personal_data", "what": what, "user": ident.user, "role": ident.role, "via": ident.via,
             "query": dict(request.query), "rows": len(rows), "cases": cases[:50],
-            "correlation_id": request.get("correlation_id"),
+            "correlation_id": request.get(CORRELATION_ID),
         })
     return rows, False
 

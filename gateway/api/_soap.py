@@ -29,7 +29,7 @@ from gateway.api._inbound import (
     parse_xml_document,
     push_target,
 )
-from gateway.api._web import GATEWAY, read_body, refuse_while_stopping
+from gateway.api._web import GATEWAY, INBOUND, read_body, refuse_while_stopping
 from gateway.formats import element_to_dict
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ async def _submit(gw: Gateway, request: web.Request, target: PushTarget) -> byte
         log.exception("SOAP push from %s: ingest failed", target.system)
         raise SoapFault("Server", f"the records could not be stored ({type(exc).__name__}); nothing of this "
                                   "request was committed: send it again") from None
-    request["inbound"] = batch
+    request[INBOUND] = batch
     if batch.http_status == 400:
         c = batch.counts()
         committed = len(batch.items) - c["quarantined"]

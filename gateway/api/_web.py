@@ -15,6 +15,16 @@ if TYPE_CHECKING:
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+
+
+def _request_key(name: str) -> Any:
+    # Typed request keys arrived in aiohttp 3.12; older versions take plain strings.
+    maker = getattr(web, "RequestKey", None)
+    return maker(name, object) if maker is not None else name
+
+
+CORRELATION_ID = _request_key("correlation_id")
+INBOUND = _request_key("inbound")  # the BatchResult of a push, for the log line
 CORRELATION_HEADER = "X-Correlation-Id"
 
 

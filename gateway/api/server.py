@@ -43,7 +43,9 @@ from gateway.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.api._metrics import ApiMetrics
 from gateway.api._web import (
     CORRELATION_HEADER,
+    CORRELATION_ID,
     GATEWAY,
+    INBOUND,
     METRICS,
     dumps,
     json_response,
@@ -74,7 +76,7 @@ def _route_of(request: web.Request) -> str:
 
 def _error_body(request: web.Request, status: int, message: str, **detail: Any) -> web.Response:
     body = {"error": {"status": status, "message": message, **detail},
-            "correlation_id": request.get("correlation_id")}
+            "correlation_id": request.get(CORRELATION_ID)}
     return json_response(body, status=status)
 
 
@@ -83,7 +85,7 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     """Correlation id in and out, JSON errors, one structured log line and the request metrics."""
     given = request.headers.get(CORRELATION_HEADER, "")
     cid = given if _CORRELATION.match(given) else uuid.uuid4().hex
-    request["correlation_id"] = cid
+    request[CORRELATION_ID] = cid
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -113,7 +115,7 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     ident = identity_of(request)
     if ident.user or ident.role:
         entry["user"], entry["role"] = ident.user, ident.role
-    batch: BatchResult | None = request.get("inbound")
+    batch: BatchResult | None = request.get(INBOUND)
     if batch is not None:
         entry.update(system=batch.system, kind=batch.kind, **batch.counts())
     access_log.info(dumps(entry))
@@ -158,12 +160,12 @@ async def inbound(request: web.Request) -> web.Response:
             raise
         except Exception as exc:
             # Ingest is one transaction: when it fails, nothing of the request was committed.
-            log.exception("correlation_id=%s: push from %s could not be stored", request["correlation_id"], system)
+            log.exception("correlation_id=%s: push from %s could not be stored", request[CORRELATION_ID], system)
             raise ApiError(503, f"the records could not be stored ({type(exc).__name__}); nothing of this request "
                                 "was committed: send it again") from None
-        request["inbound"] = batch
+        request[INBOUND] = batch
         status = batch.http_status
-        return json_response({**batch.as_dict(), "correlation_id": request["correlation_id"]}, status=status)
+        return json_response({**batch.as_dict(), "correlation_id": request[CORRELATION_ID]}, status=status)
     except ApiError as exc:
         status = exc.status
         raise
