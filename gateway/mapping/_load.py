@@ -33,7 +33,9 @@ def load_mapping(path: str | Path) -> InboundMapping | OutboundMapping:
         try:
             tables = load_local_tables(local_dir, tables)
         except CodeTableError as exc:
-            raise MappingError(str(exc), file=exc.file, line=exc.line, rule="code_table") from exc
+            # name the table file (where the fix goes) and say which mapping needed it
+            message = f"{exc} (code tables of mapping {path})"
+            raise MappingError(message, file=exc.file, line=exc.line, rule="code_table") from exc
     plan = parse_plan(doc, tables, path)
     if plan.direction == "inbound":
         return InboundMapping(plan, path, tables)
