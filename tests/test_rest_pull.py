@@ -34,10 +34,15 @@ class FakeContext:
         self.batches: list[list[RawRecord]] = []
         self.committed: list[tuple[str, str] | None] = []
         self.stop_after_batches: int | None = None
+        self.refuse_calls: set[int] = set()  # ingest call numbers (1-based) that fail, as a store outage
+        self.calls = 0
 
     async def ingest(
         self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None
     ) -> list[IngestOutcome]:
+        self.calls += 1
+        if self.calls in self.refuse_calls:
+            raise OSError("database is locked (simulated store outage)")
         self.batches.append(list(records))
         self.committed.append(cursor)
         if cursor is not None:
@@ -233,6 +238,21 @@ async def test_a_page_that_keeps_failing_ends_the_poll_and_the_next_poll_resumes
     # The second poll asked from the last item of page 2 (inclusive since) and knew that item.
     assert any(f"since={records[199]['updated_at'].replace('+', '%2B')}&page=1&" in r for r in feed.requests)
     assert ctx.ids == [r["SBLSH"] for r in records]  # nothing skipped, nothing twice
+
+
+async def test_a_failed_ingest_leaves_the_watermark_and_the_next_poll_reads_the_page_again() -> None:
+    records = case_records(300)
+    feed = await started(PagedFeed(records, pagination="page"))
+    ctx = FakeContext()
+    ctx.refuse_calls = {2}  # the store fails while committing page 2
+    source = source_for(feed.feed_url, pagination={"mode": "page", "page_size": 100})
+    try:
+        await run_until(source, ctx, lambda: len(set(ctx.ids)) >= 300)
+    finally:
+        await feed.stop()
+    assert source.stats.failed_polls == 1 and "database is locked" in (source.stats.last_error or "")
+    assert ctx.committed[0] == ("rest:/feed", records[99]["updated_at"])
+    assert ctx.ids == [r["SBLSH"] for r in records]  # page 2 came again in the next poll, once
 
 
 async def test_a_client_error_is_not_retried_within_the_poll() -> None:

@@ -142,9 +142,9 @@ class RestPullSource:
                     break
                 except (PageError, RestConfigError) as exc:
                     self._failed(ctx, str(exc))
-                except Exception as exc:  # the store or the mapping failed; the watermark did not move
-                    ctx.log.exception("%s: poll failed while ingesting", self._owner)
-                    self._failed(ctx, f"{self._owner}: ingest failed: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # usually ctx.ingest (store, mapping); the watermark did not move
+                    ctx.log.exception("%s: poll failed", self._owner)
+                    self._failed(ctx, f"{self._owner}: poll failed: {type(exc).__name__}: {exc}")
                 if drained and await _wait_or_stop(ctx, self.config.interval):
                     break
         ctx.log.info("%s: stopped at watermark %r", self._owner, self.watermark)
