@@ -4,7 +4,7 @@
 worker processes when the chain is long) and returns a ``VerifyReport`` whose first
 problem names the first broken entry or seal precisely, e.g. "entry 57: hash does not
 match its body", "gap: entries 56..56 missing between 55 and 57", "seal 3: signature
-invalid". Archives written by ``gateway.audit.archive`` are checked when their folder is
+invalid". Archives written by ``gateway.audit.archive()`` are checked when their folder is
 given, and the chain runs on across them into the database.
 """
 
@@ -497,6 +497,9 @@ def _check_archive_manifest(
     if (manifest.get("archive"), manifest.get("from_seq"), manifest.get("to_seq")) != (row.archive, row.from_seq,
                                                                                        row.to_seq):
         return f"{label}manifest range differs from the one the database booked"
+    if (manifest.get("last_hash"), manifest.get("last_seal"), manifest.get("last_seal_hash")) != (
+            row.last_hash, row.last_seal, row.last_seal_hash):
+        return f"{label}manifest's last entry or last seal differs from the one the database booked"
     if manifest.get("prev_archive") != prev_manifest_hash:
         return f"{label}does not link to the previous archive (previous-archive hash differs)"
     if manifest.get("prev_hash") != prev_hash:
