@@ -117,9 +117,7 @@ class RestSink:
             return [self._fail(delivery, outcome)]
         status, payload = outcome
         remote_id = self._extract_remote_id(payload)
-        detail = f"{status}"
-        if status == 409:
-            detail = "409: already received by the counterpart"
+        detail = "HTTP 409: already received by the counterpart" if status == 409 else f"HTTP {status}"
         return [DeliveryResult(delivery.delivery_id, receipt=DeliveryReceipt(delivery.delivery_id, remote_id, detail))]
 
     # ------------------------------------------------------------------ many records
