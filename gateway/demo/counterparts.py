@@ -285,6 +285,8 @@ class PagedFeed(_LocalService):
     Query: ``since`` (>= by default, > with ``since_inclusive=False``); then by ``pagination``:
     ``page`` + ``page_size``; ``offset`` + ``limit``; ``next_link`` (a relative ``next`` in the body);
     ``link_header`` (``Link: <…>; rel="next"``); ``cursor`` (opaque ``cursor`` in, ``next_cursor`` out).
+    ``since`` is compared with the stored values as they are (numbers, or text), so give every
+    record's ``since_field`` one format, as a real counterpart's database column would.
     """
 
     name = "paged feed"
@@ -344,7 +346,10 @@ class PagedFeed(_LocalService):
         except ValueError as exc:
             return _json({"error": f"bad paging parameter: {exc}"}, status=400)
         size = max(1, min(size, self.max_page_size))
-        start = self._since_index(query.get("since"))
+        try:
+            start = self._since_index(query.get("since"))
+        except ValueError:
+            return _json({"error": f"since {query.get('since')!r} is not a number like the feed's"}, status=400)
         if self.pagination == "cursor":
             if "cursor" in query:
                 decoded = self._decode_cursor(query["cursor"])
