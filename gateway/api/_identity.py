@@ -128,18 +128,38 @@ def _mask_value(value: Any) -> Any:
     return value
 
 
-def mask_tree(value: Any) -> Any:
-    """A copy of ``value`` with every personal field (by name or wire code, at any depth) masked."""
+def personal_payload_keys(mapping: Any) -> frozenset[str]:
+    """The counterpart's own keys (``applicantIdNo`` …) that an inbound mapping reads into personal fields."""
+    keys: set[str] = set()
+    for output in getattr(getattr(mapping, "plan", None), "outputs", ()):
+        for rule in output.rules:
+            if rule.spec is None or not rule.spec.personal:
+                continue
+            sources = [rule.source, *rule.source.items]
+            for source in sources:
+                steps = [step for step in source.path if isinstance(step, str)]
+                if source.type == "path" and steps:
+                    keys.add(steps[-1])
+    return frozenset(keys)
+
+
+def mask_tree(value: Any, extra: frozenset[str] = frozenset()) -> Any:
+    """A copy of ``value`` with every personal field masked, at any depth.
+
+    Personal fields are found by common-schema name, wire short code, or one of the
+    ``extra`` counterpart keys (see :func:`personal_payload_keys`).
+    """
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             bare = key[1:] if isinstance(key, str) and key.startswith("@") else key
-            if isinstance(bare, str) and (bare in PERSONAL_FIELDS or bare.upper() in PERSONAL_FIELDS):
+            if isinstance(bare, str) and (bare in PERSONAL_FIELDS or bare.upper() in PERSONAL_FIELDS
+                                          or bare in extra):
                 out[key] = _mask_value(item)
             else:
-                out[key] = mask_tree(item)
+                out[key] = mask_tree(item, extra)
         return out
     if isinstance(value, list):
-        return [mask_tree(v) for v in value]
+        return [mask_tree(v, extra) for v in value]
     return value
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api._identity import Identity, identity_of, mask_tree
+from gateway.api._identity import Identity, identity_of, mask_tree, personal_payload_keys
 from gateway.api._web import CORRELATION_ID, GATEWAY, choice_param, int_param, json_response
 from gateway.schema import KINDS
 
@@ -20,11 +20,23 @@ MAX_LIMIT = 1000
 DELIVERY_STATES = ("pending", "inflight", "delivered", "dead")
 
 
+def _counterpart_keys(request: web.Request, systems: set[str]) -> frozenset[str]:
+    """Counterpart payload keys that the systems' mappings read into personal fields."""
+    comp = request.app[GATEWAY].components
+    keys: set[str] = set()
+    for system in systems:
+        mapping = comp.inbound.get(system) if comp is not None else None
+        if mapping is not None:
+            keys |= personal_payload_keys(mapping)
+    return frozenset(keys)
+
+
 async def _shown(request: web.Request, rows: list[dict[str, Any]], what: str) -> tuple[list[dict[str, Any]], bool]:
     """Rows as this caller may see them; an entitled read of personal data is audited."""
     ident: Identity = identity_of(request)
     if not ident.sees_personal_data:
-        return [mask_tree(r) for r in rows], True
+        extra = _counterpart_keys(request, {str(r["system"]) for r in rows if r.get("system")})
+        return [mask_tree(r, extra) for r in rows], True
     if rows:
         store = request.app[GATEWAY].store
         assert store is not None

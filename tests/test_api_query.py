@@ -1,0 +1,202 @@
+"""Query endpoints, masking by role, health, metrics and the OpenAPI document, against a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from unittest import mock
+
+from aiohttp.test_utils import make_mocked_request
+from prometheus_client.parser import text_string_to_metric_families
+from test_api_support import ID_NO, PHONE, case_item, gw_fixture, http_fixture  # noqa: F401
+
+from gateway.api import build_app, openapi_document
+from gateway.api._identity import identity_of, mask_tree
+from gateway.app import Gateway
+from gateway.audit.chain import GENESIS, canonical, entry_hash
+from gateway.store import AcceptItem
+
+PUSH = "/api/v1/inbound/hall_platform/case"
+SUPERVISOR = {"X-Gateway-User": "li.jiancha", "X-Gateway-Role": "supervisor"}
+
+
+async def push(http, gw: Gateway, items: list[dict]) -> dict:
+    async with http.post(gw.api.url + PUSH, json=items) as r:
+        assert r.status in (202, 400), await r.text()
+        return await r.json()
+
+
+async def get(http, gw: Gateway, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    async with http.get(gw.api.url + path, headers=headers or {}) as r:
+        return r.status, await r.json()
+
+
+async def test_records_are_masked_unless_the_role_entitles_and_entitled_reads_are_audited(gw, http) -> None:
+    await push(http, gw, [case_item("Q-2026-0001")])
+
+    status, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case")
+    assert status == 200 and page["masked"] is True and page["count"] == 1
+    data = page["items"][0]["record"]["data"]
+    assert data["applicant_id_no"] == "110105********002X" and data["contact_phone"] == "138****5678"
+    assert ID_NO not in json.dumps(page) and PHONE not in json.dumps(page)
+
+    _, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case",
+                        {**SUPERVISOR, "X-Gateway-Role": "admin"})  # not a role: no entitlement
+    assert page["masked"] is True
+
+    _, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case", SUPERVISOR)
+    assert page["masked"] is False
+    assert page["items"][0]["record"]["data"]["applicant_id_no"] == ID_NO
+    entries = await gw.store.audit_entries(case_no="Q-2026-0001")
+    reads = [e.decoded() for e in entries if e.decoded()["action"] == "user_action"]
+    assert len(reads) == 1
+    assert reads[0]["detail"]["user"] == "li.jiancha" and reads[0]["detail"]["what"] == "records"
+
+
+async def test_records_page_forward_with_after_id(gw, http) -> None:
+    await push(http, gw, [case_item(f"Q-PAGE-{i}") for i in range(3)])
+    _, first = await get(http, gw, "/api/v1/records?kind=case&limit=2")
+    assert first["count"] == 2 and first["next"] == {"after_id": first["items"][-1]["id"]}
+    _, second = await get(http, gw, f"/api/v1/records?kind=case&limit=2&after_id={first['next']['after_id']}")
+    assert [r["record_key"] for r in second["items"]] == ["Q-PAGE-2"] and second["next"] is None
+
+
+async def test_bad_query_parameters_are_400_naming_the_parameter(gw, http) -> None:
+    status, body = await get(http, gw, "/api/v1/records?limit=many")
+    assert status == 400 and body["error"]["parameter"] == "limit"
+    status, body = await get(http, gw, "/api/v1/deliveries?state=lost")
+    assert status == 400 and "pending, inflight, delivered, dead" in body["error"]["message"]
+    status, body = await get(http, gw, "/api/v1/records?kind=cases")
+    assert status == 400 and body["error"]["parameter"] == "kind"
+
+
+async def test_deliveries_show_the_outbox_by_state_and_destination(gw, http) -> None:
+    await push(http, gw, [case_item("Q-2026-0010")])
+    for _ in range(100):  # the file sink delivers within a few polls
+        _, page = await get(http, gw, "/api/v1/deliveries?destination=archive&case_no=Q-2026-0010")
+        if page["items"] and page["items"][0]["state"] == "delivered":
+            break
+        await asyncio.sleep(0.05)
+    (delivery,) = page["items"]
+    assert delivery["state"] == "delivered" and delivery["kind"] == "case" and delivery["destination"] == "archive"
+    _, dead = await get(http, gw, "/api/v1/deliveries?state=dead")
+    assert dead["items"] == []
+
+
+async def test_quarantine_lists_every_reason_with_the_counterparts_personal_keys_masked(gw, http) -> None:
+    bad_id = "110105194912310021"
+    await push(http, gw, [case_item("Q-2026-0020", id_no=bad_id)])
+    _, page = await get(http, gw, "/api/v1/quarantine?system=hall_platform")
+    (row,) = page["items"]
+    assert row["errors"][0]["rule"] == "id_number_check"
+    assert row["payload"]["applicantIdNo"] == "110105********0021"  # the hall platform's own key
+    assert row["payload"]["contactPhone"] == "138****5678"
+    assert bad_id not in json.dumps(page)
+    _, page = await get(http, gw, "/api/v1/quarantine?system=hall_platform", SUPERVISOR)
+    assert page["items"][0]["payload"]["applicantIdNo"] == bad_id
+
+
+async def test_audit_entries_are_decoded_and_their_hashes_can_be_recomputed(gw, http) -> None:
+    await push(http, gw, [case_item("Q-2026-0030")])
+    _, page = await get(http, gw, "/api/v1/audit?limit=1000", SUPERVISOR)
+    entries = page["items"]
+    assert entries[0]["seq"] == 1
+    previous = GENESIS
+    for e in entries:
+        assert entry_hash(previous, canonical(e["entry"]), "sha256") == e["hash"]
+        previous = e["hash"]
+    _, case_page = await get(http, gw, "/api/v1/audit?case_no=Q-2026-0030")
+    actions = [e["entry"]["action"] for e in case_page["items"]]
+    assert actions[:2] == ["received", "routed"] and all(e["case_no"] == "Q-2026-0030" for e in case_page["items"])
+    _, later = await get(http, gw, f"/api/v1/audit?after_seq={entries[-1]['seq']}")
+    assert later["items"] == [] or later["items"][0]["seq"] > entries[-1]["seq"]
+
+
+async def test_alerts_are_the_supervision_alert_records_of_the_case(gw, http) -> None:
+    await push(http, gw, [case_item("Q-2026-0040")])
+    # An alert as electronic supervision stores it (stored directly: which rules fire is not this test's subject).
+    data = {"alert_id": "sa-q-0040", "case_no": "Q-2026-0040", "rule": "acceptance_time_limit",
+            "alert_type": "acceptance_overdue", "severity": "red", "raised_at": "2026-10-13T09:00:00+08:00",
+            "description": "办件 Q-2026-0040 超过受理时限仍无受理记录。"}
+    body = json.dumps({"kind": "supervision_alert", "schema_version": "1", "data": data, "provenance": {}},
+                      ensure_ascii=False)
+    await gw.store.commit_ingest([AcceptItem(
+        system="supervision", kind="supervision_alert", record_key="sa-q-0040", version=1, case_no="Q-2026-0040",
+        business_time=data["raised_at"], receipt_time=data["raised_at"], payload_hash="sha256:00",
+        body=body, ref="rule acceptance_time_limit", receipt_id="R-alert-q-0040", destinations=(),
+        idempotency_keys=(), mapping="supervision@1")], [])
+
+    _, page = await get(http, gw, "/api/v1/alerts?case_no=Q-2026-0040&limit=1000")
+    assert "R-alert-q-0040" in [r["receipt_id"] for r in page["items"]]
+    assert {r["kind"] for r in page["items"]} == {"supervision_alert"}
+    assert page["items"][-1]["record"]["data"]["severity"] == "red"
+
+
+async def test_healthz_answers_200_when_the_store_answers(gw, http) -> None:
+    status, body = await get(http, gw, "/healthz")
+    assert status == 200 and body["status"] == "ok" and body["store"] == "ok"
+    assert body["push_systems"] == ["hall_json_only", "hall_platform"]
+
+
+async def test_metrics_are_prometheus_text_with_push_outcomes_and_deliveries(gw, http) -> None:
+    await push(http, gw, [case_item("Q-2026-0050"), case_item("Q-2026-0051", id_no="110105194912310021")])
+    async with http.get(gw.api.url + "/metrics") as r:
+        assert r.status == 200 and r.content_type == "text/plain"
+        text = await r.text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    pushed = "gateway_api_inbound_items_total"
+    assert samples[(pushed, (("form", "json"), ("status", "accepted"), ("system", "hall_platform")))] == 1
+    assert samples[(pushed, (("form", "json"), ("status", "quarantined"), ("system", "hall_platform")))] == 1
+    assert samples[("gateway_store_ingest_outcomes_total", (("status", "quarantined"),))] == 1
+    assert ("gateway_deliveries", (("destination", "archive"), ("state", "pending"))) in samples
+    assert samples[("gateway_store_up", ())] == 1
+
+
+async def test_the_openapi_document_parses_and_describes_every_route(gw, http) -> None:
+    status, doc = await get(http, gw, "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"] == "3.1.0"
+    assert doc["servers"][0]["url"] == gw.api.url
+    app = build_app(gw)
+    routes = {(r.resource.canonical, r.method.lower()) for r in app.router.routes() if r.method != "HEAD"}
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert routes == documented
+    # Every reference resolves inside the document.
+    refs = {v for v in _walk(doc) if isinstance(v, str) and v.startswith("#/")}
+    for ref in refs:
+        node = doc
+        for part in ref[2:].split("/"):
+            node = node[part]
+    assert openapi_document()["info"]["title"].startswith("Exchange gateway API")
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_identity_headers_are_ignored_from_a_remote_peer_without_a_client_certificate() -> None:
+    def request_from(peer: str):
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: {"peername": (peer, 50000)}.get(name,
+                                                                                                        default)
+        return make_mocked_request("GET", "/api/v1/records", headers=SUPERVISOR, transport=transport)
+
+    remote = identity_of(request_from("10.20.30.40"))
+    assert remote.role is None and remote.user is None and remote.via == "untrusted"
+    local = identity_of(request_from("127.0.0.1"))
+    assert local.role == "supervisor" and local.sees_personal_data and local.via == "loopback"
+
+
+def test_masking_keeps_the_first_six_and_last_four_of_an_identifier_at_any_depth() -> None:
+    masked = mask_tree({"data": {"applicant_id_no": ID_NO, "applicant_name": "张三"},
+                        "items": [{"SQRZJHM": ID_NO}], "holder": {"idNo": ID_NO}}, frozenset({"idNo"}))
+    assert masked["data"] == {"applicant_id_no": "110105********002X", "applicant_name": "张三"}
+    assert masked["items"][0]["SQRZJHM"] == "110105********002X"
+    assert masked["holder"]["idNo"] == "110105********002X"
