@@ -259,3 +259,22 @@ async def test_a_body_field_without_xml_is_retryable_since_the_verdict_is_unknow
     respx.post(ENDPOINT).respond(200, text=exchange_reply("处理中"), headers={"Content-Type": "text/xml"})
     with pytest.raises(RetryableError, match="response field 'Body' is not well-formed XML"):
         await send()
+
+
+@respx.mock
+async def test_a_soap_answer_labelled_text_html_is_still_read():
+    respx.post(ENDPOINT).respond(
+        200,
+        text=exchange_reply("<RESULT><STATUS>0</STATUS><DESC>ok</DESC><DATA><RECEIPTNO>P-1</RECEIPTNO></DATA></RESULT>"),
+        headers={"Content-Type": "text/html;charset=UTF-8"},
+    )
+    assert (await send()).remote_id == "P-1"
+
+
+@respx.mock
+async def test_plain_xml_that_is_not_a_soap_envelope_is_refused():
+    respx.post(ENDPOINT).respond(
+        200, text="<error><code>AUTH</code><msg>token expired</msg></error>", headers={"Content-Type": "text/xml"}
+    )
+    with pytest.raises(RetryableError, match=r"HTTP 200: not a SOAP response .*token expired"):
+        await send()

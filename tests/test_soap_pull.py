@@ -236,3 +236,23 @@ async def test_start_names_the_operations_the_wsdl_has_when_one_is_missing(serve
     source = SoapSource("county-hall", pull_config(records_wsdl, server.records_url, operation="QueryCases"))
     with pytest.raises(SoapSetupError, match=r"no operation 'QueryCases' \(it has QueryRecords, SubmitRecord\)"):
         await source.start()
+
+
+async def test_run_survives_a_failing_ingest_and_repeats_the_uncommitted_page(server, records_wsdl):
+    ctx = MemoryContext()
+    ctx.crash_after_batches = 1
+    source = SoapSource("county-hall", pull_config(records_wsdl, server.records_url, interval_seconds=0.05))
+    task = asyncio.create_task(source.run(ctx))
+    while server.control.requests < 2:
+        await asyncio.sleep(0.02)
+    ctx.crash_after_batches = None  # the store is back
+    while len(ctx.batches) < 5:
+        await asyncio.sleep(0.02)
+    ctx.stopping.set()
+    await asyncio.wait_for(task, timeout=5)
+    ids = [record.payload["id"] for record in ctx.records]
+    assert set(ids) == {r["id"] for r in make_records(TOTAL)}
+    # Page 2 failed to commit, so the next run starts again at page 1's watermark: the pair of
+    # records sharing it (R000019, R000020) comes again, then the rest.
+    assert ctx.cursor_log[0] == ("soap:QueryRecords", "2026-09-01 08:01:03")
+    assert [r.payload["id"] for r in ctx.batches[1][:2]] == ["R000019", "R000020"]

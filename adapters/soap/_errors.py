@@ -9,6 +9,7 @@ WS-Security failures, other 4xx, requests that do not fit the WSDL).
 from __future__ import annotations
 
 import re
+import ssl
 
 import httpx
 from lxml import etree
@@ -104,6 +105,16 @@ def fault_is_permanent(info: SoapFaultInfo, policy: FaultPolicy) -> bool:
     return False
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes (httpx wraps httpcore, which wraps ssl and socket errors)."""
+    links: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in links:
+        links.append(current)
+        current = current.__cause__ or current.__context__
+    return links
+
+
 def _snippet(content: str | bytes | None, limit: int = 300) -> str:
     if content is None:
         return ""
@@ -170,9 +181,22 @@ def classify(exc: BaseException, *, where: str, policy: FaultPolicy, timeouts: s
         return RetryableError(f"{where}: {kind} ({timeouts})")
     if isinstance(exc, TimeoutError):
         return RetryableError(f"{where}: no complete response within the total deadline ({timeouts})")
+    tls_error = next((link for link in _chain(exc) if isinstance(link, ssl.SSLError)), None)
+    if tls_error is not None:
+        # The handshake, or (TLS 1.3) the first read after it: certificates, trust, protocol versions.
+        return RetryableError(
+            f"{where}: TLS failure: {getattr(tls_error, 'reason', None) or type(tls_error).__name__} ({tls_error}); "
+            "check tls.ca_file, the client certificate and what the counterpart expects"
+        )
     if isinstance(exc, httpx.TransportError):
-        reason = str(exc) or type(exc).__name__
+        reason = next((str(link) for link in _chain(exc) if str(link)), "") or type(exc).__name__
+        if reason == type(exc).__name__ and isinstance(exc, httpx.ReadError):
+            reason = "the connection closed before the answer arrived"
+            if "at https://" in where:
+                reason += " (over TLS 1.3 this is also how a server refuses a missing or untrusted client certificate)"
         return RetryableError(f"{where}: {type(exc).__name__}: {reason}")
+    if isinstance(exc, OSError):
+        return RetryableError(f"{where}: {type(exc).__name__}: {exc}")
     if isinstance(exc, zeep_exc.ValidationError | zeep_exc.LookupError | TypeError | ValueError):
         return PermanentError(f"{where}: the request does not fit the WSDL: {exc}")
     if isinstance(exc, zeep_exc.Error):

@@ -83,10 +83,18 @@ class SoapSource:
                 except RetryableError as exc:
                     failures += 1
                     delay = min(pull.interval_seconds, 2.0 ** min(failures, 8))
-                    ctx.log.warning("%s; next try in %.0fs", exc, delay)
+                    ctx.log.warning("%s; next try in %gs", exc, delay)
                 except PermanentError as exc:
                     delay = pull.interval_seconds
-                    ctx.log.error("%s; fix the configuration or ask the counterpart; next try in %.0fs", exc, delay)
+                    ctx.log.error("%s; fix the configuration or ask the counterpart; next try in %gs", exc, delay)
+                except Exception:
+                    # The ingestor or the store failed: keep the source alive and try again later;
+                    # nothing uncommitted was acknowledged, so the next run repeats it.
+                    failures += 1
+                    delay = min(pull.interval_seconds, 2.0 ** min(failures, 8))
+                    ctx.log.exception(
+                        "SOAP system %r: pull run failed outside the SOAP call; next try in %gs", self.system, delay
+                    )
                 if await _stopped_within(ctx.stopping, delay):
                     break
         finally:
