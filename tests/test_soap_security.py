@@ -100,16 +100,28 @@ def test_lxml_and_xmlsec_are_built_on_the_same_libxml2_and_sign_and_verify(pki):
     assert envelope.find(".//{http://www.w3.org/2000/09/xmldsig#}SignatureMethod").get("Algorithm") == RSA_SHA256
 
 
-async def test_a_signed_request_is_verified_by_the_service_with_sha256(server, pki, tmp_path):
+@pytest.mark.parametrize(
+    ("method", "digest", "reference", "method_uri", "digest_uri"),
+    [
+        ("rsa-sha256", "sha256", "binary_security_token", RSA_SHA256, SHA256),
+        ("rsa-sha512", "sha512", "issuer_serial", "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+         "http://www.w3.org/2001/04/xmlenc#sha512"),
+    ],
+)
+async def test_a_signed_request_is_verified_by_the_service(
+    server, pki, tmp_path, method, digest, reference, method_uri, digest_uri
+):
     server.control.require_signature = True
     server.control.client_cert_pem = pki.client_cert.read_bytes()
     wsdl = server.write_records_wsdl(tmp_path / "records.wsdl")
+    wsse = {"signature": {**signature(pki), "signature_method": method, "digest_method": digest,
+                          "key_reference": reference}}
 
-    receipt = await deliver(config(wsdl, server.records_url, wsse={"signature": signature(pki)}))
+    receipt = await deliver(config(wsdl, server.records_url, wsse=wsse))
 
     assert receipt.remote_id == "R-000001"
     (check,) = server.control.security_log
-    assert check["ok"] and check["signed"]["method"] == RSA_SHA256 and check["signed"]["digests"] == [SHA256]
+    assert check["ok"] and check["signed"]["method"] == method_uri and check["signed"]["digests"] == [digest_uri]
     assert check["signed"]["elements"] == ["Body", "Timestamp"]
 
 
