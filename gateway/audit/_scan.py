@@ -153,7 +153,7 @@ def _connect_ro(path: str) -> sqlite3.Connection:
 
 
 def _gap_text(conn: sqlite3.Connection, c0: int, c1: int, end: int) -> tuple[int, str]:
-    """Name the first gap in c0..c1: (first missing seq, text)."""
+    """Name the first gap in c0..c1, however far past c1 it runs: (first missing seq, text)."""
     expected = c0
     for (s,) in conn.execute("SELECT seq FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", (c0, c1)):
         if s != expected:
@@ -161,7 +161,7 @@ def _gap_text(conn: sqlite3.Connection, c0: int, c1: int, end: int) -> tuple[int
         expected += 1
     row = conn.execute("SELECT min(seq) FROM audit WHERE seq >= ?", (expected,)).fetchone()
     nxt = row[0] if row and row[0] is not None else None
-    if nxt is None or nxt > end:
+    if nxt is None:
         return expected, f"gap: entries {expected}..{end} missing at the end of the range checked"
     if expected - 1 < 1:
         return expected, f"gap: entries {expected}..{nxt - 1} missing before {nxt}"
@@ -191,6 +191,12 @@ def scan_db(
                 prev = bytes.fromhex(row[0]) if row else None
             except ValueError:
                 prev = None  # the worker before this one reports that entry
+            if row is None:
+                # The gap runs into this task from the one before, which names it whole.
+                first = conn.execute("SELECT min(seq) FROM audit WHERE seq >= ?", (start,)).fetchone()[0]
+                if first is None or first > end:
+                    return result
+                start = first
         else:
             prev = bytes.fromhex(prev_hex)
         c0 = start

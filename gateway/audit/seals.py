@@ -112,7 +112,7 @@ class Sealer:
         self.signer = signer
         self.every_entries = every_entries
         self.every_seconds = every_seconds
-        self.max_entries = max(max_entries, every_entries)
+        self.max_entries = max_entries
         self.sign_timeout = sign_timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -132,7 +132,7 @@ class Sealer:
 
     async def _seal_once(self) -> SealRow | None:
         algorithm = self.store.audit_algorithm
-        for _ in range(5):
+        for _ in range(1000):  # each conflict means another sealer advanced the head, so this ends
             head: SealHead = await self.store.audit_seal_head()
             last_seq = (await self.store.audit_head())[0]
             if last_seq <= head.to_seq:

@@ -445,6 +445,9 @@ def verify_path(
         else:
             report.seals_pending.append(s.seal)
         text, own_hash = _check_seal(s, seal_prev, roots, end_hashes, certs, algorithm)
+        if text is None and s.source == "database" and s.to_seq > db_end:
+            text = (f"seal {s.seal}: covers entries {s.from_seq}..{s.to_seq}, but the trail ends at entry {db_end} "
+                    "(entries deleted from the end)")
         if text:
             seal_problems.append(Problem((10_000, s.seal, 0), text))
         st_head = _statement_field(s.statement, "head_hash")

@@ -1,0 +1,403 @@
+"""The verifiable audit trail: seals over the chain, verification that names the first broken entry or seal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from test_store_sqlite import item
+
+from gateway.audit import Sealer, SealRefused, load_certificates, load_or_create_dev_signer, verify_store
+from gateway.audit.chain import GENESIS, canonical, entry_hash
+from gateway.audit.merkle import MerkleTree, merkle_root, root_from_path
+from gateway.audit.signers import Signer, SignerError
+from gateway.store import Settlement
+from gateway.store.sqlite import SqliteStore
+
+# ---------------------------------------------------------------------------- helpers shared by test_audit_*.py
+
+
+async def fill(store: SqliteStore, items: int, *, start: int = 0, batch: int = 250, cases: int | None = None) -> None:
+    """Ingest ``items`` records (two entries each: received + routed), optionally spread over ``cases`` cases."""
+    for i in range(start, start + items, batch):
+        await store.commit_ingest(
+            [item(f"K{j}", case=f"C{j % cases}" if cases else None) for j in range(i, min(i + batch, start + items))],
+            [],
+        )
+
+
+def tamper(db: Path, sql: str, *args: object) -> None:
+    """Change the database behind the gateway's back, as an intruder with file access would."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def body_of(db: Path, seq: int) -> bytes:
+    conn = sqlite3.connect(db)
+    try:
+        return bytes(conn.execute("SELECT body FROM audit WHERE seq=?", (seq,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+class FlakySigner(Signer):
+    """A signer that can be switched off (raises) or made to hang, around a real dev key."""
+
+    def __init__(self, inner: Signer) -> None:
+        self.inner = inner
+        self.algorithm = inner.algorithm
+        self.down = False
+        self.hang = False
+        self.calls = 0
+
+    @property
+    def certificate(self):  # type: ignore[no-untyped-def]
+        return self.inner.certificate
+
+    async def sign(self, data: bytes) -> bytes:
+        self.calls += 1
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.down:
+            raise SignerError("signing service unreachable (test outage)")
+        return await self.inner.sign(data)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "g.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def signer(tmp_path: Path):
+    return load_or_create_dev_signer(tmp_path / "certs")
+
+
+@pytest.fixture
+def trusted(tmp_path: Path, signer):
+    return load_certificates(tmp_path / "certs")
+
+
+async def sealed_store(store: SqliteStore, signer: Signer, items: int = 500, every: int = 100) -> Sealer:
+    await fill(store, items)
+    sealer = Sealer(store, signer, every_entries=every, max_entries=every)
+    await sealer.seal_now()
+    return sealer
+
+
+# ---------------------------------------------------------------------------- Merkle trees
+
+
+def _rfc6962_root(leaves: list[bytes]) -> bytes:
+    """The RFC's recursive definition, to check the bottom-up implementation against."""
+    import hashlib
+
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + _rfc6962_root(leaves[:k]) + _rfc6962_root(leaves[k:])).digest()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 100])
+def test_merkle_root_is_rfc6962_and_every_inclusion_path_leads_to_it(size: int) -> None:
+    hashes = [bytes([i % 256]) * 32 for i in range(size)]
+    tree = MerkleTree(hashes)
+    assert tree.root == merkle_root(hashes) == _rfc6962_root(hashes)
+    for index in range(size):
+        assert root_from_path(hashes[index], index, size, tree.path(index)) == tree.root
+    if size > 1:
+        assert root_from_path(hashes[0], 1, size, tree.path(1)) != tree.root  # wrong leaf for the path
+        with pytest.raises(ValueError):
+            root_from_path(hashes[0], 0, size, tree.path(0)[:-1])
+
+
+# ---------------------------------------------------------------------------- a clean trail
+
+
+async def test_sealed_trail_verifies_with_every_seal_signed(store, signer, trusted) -> None:
+    await sealed_store(store, signer)
+    report = await verify_store(store, trusted=trusted)
+    assert report.ok, report.render()
+    assert report.entries_checked == 1000 and (report.first_seq, report.last_seq) == (1, 1000)
+    assert report.seals_checked == report.seals_signed == 10 and report.unsealed_entries == 0
+    seals = await store.list_seals()
+    assert [(s.from_seq, s.to_seq) for s in seals[:2]] == [(1, 100), (101, 200)]
+    statement = json.loads(seals[1].statement)
+    assert statement["prev_seal"] == seals[0].statement_hash and statement["prev_hash"] == json.loads(
+        seals[0].statement)["head_hash"]
+    assert seals[1].statement == canonical(statement)  # the exact signed bytes are canonical JSON
+
+
+async def test_unsealed_tail_and_no_seals_at_all_still_verify_the_chain(store) -> None:
+    await fill(store, 50)
+    report = await verify_store(store)
+    assert report.ok and report.entries_checked == 100 and report.unsealed_entries == 100
+    assert any("not sealed yet" in n for n in report.notes)
+
+
+# ---------------------------------------------------------------------------- tampering with entries
+
+
+async def test_one_byte_changed_in_one_entry_body_names_that_entry(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    body = body_of(tmp_path / "g.db", 57)
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=57", body.replace(b'"county"', b'"countx"'))
+    report = await verify_store(store, trusted=trusted)
+    assert not report.ok
+    assert report.first_problem == "entry 57: hash does not match its body"
+
+
+async def test_changed_stored_hash_names_that_entry(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    tamper(tmp_path / "g.db", "UPDATE audit SET hash=? WHERE seq=333", "ab" * 32)
+    report = await verify_store(store, trusted=trusted)
+    assert report.first_problem == "entry 333: hash does not match its body"
+
+
+async def test_entry_deleted_from_the_middle_is_named_as_a_gap(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq=56")
+    report = await verify_store(store, trusted=trusted)
+    assert report.first_problem == "gap: entries 56..56 missing between 55 and 57"
+
+
+async def test_newest_sealed_entries_deleted_are_caught_by_their_seal(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq > 950")
+    report = await verify_store(store, trusted=trusted)
+    assert report.problems == ["seal 10: covers entries 901..1000, but the trail ends at entry 950 "
+                               "(entries deleted from the end)"]
+
+
+async def test_body_that_names_another_seq_is_caught(store, tmp_path) -> None:
+    await fill(store, 10)
+    body = json.loads(body_of(tmp_path / "g.db", 20))
+    body["seq"] = 21
+    forged = canonical(body)
+    prev = sqlite3.connect(tmp_path / "g.db").execute("SELECT hash FROM audit WHERE seq=19").fetchone()[0]
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=?, hash=? WHERE seq=20", forged, entry_hash(prev, forged))
+    report = await verify_store(store)
+    assert report.first_problem == "entry 20: body says seq 21 but it is stored as entry 20"
+
+
+async def test_history_rewritten_with_recomputed_hashes_is_caught_by_the_seal(store, signer, trusted, tmp_path) -> None:
+    """An intruder without the seal key rewrites entry 150 and re-hashes everything after it."""
+    await sealed_store(store, signer)
+    db = tmp_path / "g.db"
+    conn = sqlite3.connect(db)
+    prev = conn.execute("SELECT hash FROM audit WHERE seq=149").fetchone()[0]
+    rows = conn.execute("SELECT seq, body FROM audit WHERE seq >= 150 ORDER BY seq").fetchall()
+    for seq, body in rows:
+        body = bytes(body)
+        if seq == 150:
+            body = body.replace(b'"county"', b'"forged"')
+        prev = entry_hash(prev, body)
+        conn.execute("UPDATE audit SET body=?, hash=? WHERE seq=?", (body, prev, seq))
+    conn.commit()
+    conn.close()
+    report = await verify_store(store, trusted=trusted)
+    assert report.first_problem == "seal 2: Merkle root does not match entries 101..200"
+
+
+# ---------------------------------------------------------------------------- tampering with seals
+
+
+async def test_one_byte_changed_in_a_seal_statement_names_the_seal(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    statement = bytes(sqlite3.connect(tmp_path / "g.db").execute(
+        "SELECT statement FROM audit_seals WHERE seal=3").fetchone()[0])
+    changed = statement.replace(b'"to_seq":300', b'"to_seq":301')
+    assert changed != statement
+    tamper(tmp_path / "g.db", "UPDATE audit_seals SET statement=? WHERE seal=3", changed)
+    report = await verify_store(store, trusted=trusted)
+    assert report.first_problem == "seal 3: signature invalid"
+    # the next seal no longer links to it either
+    assert "seal 4: does not link to seal 3 (previous-seal hash differs)" in report.problems
+
+
+async def test_one_byte_changed_in_a_seal_signature_names_the_seal(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    sig = bytearray(sqlite3.connect(tmp_path / "g.db").execute(
+        "SELECT signature FROM audit_seals WHERE seal=7").fetchone()[0])
+    sig[10] ^= 0x01
+    tamper(tmp_path / "g.db", "UPDATE audit_seals SET signature=? WHERE seal=7", bytes(sig))
+    report = await verify_store(store, trusted=trusted)
+    assert report.problems == ["seal 7: signature invalid"]
+
+
+async def test_seal_deleted_from_the_middle_is_named(store, signer, trusted, tmp_path) -> None:
+    await sealed_store(store, signer)
+    tamper(tmp_path / "g.db", "DELETE FROM audit_seals WHERE seal=5")
+    report = await verify_store(store, trusted=trusted)
+    assert report.first_problem == "seal 6: follows seal 4; seals 5..5 are missing"
+
+
+async def test_seals_signed_by_an_untrusted_key_are_named(store, signer, tmp_path) -> None:
+    await sealed_store(store, signer, items=100)
+    load_or_create_dev_signer(tmp_path / "other")
+    other = load_certificates(tmp_path / "other")
+    report = await verify_store(store, trusted=other)
+    assert report.first_problem.startswith("seal 1: signed by key ")
+    assert report.first_problem.endswith("which is not a trusted certificate")
+    # without trusted certificates the store's own copies are used, and the report says so
+    selfcheck = await verify_store(store)
+    assert selfcheck.ok and "copied in the store itself" in selfcheck.trust
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+
+async def test_verification_split_over_worker_processes_names_the_same_first_problem(
+        store, signer, trusted, tmp_path, monkeypatch) -> None:
+    import gateway.audit.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "PARALLEL_FROM", 100)
+    monkeypatch.setattr(verify_module, "TASK_TARGET", 300)
+    await sealed_store(store, signer, items=1000, every=100)
+    clean = await verify_store(store, trusted=trusted, workers=2)
+    assert clean.ok and clean.workers == 2 and clean.entries_checked == 2000, clean.render()
+    # a gap exactly at a task boundary (tasks end at seals 3, 6, …: entry 600 ends one)
+    tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq BETWEEN 600 AND 602")
+    body = body_of(tmp_path / "g.db", 1500)
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=1500", body.replace(b"routed", b"rooted"))
+    report = await verify_store(store, trusted=trusted, workers=2)
+    assert report.first_problem == "gap: entries 600..602 missing between 599 and 603"
+    assert "entry 1500: hash does not match its body" in report.problems
+
+
+# ---------------------------------------------------------------------------- signing outages
+
+
+async def test_signing_outage_never_stops_exchange_and_seals_catch_up(store, signer, trusted) -> None:
+    flaky = FlakySigner(signer)
+    flaky.down = True
+    sealer = Sealer(store, flaky, every_entries=40, max_entries=40, poll_seconds=0.02, retry_initial=0.05,
+                    retry_max=0.1, sign_timeout=1.0)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(sealer.run(stopping))
+    try:
+        # exchange goes on: ingest and delivery settle while the signer is down
+        for i in range(0, 200, 20):
+            await fill(store, 20, start=i)
+            claimed = await store.claim("hall", 50, 30, time.time())
+            await store.settle([Settlement(d.delivery_id, "delivered", "hall", d.idempotency_key, d.kind,
+                                           d.record_key, d.case_no, 1) for d in claimed])
+            await asyncio.sleep(0.03)
+        assert (await store.counts()).delivered == 200
+        await _until(lambda: sealer.status().pending >= 5)
+        assert sealer.status().last_error and "test outage" in sealer.status().last_error
+        assert all(s.state == "pending" for s in await store.list_seals())
+        mid = await verify_store(store, trusted=trusted)
+        assert mid.ok and len(mid.seals_pending) >= 5 and mid.seals_signed == 0
+        # the signer comes back: every pending seal gets signed, oldest first
+        flaky.down = False
+        await _until(lambda: sealer.status().pending == 0 and sealer.status().last_error is None)
+    finally:
+        stopping.set()
+        await task
+    seals = await store.list_seals()
+    assert seals and all(s.state == "signed" for s in seals)
+    assert any(s.attempts > 1 for s in seals)
+    report = await verify_store(store, trusted=trusted)
+    assert report.ok and report.unsealed_entries == 0 and report.seals_signed == len(seals), report.render()
+
+
+async def test_a_hanging_signer_times_out_and_the_seal_stays_pending(store, signer, trusted) -> None:
+    flaky = FlakySigner(signer)
+    flaky.hang = True
+    await fill(store, 30)
+    sealer = Sealer(store, flaky, sign_timeout=0.1)
+    started = time.monotonic()
+    made = await sealer.seal_now()
+    assert time.monotonic() - started < 2
+    assert [s.state for s in await store.list_seals()] == ["pending"] and len(made) == 1
+    assert "timed out" in sealer.status().last_error
+    flaky.hang = False
+    assert await sealer.sign_pending() == 1
+    assert (await verify_store(store, trusted=trusted)).ok
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------- the sealer
+
+
+async def test_sealer_seals_by_count_and_by_time_and_once_more_at_stop(store, signer) -> None:
+    sealer = Sealer(store, signer, every_entries=100, every_seconds=0.3, poll_seconds=0.02)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(sealer.run(stopping))
+    try:
+        await fill(store, 60)  # 120 entries: over the count
+        await _until(lambda: sealer.last_seal >= 1)
+        first = await store.list_seals()
+        assert first[0].to_seq >= 100
+        await fill(store, 5, start=60)  # 10 entries: under the count, sealed when the time is up
+        await _until(lambda: sealer.last_seal >= 2)
+        await fill(store, 1, start=65)
+    finally:
+        stopping.set()
+        await task
+    seals = await store.list_seals()
+    assert seals[-1].to_seq == (await store.audit_head())[0]  # the stop sealed the rest
+    assert all(s.state == "signed" for s in seals)
+
+
+async def test_two_sealers_at_once_never_fork_the_seal_chain(store, signer, trusted) -> None:
+    await fill(store, 300)
+    a = Sealer(store, signer, max_entries=50)
+    b = Sealer(store, signer, max_entries=50)
+    await asyncio.gather(a.seal_now(), b.seal_now())
+    seals = await store.list_seals()
+    assert [s.seal for s in seals] == list(range(1, len(seals) + 1))
+    assert all(seals[i].from_seq == seals[i - 1].to_seq + 1 for i in range(1, len(seals)))
+    assert (await verify_store(store, trusted=trusted)).ok
+
+
+async def test_sealer_refuses_to_sign_over_a_broken_chain(store, signer, tmp_path) -> None:
+    await fill(store, 20)
+    body = body_of(tmp_path / "g.db", 7)
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=7", body.replace(b"received", b"receivex"))
+    with pytest.raises(SealRefused, match="entry 7: hash does not match its body"):
+        await Sealer(store, signer).seal_now()
+    assert await store.list_seals() == []
+
+
+# ---------------------------------------------------------------------------- SM3
+
+
+async def test_sm3_chain_with_seals_verifies_and_catches_tampering(tmp_path, signer, trusted) -> None:
+    s = SqliteStore(tmp_path / "sm3.db", audit_algorithm="sm3")
+    await s.open()
+    try:
+        await fill(s, 200)
+        await Sealer(s, signer, max_entries=150).seal_now()
+        rows = await s.audit_entries(limit=2)
+        assert rows[0].hash == entry_hash(GENESIS, rows[0].body, "sm3")
+        statement = json.loads((await s.list_seals())[0].statement)
+        assert statement["algorithm"] == "sm3"
+        report = await verify_store(s, trusted=trusted)
+        assert report.ok and report.algorithm == "sm3" and report.seals_signed == 3, report.render()
+        body = body_of(tmp_path / "sm3.db", 222)
+        tamper(tmp_path / "sm3.db", "UPDATE audit SET body=? WHERE seq=222", body.replace(b"county", b"c0unty"))
+        assert (await verify_store(s, trusted=trusted)).first_problem == "entry 222: hash does not match its body"
+    finally:
+        await s.close()
