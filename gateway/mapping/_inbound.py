@@ -226,6 +226,12 @@ def _when_text(when: When) -> str:
 
 def _when_holds(when: When) -> Callable[[Mapping[str, Any]], bool]:
     path = when.path
+    present = rt.present
+    if len(path) == 1 and isinstance(path[0], str) and when.type != "equals":
+        key = path[0]  # the common case, a top-level section: one dict lookup
+        if when.type == "exists":
+            return lambda payload: present(payload.get(key))
+        return lambda payload: not present(payload.get(key))
     if when.type == "exists":
         return lambda payload: rt.present(rt.resolve(payload, path))
     if when.type == "absent":

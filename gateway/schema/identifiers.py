@@ -70,19 +70,25 @@ def credit_code_check_char(body: str) -> str:
     return CREDIT_CODE_CHARS[(31 - total % 31) % 31]
 
 
+# Byte translation tables: a character's value in one C-level pass (0xFF marks "not allowed").
+_CC_BYTES = bytes(_CC_VALUE.get(chr(b), 0xFF) for b in range(256))
+_ORG_BYTES = bytes(_ORG_VALUE.get(chr(b), 0xFF) for b in range(256))
+
+
 def check_credit_code(value: str) -> str | None:
     """统一社会信用代码 (GB 32100-2015), including the embedded GB 11714 organisation code."""
     if len(value) != 18:
         return "credit_code_length"
-    try:
-        values = [_CC_VALUE[c] for c in value]
-    except KeyError:
+    if not value.isascii():
+        return "credit_code_charset"
+    raw = value.encode("ascii")
+    values = raw.translate(_CC_BYTES)
+    if 0xFF in values:
         return "credit_code_charset"
     if CREDIT_CODE_CHARS[(31 - sum(map(_mul, _CC_WEIGHTS, values)) % 31) % 31] != value[17]:
         return "credit_code_check"
     # characters 9-17 are the organisation code; its own check character is the 17th
-    total = sum(map(_mul, _ORG_WEIGHTS, [_ORG_VALUE[c] for c in value[8:16]]))
-    check = 11 - total % 11
+    check = 11 - sum(map(_mul, _ORG_WEIGHTS, raw[8:16].translate(_ORG_BYTES))) % 11
     if value[16] != ("X" if check == 10 else "0" if check == 11 else _DIGITS[check]):
         return "credit_code_org_check"
     return None
@@ -94,7 +100,6 @@ _DIGITS = "0123456789"
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-_ID_MIN_YEAR = 1900
 _VALID_DATES: dict[str, bool] = {}  # "YYYYMMDD" -> valid; bounded, see _is_date
 
 
@@ -119,6 +124,9 @@ def id_number_check_char(body: str) -> str:
     return _ID_CHECK[sum(map(_mul, _ID_WEIGHTS, map(int, body[:17]))) % 11]
 
 
+_ID_DIGIT_OFFSET = 48 * sum(_ID_WEIGHTS)  # the weighted sum of ASCII "0"s, removed in one step
+
+
 def check_id_number(value: str) -> str | None:
     """居民身份证号 (GB 11643): 18 characters, MOD 11-2 check, positions 7-14 a real birth date."""
     if len(value) != 18:
@@ -127,23 +135,23 @@ def check_id_number(value: str) -> str | None:
     if not (body.isdigit() and body.isascii()) or value[17] not in "0123456789X":
         return "id_number_charset"
     birth = value[6:14]
-    if not _is_date(birth) or int(birth[:4]) < _ID_MIN_YEAR or birth > _today():
+    if not (_VALID_DATES.get(birth) or _is_date(birth)) or birth < "1900" or not _not_in_future(birth):
         return "id_number_birth_date"
-    if _ID_CHECK[sum(map(_mul, _ID_WEIGHTS, map(int, body))) % 11] != value[17]:
+    # weighted sum over the ASCII codes, minus the weighted "0"s: no int() per digit
+    if _ID_CHECK[(sum(map(_mul, _ID_WEIGHTS, body.encode("ascii"))) - _ID_DIGIT_OFFSET) % 11] != value[17]:
         return "id_number_check"
     return None
 
 
-_today_cache: list = [None, ""]
+_latest_today = ["00000000"]  # YYYYMMDD of the latest "today" seen; only ever moves forward
 
 
-def _today() -> str:
-    """Today's date as YYYYMMDD, recomputed at most once per date change (cheap on the hot path)."""
-    today = _dt.date.today()
-    if _today_cache[0] != today:
-        _today_cache[0] = today
-        _today_cache[1] = today.strftime("%Y%m%d")
-    return _today_cache[1]
+def _not_in_future(yyyymmdd: str) -> bool:
+    """True when the date is not after today (asks the clock only for dates past the last today seen)."""
+    if yyyymmdd <= _latest_today[0]:
+        return True
+    _latest_today[0] = _dt.date.today().strftime("%Y%m%d")
+    return yyyymmdd <= _latest_today[0]
 
 
 def check_document(id_type: str | None, value: str) -> str | None:
