@@ -423,7 +423,10 @@ provincial 证件类型 table (10 → 111), code-table membership, the China-tim
 parse (`YYYYMMDDhhmmss` and `YYYY-MM-DD hh:mm:ss`), GB 32100 / GB 11643 / GB/T 2260
 checks, lengths and required fields.  Both share the primitive checks and the date
 parser, so the ratio is the cost of the generic mapping layer.  The script first
-checks that both produce identical records and identical errors.
+checks that both produce identical records and identical errors.  The generated
+function comes out slightly ahead because it is fully unrolled, while the
+hand-written one, as people write it, uses a small local helper and loops over
+fields that are handled alike.
 
 Input: {args.records} distinct 25-field provincial case records (SPSHENQIN as
 `gateway.formats` yields it), {args.repeat} passes per round, {args.rounds} rounds,
