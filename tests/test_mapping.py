@@ -609,3 +609,10 @@ def test_outbound_compile_time_mistakes(tmp_path: Path) -> None:
     assert load_error(tmp_path, format_on_text, tables=LOCAL_TABLES, name="t.out.yaml").rule == "bad_format"
     clash = OUT.replace("note: {concat", "meta: {concat")
     assert load_error(tmp_path, clash, tables=LOCAL_TABLES, name="t.out.yaml").rule == "bad_path"
+
+
+def test_functions_must_fit_the_field(tmp_path: Path) -> None:
+    error = load_error(tmp_path, case_mapping(CASE_FIELDS.replace("applicant_name: SQRMC", "applicant_name: {path: SQRMC, fn: int}")))
+    assert (error.rule, error.field, error.value) == ("unknown_function", "applicant_name", "int")
+    fields = CASE_FIELDS + "      promised_time_limit: {const: 5, fn: upper}\n"
+    assert load_error(tmp_path, case_mapping(fields)).rule == "unknown_function"

@@ -264,6 +264,8 @@ def _probe(plan: Plan, output: Output, rule: Rule, tables: Mapping[str, CodeTabl
         writer.emit_pipeline(rule, spec, 2)
         w.emit(1, "except _Bad as e:")
         w.emit(2, f"errs.append(_E({w.bind(spec, '_S')}, e.rule, e.value, e.detail))")
+        w.emit(1, "except Exception as e:")
+        w.emit(2, f"errs.append(_E({w.bind(spec, '_S')}, 'internal', v, repr(e)))")
         w.emit(1, "return errs")
         errors: list[FieldError] = w.build("probe", f"probe {plan.name} {spec.name}")(value)
         if errors:

@@ -401,6 +401,10 @@ def _check_inbound_rule(ctx: _Ctx, rule: Rule, spec: FieldSpec, kind: RecordKind
     kw = {"kind": kind.name, "field_name": rule.name}
     if rule.formats is not None and spec.type not in ("datetime", "date"):
         raise ctx.fail(rule.loc + ("format",), "bad_format", f"format applies to date and datetime fields, not {spec.type}", **kw)
+    if "int" in rule.fns and spec.type != "int":
+        raise ctx.fail(rule.loc + ("fn",), "unknown_function", f"int makes a number; {spec.name} is a {spec.type} field", value="int", **kw)
+    if isinstance(rule.source.const, int) and rule.fns:
+        raise ctx.fail(rule.loc + ("fn",), "unknown_function", "text functions do not apply to a number const", **kw)
     for const, where in ((rule.source.const, "const"), (rule.default, "default")):
         if const is None:
             continue
