@@ -22,12 +22,28 @@ from gateway.store.sqlite import SqliteStore
 
 
 async def fill(store: SqliteStore, items: int, *, start: int = 0, batch: int = 250, cases: int | None = None) -> None:
-    """Ingest ``items`` records (two entries each: received + routed), optionally spread over ``cases`` cases."""
+    """Ingest ``items`` records K{start}.. (one or more entries each), optionally spread over ``cases`` cases."""
     for i in range(start, start + items, batch):
         await store.commit_ingest(
             [item(f"K{j}", case=f"C{j % cases}" if cases else None) for j in range(i, min(i + batch, start + items))],
             [],
         )
+
+
+async def fill_to(store: SqliteStore, entries: int, *, cases: int | None = None, batch: int = 250) -> None:
+    """Ingest records until the chain holds exactly ``entries`` entries, whatever each record writes."""
+    while True:
+        head = (await store.audit_head())[0]
+        remaining = entries - head
+        if remaining <= 0:
+            break
+        if remaining == 1:  # a record may write two entries; top up with a console event
+            await store.audit_event("user_action", system="console", detail={"user": "test"})
+            continue
+        n = min(batch, remaining // 2)
+        await store.commit_ingest(
+            [item(f"E{head}-{j}", case=f"C{(head + j) % cases}" if cases else None) for j in range(n)], [])
+    assert (await store.audit_head())[0] == entries
 
 
 def tamper(db: Path, sql: str, *args: object) -> None:
@@ -89,8 +105,8 @@ def trusted(tmp_path: Path, signer):
     return load_certificates(tmp_path / "certs")
 
 
-async def sealed_store(store: SqliteStore, signer: Signer, items: int = 500, every: int = 100) -> Sealer:
-    await fill(store, items)
+async def sealed_store(store: SqliteStore, signer: Signer, entries: int = 1000, every: int = 100) -> Sealer:
+    await fill_to(store, entries)
     sealer = Sealer(store, signer, every_entries=every, max_entries=every)
     await sealer.seal_now()
     return sealer
@@ -142,7 +158,7 @@ async def test_sealed_trail_verifies_with_every_seal_signed(store, signer, trust
 
 
 async def test_unsealed_tail_and_no_seals_at_all_still_verify_the_chain(store) -> None:
-    await fill(store, 50)
+    await fill_to(store, 100)
     report = await verify_store(store)
     assert report.ok and report.entries_checked == 100 and report.unsealed_entries == 100
     assert any("not sealed yet" in n for n in report.notes)
@@ -183,7 +199,7 @@ async def test_newest_sealed_entries_deleted_are_caught_by_their_seal(store, sig
 
 
 async def test_body_that_names_another_seq_is_caught(store, tmp_path) -> None:
-    await fill(store, 10)
+    await fill_to(store, 20)
     body = json.loads(body_of(tmp_path / "g.db", 20))
     body["seq"] = 21
     forged = canonical(body)
@@ -246,7 +262,7 @@ async def test_seal_deleted_from_the_middle_is_named(store, signer, trusted, tmp
 
 
 async def test_seals_signed_by_an_untrusted_key_are_named(store, signer, tmp_path) -> None:
-    await sealed_store(store, signer, items=100)
+    await sealed_store(store, signer, entries=200)
     load_or_create_dev_signer(tmp_path / "other")
     other = load_certificates(tmp_path / "other")
     report = await verify_store(store, trusted=other)
@@ -266,13 +282,13 @@ async def test_verification_split_over_worker_processes_names_the_same_first_pro
 
     monkeypatch.setattr(verify_module, "PARALLEL_FROM", 100)
     monkeypatch.setattr(verify_module, "TASK_TARGET", 300)
-    await sealed_store(store, signer, items=1000, every=100)
+    await sealed_store(store, signer, entries=2000, every=100)
     clean = await verify_store(store, trusted=trusted, workers=2)
     assert clean.ok and clean.workers == 2 and clean.entries_checked == 2000, clean.render()
     # a gap exactly at a task boundary (tasks end at seals 3, 6, …: entry 600 ends one)
     tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq BETWEEN 600 AND 602")
     body = body_of(tmp_path / "g.db", 1500)
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=1500", body.replace(b"routed", b"rooted"))
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=1500", body.replace(b"county", b"c0unty"))
     report = await verify_store(store, trusted=trusted, workers=2)
     assert report.first_problem == "gap: entries 600..602 missing between 599 and 603"
     assert "entry 1500: hash does not match its body" in report.problems
@@ -318,7 +334,7 @@ async def test_signing_outage_never_stops_exchange_and_seals_catch_up(store, sig
 async def test_a_hanging_signer_times_out_and_the_seal_stays_pending(store, signer, trusted) -> None:
     flaky = FlakySigner(signer)
     flaky.hang = True
-    await fill(store, 30)
+    await fill_to(store, 60)
     sealer = Sealer(store, flaky, sign_timeout=0.1)
     started = time.monotonic()
     made = await sealer.seal_now()
@@ -346,13 +362,13 @@ async def test_sealer_seals_by_count_and_by_time_and_once_more_at_stop(store, si
     stopping = asyncio.Event()
     task = asyncio.create_task(sealer.run(stopping))
     try:
-        await fill(store, 60)  # 120 entries: over the count
+        await fill_to(store, 120)  # over the count
         await _until(lambda: sealer.last_seal >= 1)
         first = await store.list_seals()
         assert first[0].to_seq >= 100
-        await fill(store, 5, start=60)  # 10 entries: under the count, sealed when the time is up
+        await fill_to(store, 130)  # under the count: sealed when the time is up
         await _until(lambda: sealer.last_seal >= 2)
-        await fill(store, 1, start=65)
+        await fill_to(store, 132)
     finally:
         stopping.set()
         await task
@@ -362,7 +378,7 @@ async def test_sealer_seals_by_count_and_by_time_and_once_more_at_stop(store, si
 
 
 async def test_two_sealers_at_once_never_fork_the_seal_chain(store, signer, trusted) -> None:
-    await fill(store, 300)
+    await fill_to(store, 600)
     a = Sealer(store, signer, max_entries=50)
     b = Sealer(store, signer, max_entries=50)
     await asyncio.gather(a.seal_now(), b.seal_now())
@@ -373,9 +389,9 @@ async def test_two_sealers_at_once_never_fork_the_seal_chain(store, signer, trus
 
 
 async def test_sealer_refuses_to_sign_over_a_broken_chain(store, signer, tmp_path) -> None:
-    await fill(store, 20)
+    await fill_to(store, 40)
     body = body_of(tmp_path / "g.db", 7)
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=7", body.replace(b"received", b"receivex"))
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=7", body.replace(b"county", b"c0unty"))
     with pytest.raises(SealRefused, match="entry 7: hash does not match its body"):
         await Sealer(store, signer).seal_now()
     assert await store.list_seals() == []
@@ -388,7 +404,7 @@ async def test_sm3_chain_with_seals_verifies_and_catches_tampering(tmp_path, sig
     s = SqliteStore(tmp_path / "sm3.db", audit_algorithm="sm3")
     await s.open()
     try:
-        await fill(s, 200)
+        await fill_to(s, 400)
         await Sealer(s, signer, max_entries=150).seal_now()
         rows = await s.audit_entries(limit=2)
         assert rows[0].hash == entry_hash(GENESIS, rows[0].body, "sm3")

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_audit import FlakySigner, fill, tamper
+from test_audit import FlakySigner, fill_to, tamper
 from test_audit_evidence import offline_verify
 
 from gateway.audit import (
@@ -51,7 +51,7 @@ def db_seqs(db: Path) -> tuple[int, int, int]:
 
 
 async def test_archive_moves_sealed_entries_out_and_verification_runs_across(store, signer, trusted, tmp_path) -> None:
-    await fill(store, 500, cases=9)  # entries 1..1000
+    await fill_to(store, 1000, cases=9)
     await Sealer(store, signer, max_entries=150).seal_now()  # seals end at 150, 300, 450, 600, …
     out = await archive(store, tmp_path / "archives", signer=signer, before_seq=500)
     assert out.row is not None and (out.row.from_seq, out.row.to_seq) == (1, 450)
@@ -74,10 +74,10 @@ async def test_archive_moves_sealed_entries_out_and_verification_runs_across(sto
 
 
 async def test_archives_chain_to_each_other_and_verify_offline_as_a_series(store, signer, trusted, tmp_path) -> None:
-    await fill(store, 300)
+    await fill_to(store, 600)
     await Sealer(store, signer, max_entries=100).seal_now()
     first = await archive(store, tmp_path / "a", signer=signer, before_seq=250)
-    await fill(store, 100, start=300)
+    await fill_to(store, 800)
     await Sealer(store, signer, max_entries=100).seal_now()
     second = await archive(store, tmp_path / "a", signer=signer, before_seq=700)
     assert first.row and second.row and second.row.from_seq == first.row.to_seq + 1
@@ -92,7 +92,7 @@ async def test_archives_chain_to_each_other_and_verify_offline_as_a_series(store
 
 
 async def test_a_changed_archive_is_named_by_the_verifier(store, signer, trusted, tmp_path) -> None:
-    await fill(store, 200)
+    await fill_to(store, 400)
     await Sealer(store, signer, max_entries=100).seal_now()
     out = await archive(store, tmp_path / "a", signer=signer, before_seq=300)
     assert out.path is not None
@@ -112,7 +112,7 @@ async def test_a_changed_archive_is_named_by_the_verifier(store, signer, trusted
 
 
 async def test_a_missing_archive_file_is_named(store, signer, trusted, tmp_path) -> None:
-    await fill(store, 100)
+    await fill_to(store, 200)
     await Sealer(store, signer, max_entries=50).seal_now()
     out = await archive(store, tmp_path / "a", signer=signer, before_seq=150)
     assert out.path is not None
@@ -122,14 +122,17 @@ async def test_a_missing_archive_file_is_named(store, signer, trusted, tmp_path)
 
 
 async def test_evidence_export_finds_a_case_in_archives_and_the_database(store, signer, tmp_path) -> None:
-    await fill(store, 300, cases=10)
+    await fill_to(store, 600, cases=10)
     await Sealer(store, signer, max_entries=100).seal_now()
+    before = set(await store.audit_case_seqs("C5"))
     await archive(store, tmp_path / "a", signer=signer, before_seq=350)
-    await fill(store, 50, start=300, cases=10)
+    await fill_to(store, 700, cases=10)
     await Sealer(store, signer, max_entries=100).seal_now()
+    expected = before | set(await store.audit_case_seqs("C5"))
+    assert min(expected) < 300 < max(expected) and max(expected) > 600
     bundle = tmp_path / "a" / "C5.json"
     summary = await export_case(store, "C5", bundle, archives_dir=tmp_path / "a")
-    assert summary.entries == 2 * len(range(5, 350, 10)) and summary.provable == summary.entries
+    assert summary.entries == len(expected) and summary.provable == summary.entries
     only_db = await export_case(store, "C5", tmp_path / "a" / "C5-db.json")
     assert only_db.entries < summary.entries and any("not" in n and "searched" in n for n in only_db.notes)
     shutil.copy(tmp_path / "certs" / "audit-seal.crt", tmp_path / "a" / "trusted.crt")
@@ -139,10 +142,10 @@ async def test_evidence_export_finds_a_case_in_archives_and_the_database(store, 
 
 async def test_pending_seals_are_never_archived(store, signer, tmp_path) -> None:
     flaky = FlakySigner(signer)
-    await fill(store, 100)
+    await fill_to(store, 200)
     await Sealer(store, flaky, max_entries=50).seal_now()  # seals 1..4 signed
     flaky.down = True
-    await fill(store, 100, start=100)
+    await fill_to(store, 400)
     await Sealer(store, flaky, max_entries=50).seal_now()  # seals 5..8 pending
     out = await archive(store, tmp_path / "a", signer=signer, before_seq=10_000)
     assert out.row is not None and out.row.to_seq == 200 and out.row.last_seal == 4
@@ -151,7 +154,7 @@ async def test_pending_seals_are_never_archived(store, signer, tmp_path) -> None
 
 
 async def test_archive_refuses_a_broken_range_and_deletes_nothing(store, signer, tmp_path) -> None:
-    await fill(store, 100)
+    await fill_to(store, 200)
     await Sealer(store, signer, max_entries=50).seal_now()
     body = bytes(sqlite3.connect(tmp_path / "g.db").execute("SELECT body FROM audit WHERE seq=30").fetchone()[0])
     tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=30", body.replace(b"county", b"c0unty"))
@@ -163,7 +166,7 @@ async def test_archive_refuses_a_broken_range_and_deletes_nothing(store, signer,
 
 async def test_archive_refuses_when_the_signer_is_down_and_deletes_nothing(store, signer, tmp_path) -> None:
     flaky = FlakySigner(signer)
-    await fill(store, 50)
+    await fill_to(store, 100)
     await Sealer(store, flaky).seal_now()
     flaky.down = True
     with pytest.raises(ArchiveError, match="signer is unavailable"):
@@ -173,7 +176,7 @@ async def test_archive_refuses_when_the_signer_is_down_and_deletes_nothing(store
 
 
 async def test_archive_by_age(store, signer, trusted, tmp_path) -> None:
-    await fill(store, 60)
+    await fill_to(store, 120)
     await Sealer(store, signer, max_entries=40).seal_now()
     young = await archive(store, tmp_path / "a", signer=signer, older_than=timedelta(days=30))
     assert young.row is None and "not older than" in young.message

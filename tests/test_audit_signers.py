@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from test_audit import fill
+from test_audit import fill, fill_to
 
 from gateway.audit import (
     ExternalSigner,
@@ -138,7 +138,7 @@ async def test_seals_are_signed_through_the_signing_service(store, service) -> N
     cert = await ExternalSigner.fetch_certificate(f"{service.base}/certificate")
     signer = ExternalSigner(f"{service.base}/sign", cert, token="s3cret", timeout=5)
     try:
-        await fill(store, 100)
+        await fill_to(store, 200)
         made = await Sealer(store, signer, max_entries=80).seal_now()
     finally:
         await signer.close()
