@@ -28,6 +28,7 @@ PUSH_ADAPTER = "push"
 FORMS = ("json", "xml", "soap")
 DEFAULT_MAX_ITEMS = 5000
 _OFFLOAD_BYTES = 256 * 1024  # parse bodies larger than this off the event loop
+_OFFLOAD_ITEMS = 64  # pre-map batches larger than this off the event loop (as the ingestor does)
 _XML_DECL_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=", re.IGNORECASE)
 
 
@@ -305,6 +306,21 @@ def _kind_mismatch(target: PushTarget, kind: str, payload: Mapping[str, Any]) ->
             f"post it to /api/v1/inbound/{target.system}/{others[0]}")
 
 
+def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], ref_prefix: str) -> list[RawRecord]:
+    """One RawRecord per item; an item that maps to another kind than the endpoint's carries that error."""
+    # Only a mapping that can produce several kinds can produce the wrong one.
+    check_kinds = kind is not None and len(target.kinds) > 1
+    raws: list[RawRecord] = []
+    for i, item in enumerate(items):
+        ref = f"{ref_prefix} item {i}"
+        error = item.error
+        if error is None and item.payload is not None and check_kinds:
+            assert kind is not None
+            error = _kind_mismatch(target, kind, item.payload)
+        raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error))
+    return raws
+
+
 def _item_status(outcomes: Sequence[IngestOutcome]) -> str:
     statuses = {o.status for o in outcomes}
     for status in ("quarantined", "accepted", "superseded"):
@@ -322,19 +338,10 @@ async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items:
         raise ApiError(413, f"the request carries {len(items)} items; system {target.system!r} accepts at most "
                             f"{target.max_items} per request (push config max_items); split the batch",
                        items=len(items), max_items=target.max_items)
-    # Only a mapping that can produce several kinds can produce the wrong one.
-    check_kinds = kind is not None and len(target.kinds) > 1
-    raws: list[RawRecord] = []
-    for i, item in enumerate(items):
-        ref = f"{ref_prefix} item {i}"
-        error = item.error
-        if error is None and item.payload is not None and check_kinds:
-            assert kind is not None
-            error = _kind_mismatch(target, kind, item.payload)
-        if error is not None:
-            raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error))
-        else:
-            raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw))
+    if len(items) > _OFFLOAD_ITEMS:
+        raws = await asyncio.to_thread(_raw_records, target, kind, items, ref_prefix)
+    else:
+        raws = _raw_records(target, kind, items, ref_prefix)
     assert gw.ingestor is not None
     outcomes = await gw.ingestor.ingest(target.system, raws)
     by_ref: dict[str, list[IngestOutcome]] = {}
