@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import aiohttp
 from test_api_support import ID_NO, acceptance_item, case_item, gw_fixture, http_fixture, xml_records  # noqa: F401
@@ -111,7 +112,7 @@ async def test_a_body_over_max_body_bytes_is_413_before_and_while_reading(gw, ht
     big = json.dumps([case_item(f"HP-BIG-{i:05d}") for i in range(400)]).encode()
     assert len(big) > gw.config.api.max_body_bytes
     async with http.post(gw.api.url + JSON_URL, data=big,
-                           headers={"Content-Type": "application/json"}) as r:
+                         headers={"Content-Type": "application/json"}) as r:
         assert r.status == 413
         assert "[api].max_body_bytes" in (await r.json())["error"]["message"]
 
@@ -120,7 +121,7 @@ async def test_a_body_over_max_body_bytes_is_413_before_and_while_reading(gw, ht
             yield big[i : i + 8192]
 
     async with http.post(gw.api.url + JSON_URL, data=chunked(),
-                           headers={"Content-Type": "application/json"}) as r:
+                         headers={"Content-Type": "application/json"}) as r:
         assert r.status == 413
     assert not await gw.store.list_records(case_no="HP-BIG-00000")
 
@@ -134,13 +135,13 @@ async def test_more_items_than_max_items_is_413_and_nothing_lands(gw, http) -> N
 
 async def test_an_unknown_content_type_is_415(gw, http) -> None:
     async with http.post(gw.api.url + JSON_URL, data=b"caseNo=1",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
         assert r.status == 415
         assert (await r.json())["error"]["accepted"] == ["application/json", "application/xml", "text/xml"]
     # A system that takes JSON only refuses XML the same way.
     async with http.post(gw.api.url + "/api/v1/inbound/hall_json_only/case",
-                           data=xml_records([case_item("HP-2026-0050")]),
-                           headers={"Content-Type": "application/xml"}) as r:
+                         data=xml_records([case_item("HP-2026-0050")]),
+                         headers={"Content-Type": "application/xml"}) as r:
         assert r.status == 415
 
 
@@ -148,12 +149,12 @@ async def test_invalid_utf8_and_broken_json_are_400_with_a_clear_message(gw, htt
     prefix = '[{"caseNo": "HP-2026-0060", "applicantName": "张'.encode()
     body = prefix + b"\xff\xfe" + b'"}]'
     async with http.post(gw.api.url + JSON_URL, data=body,
-                           headers={"Content-Type": "application/json"}) as r:
+                         headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
         message = (await r.json())["error"]["message"]
         assert "not valid UTF-8" in message and f"byte {len(prefix)} (ff fe" in message
     async with http.post(gw.api.url + JSON_URL, data=b'[{"caseNo": "HP-1",}]',
-                           headers={"Content-Type": "application/json"}) as r:
+                         headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
         error = (await r.json())["error"]
         assert "not valid JSON" in error["message"] and error["line"] == 1
@@ -162,7 +163,7 @@ async def test_invalid_utf8_and_broken_json_are_400_with_a_clear_message(gw, htt
 async def test_json_in_a_named_charset_is_decoded(gw, http) -> None:
     body = json.dumps([case_item("HP-2026-0061")], ensure_ascii=False).encode("gb18030")
     async with http.post(gw.api.url + JSON_URL, data=body,
-                           headers={"Content-Type": "application/json; charset=GB18030"}) as r:
+                         headers={"Content-Type": "application/json; charset=GB18030"}) as r:
         assert r.status == 202
     rows = await gw.store.list_records(case_no="HP-2026-0061")
     assert rows[0]["record"]["data"]["applicant_name"] == "张三"
@@ -207,17 +208,22 @@ async def test_xml_with_external_entities_is_refused_and_reads_nothing(gw, http,
 
 async def test_xml_that_is_not_well_formed_is_400_with_its_position(gw, http) -> None:
     async with http.post(gw.api.url + JSON_URL, data=b"<records><record><caseNo>1</record></records>",
-                           headers={"Content-Type": "text/xml"}) as r:
+                         headers={"Content-Type": "text/xml"}) as r:
         assert r.status == 400
         error = (await r.json())["error"]
     assert error["line"] == 1 and "not well-formed" in error["message"]
 
 
-async def test_the_correlation_id_is_echoed_or_made_up(gw, http) -> None:
+async def test_the_correlation_id_is_echoed_or_made_up_and_logged(gw, http, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.api.access")
     async with http.post(gw.api.url + JSON_URL, json=[case_item("HP-2026-0080")],
-                           headers={"X-Correlation-Id": "county-batch-42"}) as r:
+                         headers={"X-Correlation-Id": "county-batch-42"}) as r:
         assert r.headers["X-Correlation-Id"] == "county-batch-42"
         assert (await r.json())["correlation_id"] == "county-batch-42"
+    (line,) = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "gateway.api.access"]
+    assert line["correlation_id"] == "county-batch-42" and line["status"] == 202
+    assert line["route"] == "/api/v1/inbound/{system}/{kind}" and line["system"] == "hall_platform"
+    assert line["accepted"] == 1
     async with http.get(gw.api.url + "/healthz", headers={"X-Correlation-Id": "bad id with spaces"}) as r:
         made_up = r.headers["X-Correlation-Id"]
     assert made_up != "bad id with spaces" and len(made_up) == 32

@@ -49,9 +49,6 @@ class Identity:
     def sees_personal_data(self) -> bool:
         return self.role in ENTITLED_ROLES
 
-    def describe(self) -> str:
-        return f"{self.user or 'anonymous'} ({self.role or 'no role'}, {self.via})"
-
 
 def _peer_is_loopback(request: web.Request) -> bool:
     remote = request.remote

@@ -13,11 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api._identity import Identity, identity_of, mask_tree, personal_payload_keys
+from gateway.api._metrics import DELIVERY_STATES
 from gateway.api._web import CORRELATION_ID, GATEWAY, choice_param, int_param, json_response
 from gateway.schema import KINDS
 
 MAX_LIMIT = 1000
-DELIVERY_STATES = ("pending", "inflight", "delivered", "dead")
 
 
 def _counterpart_keys(request: web.Request, systems: set[str]) -> frozenset[str]:
