@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
+import ssl
 from unittest import mock
 
+import aiohttp
 from aiohttp.test_utils import make_mocked_request
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 from test_api_support import ID_NO, PHONE, case_item, gw_fixture, http_fixture  # noqa: F401
 
-from gateway.api import build_app, openapi_document
+from gateway.api import build_app, openapi_document, start_api
 from gateway.api._identity import identity_of, mask_tree
 from gateway.app import Gateway
 from gateway.audit.chain import GENESIS, canonical, entry_hash
@@ -20,8 +28,8 @@ PUSH = "/api/v1/inbound/hall_platform/case"
 SUPERVISOR = {"X-Gateway-User": "li.jiancha", "X-Gateway-Role": "supervisor"}
 
 
-async def push(http, gw: Gateway, items: list[dict]) -> dict:
-    async with http.post(gw.api.url + PUSH, json=items) as r:
+async def push(http, base_url: str, items: list[dict]) -> dict:
+    async with http.post(base_url + PUSH, json=items) as r:
         assert r.status in (202, 400), await r.text()
         return await r.json()
 
@@ -32,7 +40,7 @@ async def get(http, gw: Gateway, path: str, headers: dict[str, str] | None = Non
 
 
 async def test_records_are_masked_unless_the_role_entitles_and_entitled_reads_are_audited(gw, http) -> None:
-    await push(http, gw, [case_item("Q-2026-0001")])
+    await push(http, gw.api.url, [case_item("Q-2026-0001")])
 
     status, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case")
     assert status == 200 and page["masked"] is True and page["count"] == 1
@@ -54,7 +62,7 @@ async def test_records_are_masked_unless_the_role_entitles_and_entitled_reads_ar
 
 
 async def test_records_page_forward_with_after_id(gw, http) -> None:
-    await push(http, gw, [case_item(f"Q-PAGE-{i}") for i in range(3)])
+    await push(http, gw.api.url, [case_item(f"Q-PAGE-{i}") for i in range(3)])
     _, first = await get(http, gw, "/api/v1/records?kind=case&limit=2")
     assert first["count"] == 2 and first["next"] == {"after_id": first["items"][-1]["id"]}
     _, second = await get(http, gw, f"/api/v1/records?kind=case&limit=2&after_id={first['next']['after_id']}")
@@ -71,7 +79,7 @@ async def test_bad_query_parameters_are_400_naming_the_parameter(gw, http) -> No
 
 
 async def test_deliveries_show_the_outbox_by_state_and_destination(gw, http) -> None:
-    await push(http, gw, [case_item("Q-2026-0010")])
+    await push(http, gw.api.url, [case_item("Q-2026-0010")])
     for _ in range(100):  # the file sink delivers within a few polls
         _, page = await get(http, gw, "/api/v1/deliveries?destination=archive&case_no=Q-2026-0010")
         if page["items"] and page["items"][0]["state"] == "delivered":
@@ -85,7 +93,7 @@ async def test_deliveries_show_the_outbox_by_state_and_destination(gw, http) -> 
 
 async def test_quarantine_lists_every_reason_with_the_counterparts_personal_keys_masked(gw, http) -> None:
     bad_id = "110105194912310021"
-    await push(http, gw, [case_item("Q-2026-0020", id_no=bad_id)])
+    await push(http, gw.api.url, [case_item("Q-2026-0020", id_no=bad_id)])
     _, page = await get(http, gw, "/api/v1/quarantine?system=hall_platform")
     (row,) = page["items"]
     assert row["errors"][0]["rule"] == "id_number_check"
@@ -97,7 +105,7 @@ async def test_quarantine_lists_every_reason_with_the_counterparts_personal_keys
 
 
 async def test_audit_entries_are_decoded_and_their_hashes_can_be_recomputed(gw, http) -> None:
-    await push(http, gw, [case_item("Q-2026-0030")])
+    await push(http, gw.api.url, [case_item("Q-2026-0030")])
     _, page = await get(http, gw, "/api/v1/audit?limit=1000", SUPERVISOR)
     entries = page["items"]
     assert entries[0]["seq"] == 1
@@ -114,7 +122,7 @@ async def test_audit_entries_are_decoded_and_their_hashes_can_be_recomputed(gw, 
 
 
 async def test_alerts_are_the_supervision_alert_records_of_the_case(gw, http) -> None:
-    await push(http, gw, [case_item("Q-2026-0040")])
+    await push(http, gw.api.url, [case_item("Q-2026-0040")])
     # An alert as electronic supervision stores it (stored directly: which rules fire is not this test's subject).
     data = {"alert_id": "sa-q-0040", "case_no": "Q-2026-0040", "rule": "acceptance_time_limit",
             "alert_type": "acceptance_overdue", "severity": "red", "raised_at": "2026-10-13T09:00:00+08:00",
@@ -140,7 +148,7 @@ async def test_healthz_answers_200_when_the_store_answers(gw, http) -> None:
 
 
 async def test_metrics_are_prometheus_text_with_push_outcomes_and_deliveries(gw, http) -> None:
-    await push(http, gw, [case_item("Q-2026-0050"), case_item("Q-2026-0051", id_no="110105194912310021")])
+    await push(http, gw.api.url, [case_item("Q-2026-0050"), case_item("Q-2026-0051", id_no="110105194912310021")])
     async with http.get(gw.api.url + "/metrics") as r:
         assert r.status == 200 and r.content_type == "text/plain"
         text = await r.text()
@@ -201,3 +209,56 @@ def test_masking_keeps_the_first_six_and_last_four_of_an_identifier_at_any_depth
     assert masked["data"] == {"applicant_id_no": "110105********002X", "applicant_name": "张三"}
     assert masked["items"][0]["SQRZJHM"] == "110105********002X"
     assert masked["holder"]["idNo"] == "110105********002X"
+
+
+def _certificates(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (CN jiancha-terminal-01), as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(cn, issuer_key, issuer_name, *, ca=False, san=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name or name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(issuer_key or key, hashes.SHA256())
+        return key, cert
+
+    def write(stem, key, cert):
+        (tmp_path / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (tmp_path / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return tmp_path / f"{stem}.pem", tmp_path / f"{stem}.key"
+
+    ca_key, ca = issue("api-test CA", None, None, ca=True)
+    server = issue("127.0.0.1", ca_key, ca.subject, san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client = issue("jiancha-terminal-01", ca_key, ca.subject)
+    return write("ca", ca_key, ca)[0], write("server", *server), write("client", *client)
+
+
+async def test_over_mutual_tls_the_client_certificate_names_the_reader(gw, tmp_path) -> None:
+    ca, (server_cert, server_key), (client_cert, client_key) = _certificates(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    server_ctx.load_cert_chain(server_cert, server_key)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    client_ctx = ssl.create_default_context(cafile=str(ca))
+    client_ctx.load_cert_chain(client_cert, client_key)
+
+    tls_api = await start_api(gw, ssl_context=server_ctx)
+    try:
+        assert tls_api.url.startswith("https://127.0.0.1:")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as tls_http:
+            await push(tls_http, tls_api.url, [case_item("Q-TLS-0001")])
+            async with tls_http.get(tls_api.url + "/api/v1/records?case_no=Q-TLS-0001&kind=case",
+                                    headers={"X-Gateway-Role": "auditor"}) as r:
+                page = await r.json()
+    finally:
+        await tls_api.stop()
+    assert page["masked"] is False and page["items"][0]["record"]["data"]["applicant_id_no"] == ID_NO
+    reads = [e.decoded()["detail"] for e in await gw.store.audit_entries(case_no="Q-TLS-0001")
+             if e.decoded()["action"] == "user_action"]
+    assert reads == [{**reads[0], "user": "jiancha-terminal-01", "role": "auditor", "via": "client-certificate"}]
