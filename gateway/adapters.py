@@ -59,6 +59,23 @@ class IngestOutcome:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+class FileUnreadable(Exception):
+    """A file's own fault (refused as hostile, undecodable as a whole, unknown format): file it under error/."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class FileIngestResult:
+    """What ``SourceContext.ingest_file`` did: items consumed (including skipped ones) and their outcomes."""
+
+    consumed: int
+    complete: bool  # False when the gateway is stopping: the cursor holds the place
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------- records out
 
 
@@ -132,6 +149,16 @@ class SourceContext(Protocol):
 
         Returns only after commit. ``cursor`` (name, value) is stored in the same
         transaction, so a pull source's watermark never runs ahead of its records.
+        """
+        ...
+
+    async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
+        """Read a whole file with the mapping's input options and commit it batch by batch.
+
+        Resumes after the items the ``cursor`` says were committed; each batch commits
+        with the new cursor value. A large file is read and mapped in a helper process
+        while this one commits. Raises FileUnreadable for the file's own faults; any
+        other exception is the gateway's (the store), and the file should be retried.
         """
         ...
 

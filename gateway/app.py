@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from gateway.adapters import (
     Adapter,
     AdapterLoadError,
+    FileIngestResult,
     IngestOutcome,
     RawRecord,
     Sink,
@@ -52,6 +53,13 @@ class SystemContext:
 
     async def ingest(self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None) -> list[IngestOutcome]:
         return await self._ingestor.ingest(self.system, records, cursor)
+
+    async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
+        from gateway.pipeline.fileingest import ingest_file
+
+        stored = await self._store.get_cursor(cursor)
+        return await ingest_file(self._ingestor, self.system, path, ref_prefix=ref_prefix, cursor=cursor,
+                                 skip=int(stored) if stored else 0, batch=batch, stopping=self.stopping)
 
     async def get_cursor(self, name: str) -> str | None:
         return await self._store.get_cursor(name)

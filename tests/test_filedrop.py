@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from adapters.filedrop import ADAPTER, FiledropConfig, FiledropSource, original_name
-from gateway.adapters import IngestOutcome, RawRecord, discover, validate_config
+from gateway.adapters import FileIngestResult, IngestOutcome, RawRecord, discover, validate_config
+from gateway.pipeline.fileingest import ingest_file_with
 
 SAMPLES = Path(__file__).parent / "samples" / "files"
 
@@ -77,6 +78,9 @@ class FakeContext:
         if self.calls == self.crash_after:
             raise Crash(f"killed after commit of call {self.calls}")
         return [IngestOutcome(ref=r.ref, status="quarantined" if r.error else "accepted") for r in records]
+
+    async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
+        return await ingest_file_with(self, path, ref_prefix=ref_prefix, cursor=cursor, batch=batch)
 
     async def get_cursor(self, name: str) -> str | None:
         return self.store.cursors.get(name)

@@ -24,6 +24,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from adapters.filedrop import FiledropConfig, FiledropSource
     from gateway.adapters import IngestOutcome
+    from gateway.pipeline.fileingest import ingest_file_with
 
     root, db, expected = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 
@@ -47,6 +48,9 @@ CHILD = textwrap.dedent(
             self.conn.execute("commit")
             await asyncio.sleep(0.01)  # let the kill land between as well as inside commits
             return [IngestOutcome(ref=r.ref, status="accepted") for r in records]
+
+        async def ingest_file(self, path, **options):
+            return await ingest_file_with(self, path, **options)
 
         async def get_cursor(self, name):
             row = self.conn.execute("select value from cursors where name = ?", (name,)).fetchone()

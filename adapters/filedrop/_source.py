@@ -43,13 +43,11 @@ import asyncio
 import fnmatch
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.adapters import RawRecord, SourceContext
-from gateway.formats import RawItem, read_items
+from gateway.adapters import FileUnreadable, SourceContext
 
 from ._config import FiledropConfig
 from ._fs import fsync_dir, write_atomic
@@ -97,35 +95,6 @@ class FileStats:
     ingest_failures: int = 0
     last_error: str | None = None
     retry_at: dict[str, float] = field(default_factory=dict)
-
-
-class _Batches:
-    """Pulls batches from a read_items generator after skipping the items already committed."""
-
-    def __init__(self, items: Iterator[RawItem], skip: int) -> None:
-        self._items = items
-        self._skip = skip
-
-    def next_batch(self, size: int) -> list[RawItem]:
-        while self._skip:
-            if next(self._items, None) is None:
-                self._skip = 0
-                return []
-            self._skip -= 1
-        batch: list[RawItem] = []
-        for item in self._items:
-            batch.append(item)
-            if len(batch) >= size:
-                break
-        return batch
-
-    def close(self) -> None:
-        close = getattr(self._items, "close", None)
-        if close is not None:
-            try:
-                close()
-            except ValueError:
-                pass  # still running in a cancelled worker thread; it ends with that thread
 
 
 class FiledropSource:
@@ -314,44 +283,21 @@ class FiledropSource:
             self._postpone(ctx, claimed, exc)
             return
         committed = int(stored) if stored else 0
-        consumed = committed
-        batches = _Batches(read_items(path, ctx.input_options()), skip=committed)
         try:
-            while True:
-                if ctx.stopping.is_set():
-                    return  # the cursor holds our place; the next start resumes here
-                try:
-                    batch = await asyncio.to_thread(batches.next_batch, self.config.batch_size)
-                except Exception as exc:
-                    # The file's fault (refused, unreadable, unknown format): file it under error/.
-                    await asyncio.to_thread(batches.close)
-                    await asyncio.to_thread(self._fail, claimed, _reason(exc), consumed)
-                    self._failed(ctx, original, exc)
-                    return
-                if not batch:
-                    break
-                records = [
-                    RawRecord(
-                        system=self.system,
-                        payload=item.payload or {},
-                        ref=f"{original} {item.ref}",
-                        raw=item.raw,
-                        error=item.error,
-                        field=item.field,
-                    )
-                    for item in batch
-                ]
-                try:
-                    await ctx.ingest(records, cursor=(cursor, str(consumed + len(batch))))
-                except Exception as exc:
-                    self._postpone(ctx, claimed, exc)
-                    return
-                consumed += len(batch)
-                self.stats.items += len(batch)
-            await asyncio.to_thread(batches.close)
-            await asyncio.to_thread(self._finish, claimed)
-        finally:
-            await asyncio.to_thread(batches.close)
+            result = await ctx.ingest_file(path, ref_prefix=original, cursor=cursor, batch=self.config.batch_size)
+        except FileUnreadable as exc:
+            # The file's fault (refused, unreadable, unknown format): file it under error/.
+            await asyncio.to_thread(self._fail, claimed, exc.reason, committed)
+            self._failed(ctx, original, exc)
+            return
+        except Exception as exc:
+            self._postpone(ctx, claimed, exc)
+            return
+        consumed = result.consumed
+        self.stats.items += consumed - committed
+        if not result.complete:
+            return  # stopping: the cursor holds our place; the next start resumes here
+        await asyncio.to_thread(self._finish, claimed)
         self._failures.pop(claimed, None)
         self.stats.retry_at.pop(claimed, None)
         self.stats.done += 1

@@ -84,6 +84,37 @@ def _convert(elem: etree._Element) -> Any:
     return out
 
 
+def _convert_plain(elem: etree._Element) -> Any:
+    """_convert for a subtree known to carry no attributes: the same result, without the per-child checks."""
+    out: dict[str, Any] = {}
+    text = elem.text or ""
+    for child in elem:
+        tag = child.tag
+        if not isinstance(tag, str):
+            text += child.tail or ""
+            continue
+        if tag[0] == "{":
+            tag = tag[tag.index("}") + 1 :]
+        value = _convert_plain(child) if len(child) else (child.text or "")
+        if tag in out:
+            existing = out[tag]
+            if isinstance(existing, list):
+                existing.append(value)
+            else:
+                out[tag] = [existing, value]
+        else:
+            out[tag] = value
+    if not out:
+        return text
+    if text.strip():
+        out["#text"] = text
+    return out
+
+
+# One C-level question per record instead of one attribute check per element.
+_HAS_ATTRIBUTES = etree.XPath("boolean(descendant-or-self::*/@*)")
+
+
 def element_to_dict(elem: etree._Element) -> dict[str, Any]:
     """An element's content as a dict: child tag → text, nested elements → dicts, repeated tags → lists.
 
@@ -92,7 +123,7 @@ def element_to_dict(elem: etree._Element) -> dict[str, Any]:
     as ``"#text"`` when it is not just whitespace.  The element's own tag is not part
     of the result.
     """
-    value = _convert(elem)
+    value = _convert(elem) if _HAS_ATTRIBUTES(elem) else _convert_plain(elem)
     return value if isinstance(value, dict) else {"#text": value}
 
 

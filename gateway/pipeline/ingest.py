@@ -71,6 +71,12 @@ class Ingestor:
             accepted, quarantined = await asyncio.to_thread(self.prepare, system, raws)
         else:
             accepted, quarantined = self.prepare(system, raws)
+        return await self.commit(accepted, quarantined, cursor)
+
+    async def commit(
+        self, accepted: list[AcceptItem], quarantined: list[QuarantineItem], cursor: tuple[str, str] | None = None
+    ) -> list[IngestOutcome]:
+        """Commit a prepared batch (see ``prepare``) and wake whoever waits for new records."""
         outcomes = await self.store.commit_ingest(accepted, quarantined, cursor)
         if self.on_commit is not None and accepted:
             self.on_commit()

@@ -522,14 +522,11 @@ def _commit_ingest(
     batch_versions: dict[tuple[str, str, str, int], str] = {}
     next_id = (conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0) + 1
     duplicates = 0
-    find_head = "SELECT id, version FROM records WHERE system=? AND kind=? AND record_key=? ORDER BY version DESC LIMIT 1"
     find_exact = "SELECT receipt_id FROM records WHERE system=? AND kind=? AND record_key=? AND version=?"
+    stored_heads = _heads(conn, accepted)
     for it in accepted:
         bkey = (it.system, it.kind, it.record_key)
-        head = batch_heads.get(bkey)
-        if head is None:
-            row = conn.execute(find_head, bkey).fetchone()
-            head = (row[0], row[1]) if row else None
+        head = batch_heads.get(bkey) or stored_heads.get(bkey)
         if head is not None and head[1] >= it.version:
             existing = batch_versions.get((*bkey, it.version))
             if existing is None:
@@ -562,13 +559,13 @@ def _commit_ingest(
                         it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body))
         batch_heads[bkey] = (rid, it.version)
         batch_versions[(*bkey, it.version)] = it.receipt_id
+        # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
         audit.append(_audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
                                 case=it.case_no, detail={"ref": it.ref, "version": it.version,
                                                          "receipt": it.receipt_id, "payload_hash": it.payload_hash,
-                                                         "business_time": it.business_time, "mapping": it.mapping}))
-        audit.append(_audit_row(chain, at, "routed", system=it.system, kind=it.kind, record=it.record_key,
-                                case=it.case_no, detail={"destinations": list(it.destinations)}))
+                                                         "business_time": it.business_time, "mapping": it.mapping,
+                                                         "routed_to": list(it.destinations)}))
         for dest, key in zip(it.destinations, it.idempotency_keys, strict=True):
             outbox.append((rid, dest, it.case_no, key, now, now))
         outcomes.append(IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key))
@@ -610,6 +607,26 @@ def _commit_ingest(
             (cursor[0], cursor[1], at),
         )
     return outcomes
+
+
+def _heads(conn: sqlite3.Connection, accepted: Sequence[AcceptItem]) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(id, version) of the newest stored version of each business key in the batch, a few queries per batch."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for it in accepted:
+        wanted.setdefault((it.system, it.kind), set()).add(it.record_key)
+    heads: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for (system, kind), keys in wanted.items():
+        key_list = list(keys)
+        for i in range(0, len(key_list), 500):
+            chunk = key_list[i:i + 500]
+            rows = conn.execute(
+                "SELECT record_key, id, max(version) FROM records WHERE system=? AND kind=? AND record_key IN "
+                f"({','.join('?' * len(chunk))}) GROUP BY record_key",
+                (system, kind, *chunk),
+            )
+            for key, rid, version in rows:
+                heads[(system, kind, key)] = (rid, version)
+    return heads
 
 
 _CLAIM_SQL = """

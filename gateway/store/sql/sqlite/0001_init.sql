@@ -45,7 +45,6 @@ CREATE INDEX ix_outbox_due ON outbox(destination, next_attempt_at, id) WHERE sta
 -- Per-case order: is there an earlier open row of the same case for this destination?
 CREATE INDEX ix_outbox_case_open ON outbox(destination, case_no, id) WHERE state IN ('pending', 'inflight', 'dead');
 CREATE INDEX ix_outbox_inflight ON outbox(lease_until) WHERE state = 'inflight';
-CREATE INDEX ix_outbox_state ON outbox(state, destination);
 
 CREATE TABLE quarantine (
     id           INTEGER PRIMARY KEY,

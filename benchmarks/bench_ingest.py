@@ -1,0 +1,169 @@
+"""File-drop ingest of a large provincial XML file into the durable SQLite store, beside a bare baseline.
+
+    .venv/bin/python benchmarks/bench_ingest.py --records 1000000
+
+Both runs read the same file in a fresh process each, so peak RSS (VmHWM) is
+each one's own:
+
+- baseline: lxml iterparse → dict → JSON → executemany in batches into SQLite
+  with synchronous=FULL (no mapping, no validation, no idempotency, no audit);
+- gateway:  gateway.pipeline.fileingest.ingest_file, what `gateway ingest` and the
+  file-drop source run: a helper process reads (gateway.formats) and prepares
+  (compiled provincial mapping with fused validation, business key, routing,
+  idempotency keys) while the main process commits with SqliteStore.commit_ingest
+  (dedupe, records, outbox, audit hash chain, cursor), 2,000 records a transaction;
+- gateway-1proc: the same with reading and preparing in this process (what a small
+  file gets), to show what the helper process buys.
+
+The data file is generated once under benchmarks/data/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "benchmarks" / "data"
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ensure_file(n: int) -> Path:
+    from gateway.demo.generate import generate_items, write_xml_file
+
+    path = DATA / f"approvedatainfo-{n}.xml"
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        write_xml_file(path, generate_items(n, seed=11, submitted_from=None))
+        print(f"generated {path.name}: {path.stat().st_size / 1e6:,.0f} MB in {time.perf_counter() - t:.0f}s",
+              flush=True)
+    return path
+
+
+def run_baseline(path: Path, db: Path, batch: int) -> dict:
+    import sqlite3
+
+    from lxml import etree
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    t = time.perf_counter()
+    n = 0
+    rows: list[tuple[str]] = []
+    parser = etree.iterparse(str(path), events=("end",), tag="APPROVEDATAINFO", resolve_entities=False,
+                             no_network=True, load_dtd=False)
+    for _, elem in parser:
+        item = {sec.tag: {c.tag: c.text for c in sec} for sec in elem}
+        rows.append((json.dumps(item, ensure_ascii=False),))
+        elem.clear()
+        while elem.getprevious() is not None:
+            del elem.getparent()[0]
+        if len(rows) >= batch:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO records(body) VALUES (?)", rows)
+            conn.execute("COMMIT")
+            n += len(rows)
+            rows.clear()
+    if rows:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO records(body) VALUES (?)", rows)
+        conn.execute("COMMIT")
+        n += len(rows)
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict:
+    import asyncio
+
+    from gateway.mapping import load_mapping
+    from gateway.pipeline.fileingest import ingest_file
+    from gateway.pipeline.ingest import Ingestor
+    from gateway.pipeline.router import Router, Rule
+    from gateway.store.sqlite import SqliteStore
+
+    mapping = load_mapping(ROOT / "mappings" / "provincial_approvedatainfo.in.yaml")
+    router = Router([Rule(name="to-hall", to=("hall_platform",), sources=frozenset({"county_drop"}))])
+
+    async def go() -> dict:
+        store = SqliteStore(db)
+        await store.open()
+        ingestor = Ingestor(store, router, {"county_drop": mapping})
+        t = time.perf_counter()
+        result = await ingest_file(ingestor, "county_drop", path, ref_prefix=path.name,
+                                   cursor=f"filedrop:county_drop:{path.name}", batch=batch, parallel=parallel)
+        elapsed = time.perf_counter() - t
+        audit = (await store.counts()).audit_entries
+        await store.close()
+        n = result.consumed
+        return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak_rss_mb(),
+                "outcomes": result.outcomes, "audit_entries": audit}
+
+    return asyncio.run(go())
+
+
+def child(mode: str, path: str, db: str, batch: int) -> None:
+    if mode == "baseline":
+        print(json.dumps(run_baseline(Path(path), Path(db), batch)))
+    else:
+        print(json.dumps(run_gateway(Path(path), Path(db), batch, parallel=mode == "gateway")))
+
+
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "FILE", "DB"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child, args.batch)
+        return
+    path = ensure_file(args.records)
+    print(f"machine: {machine()}")
+    print(f"file: {path.name}, {path.stat().st_size / 1e6:,.0f} MB, {args.records:,} records")
+    results = {}
+    for mode in ("baseline", "gateway", "gateway-1proc"):
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
+        try:
+            out = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--child", mode, str(path),
+                                  str(tmp / "g.db")], capture_output=True, text=True, check=True)
+            results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+            db_mb = sum(f.stat().st_size for f in tmp.iterdir()) / 1e6
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        r = results[mode]
+        print(f"{mode:9s} {r['records']:>10,} records in {r['seconds']:7.1f}s = {r['rate']:>9,.0f} records/s, "
+              f"peak RSS {r['peak_rss_mb']:6.1f} MB, database {db_mb:,.0f} MB"
+              + (f", outcomes {r['outcomes']}, audit entries {r['audit_entries']:,}" if mode != "baseline" else ""))
+    ratio = results["gateway"]["rate"] / results["baseline"]["rate"]
+    print(f"ratio gateway/baseline: {ratio:.2f} (target ≥ 0.5); gateway peak RSS "
+          f"{results['gateway']['peak_rss_mb']:.0f} MB (target ≤ 200 MB)")
+
+
+if __name__ == "__main__":
+    main()

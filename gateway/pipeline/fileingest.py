@@ -1,0 +1,180 @@
+"""Ingesting a whole file: read, map and prepare in a helper process while this process commits.
+
+Reading XML and mapping are pure Python work that holds the GIL; committing is the
+store's writer thread. On a 2-core machine a large file goes about twice as fast
+when a spawned helper process reads and prepares batch k+1 while the main process
+commits batch k. The helper sends prepared batches over a pipe; a full pipe blocks
+it, so at most about two batches are in memory. Commits stay in file order, each
+with the cursor that says how many items are behind it, so a crash at any moment
+resumes exactly after the last committed batch. A helper whose parent died gets a
+broken pipe at its next send and exits.
+
+Small files are read in-process: spawning a helper costs more than it saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.adapters import FileIngestResult, FileUnreadable, RawRecord
+from gateway.pipeline.ingest import Ingestor
+from gateway.pipeline.router import Router, Rule
+from gateway.store import AcceptItem, QuarantineItem
+
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
+Prepared = tuple[int, list[AcceptItem], list[QuarantineItem]]
+
+
+def raw_batches(
+    path: Path, system: str, options: dict[str, Any], ref_prefix: str, skip: int, batch: int
+) -> Iterator[tuple[int, list[RawRecord]]]:
+    """(items consumed so far, RawRecords) per batch after skipping ``skip`` items; FileUnreadable for the file's faults."""
+    from gateway.formats import FileRefused, read_items
+
+    consumed = 0
+    pending: list[RawRecord] = []
+    try:
+        for item in read_items(path, options):
+            consumed += 1
+            if consumed <= skip:
+                continue
+            pending.append(RawRecord(system, item.payload or {}, f"{ref_prefix} {item.ref}", item.raw, item.error,
+                                     item.field))
+            if len(pending) >= batch:
+                yield consumed, pending
+                pending = []
+    except FileRefused as exc:
+        raise FileUnreadable(str(exc)) from exc
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise FileUnreadable(f"{path.name}: cannot be read: {exc}") from exc
+    if pending:
+        yield consumed, pending
+
+
+def _prepared_batches(
+    path: Path, system: str, options: dict[str, Any], ingestor: Ingestor, ref_prefix: str, skip: int, batch: int
+) -> Iterator[Prepared]:
+    for consumed, raws in raw_batches(path, system, options, ref_prefix, skip, batch):
+        accepted, quarantined = ingestor.prepare(system, raws)
+        yield consumed, accepted, quarantined
+
+
+async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
+    """``SourceContext.ingest_file`` for any context, on top of its ``ingest`` and ``get_cursor`` (no helper process).
+
+    For hosts and test contexts that implement only the basic calls.
+    """
+    stored = await ctx.get_cursor(cursor)
+    skip = int(stored) if stored else 0
+    result = FileIngestResult(consumed=skip, complete=False)
+    batches = raw_batches(path, ctx.system, dict(ctx.input_options()), ref_prefix, skip, batch)
+    while not ctx.stopping.is_set():
+        step = await asyncio.to_thread(next, batches, None)
+        if step is None:
+            result.complete = True
+            break
+        consumed, raws = step
+        for outcome in await ctx.ingest(raws, cursor=(cursor, str(consumed))):
+            result.outcomes[outcome.status] = result.outcomes.get(outcome.status, 0) + 1
+        result.consumed = consumed
+    return result
+
+
+def _worker(conn: Any, path: str, system: str, mapping_path: str, rules: Sequence[Rule], options: dict[str, Any],
+            ref_prefix: str, skip: int, batch: int) -> None:
+    """Helper process: prepare batches and send them; the last message says how it ended."""
+    from gateway.mapping import load_mapping
+
+    try:
+        ingestor = Ingestor(None, Router(rules), {system: load_mapping(mapping_path)})  # type: ignore[arg-type]
+        for prepared in _prepared_batches(Path(path), system, options, ingestor, ref_prefix, skip, batch):
+            conn.send(("batch", *prepared))
+        conn.send(("done",))
+    except (BrokenPipeError, EOFError):
+        return  # the parent is gone (stopping, or killed): nothing to report to
+    except FileUnreadable as exc:
+        conn.send(("unreadable", exc.reason))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+async def ingest_file(
+    ingestor: Ingestor,
+    system: str,
+    path: Path,
+    *,
+    ref_prefix: str,
+    cursor: str,
+    skip: int = 0,
+    batch: int = 2000,
+    stopping: asyncio.Event | None = None,
+    parallel: bool | None = None,
+    on_batch: Callable[[int, dict[str, int]], None] | None = None,
+) -> FileIngestResult:
+    """Ingest ``path`` for ``system`` from item ``skip`` on; see the module docstring."""
+    mapping = ingestor.mappings.get(system)
+    if mapping is None:
+        raise KeyError(f"no inbound mapping is configured for system {system!r}")
+    options = dict(mapping.input)
+    if parallel is None:
+        parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
+    result = FileIngestResult(consumed=skip, complete=False)
+
+    async def commit(prepared: Prepared) -> None:
+        consumed, accepted, quarantined = prepared
+        for outcome in await ingestor.commit(accepted, quarantined, (cursor, str(consumed))):
+            result.outcomes[outcome.status] = result.outcomes.get(outcome.status, 0) + 1
+        result.consumed = consumed
+        if on_batch is not None:
+            on_batch(consumed, result.outcomes)
+
+    if not parallel:
+        batches = _prepared_batches(path, system, options, ingestor, ref_prefix, skip, batch)
+        while True:
+            if stopping is not None and stopping.is_set():
+                return result
+            prepared = await asyncio.to_thread(next, batches, None)
+            if prepared is None:
+                result.complete = True
+                return result
+            await commit(prepared)
+
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_worker, name=f"ingest:{path.name}", daemon=True,
+        args=(child, str(path), system, str(mapping.path), ingestor.router.rules, options, ref_prefix, skip, batch),
+    )
+    proc.start()
+    child.close()
+    try:
+        while True:
+            if stopping is not None and stopping.is_set():
+                return result
+            try:
+                message = await asyncio.to_thread(parent.recv)
+            except EOFError:
+                raise RuntimeError(f"the helper process reading {path.name} died (exit code "
+                                   f"{proc.exitcode})") from None
+            tag = message[0]
+            if tag == "batch":
+                await commit(message[1:])
+            elif tag == "done":
+                result.complete = True
+                return result
+            elif tag == "unreadable":
+                raise FileUnreadable(message[1])
+            else:
+                raise RuntimeError(f"reading {path.name} failed in the helper process:\n{message[1]}")
+    finally:
+        parent.close()
+        if proc.is_alive():
+            proc.terminate()
+        await asyncio.to_thread(proc.join, 5)
