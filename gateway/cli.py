@@ -114,8 +114,14 @@ def check(config_path: Path) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--system", help="The configured source the file comes from (default: the only source).")
 @click.option("--batch", default=2000, show_default=True, help="Records per transaction.")
-def ingest(config_path: Path, file: Path, system: str | None, batch: int) -> None:
-    """Ingest one FILE now, with progress; deliveries go to the outbox for `gateway run`."""
+@click.option("--again", is_flag=True,
+              help="Read the file from the start even if it was ingested before (after a mapping fix).")
+def ingest(config_path: Path, file: Path, system: str | None, batch: int, again: bool) -> None:
+    """Ingest one FILE now, with progress; deliveries go to the outbox for `gateway run`.
+
+    An interrupted run resumes where it stopped; records ingested before are
+    recognised by their business key either way and never delivered twice.
+    """
     config = load_or_exit(config_path)
     if system is None:
         if len(config.sources) != 1:
@@ -125,56 +131,59 @@ def ingest(config_path: Path, file: Path, system: str | None, batch: int) -> Non
     if system not in config.sources:
         click.echo(f"unknown system {system!r}: configured sources are {', '.join(config.sources)}", err=True)
         sys.exit(2)
-    summary = run_async(_ingest_file(config, system, file, batch))
+    summary = run_async(_ingest_file(config, system, file, batch, again))
     click.echo("")
     click.echo(json.dumps(summary, ensure_ascii=False))
     if summary.get("refused"):
         sys.exit(1)
 
 
-async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int) -> dict[str, Any]:
-    from gateway.adapters import RawRecord
+async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int, again: bool) -> dict[str, Any]:
+    from gateway.adapters import FileUnreadable
     from gateway.app import build
-    from gateway.formats import FileRefused, read_items
+    from gateway.pipeline.fileingest import ingest_file
     from gateway.pipeline.ingest import Ingestor
 
     comp = build(config)
-    mapping = comp.inbound[system]
-    counts: dict[str, Any] = {"file": str(file), "system": system, "items": 0, "accepted": 0, "duplicate": 0,
-                              "superseded": 0, "quarantined": 0}
     total_bytes = file.stat().st_size
     started = time.monotonic()
+    summary: dict[str, Any] = {"file": str(file), "system": system}
+
+    def progress(consumed: int, outcomes: dict[str, int]) -> None:
+        rate = consumed / max(1e-6, time.monotonic() - started)
+        click.echo(f"\r{file.name} ({total_bytes / 1e6:,.1f} MB): {consumed:,} items, {rate:,.0f} items/s, "
+                   f"{outcomes.get('quarantined', 0):,} quarantined", nl=False, err=True)
 
     async def go(store: Any) -> dict[str, Any]:
         assert comp.router is not None
         ingestor = Ingestor(store, comp.router, comp.inbound)
-        items = read_items(file, mapping.input)
-        pending: list[RawRecord] = []
-
-        async def flush() -> None:
-            outcomes = await ingestor.ingest(system, pending)
-            for o in outcomes:
-                counts[o.status] = counts.get(o.status, 0) + 1
-            pending.clear()
-            rate = counts["items"] / max(1e-6, time.monotonic() - started)
-            click.echo(f"\r{file.name}: {counts['items']:,} items ({total_bytes / 1e6:,.1f} MB file), "
-                       f"{rate:,.0f} items/s, {counts['quarantined']:,} quarantined", nl=False, err=True)
-
         try:
-            for it in items:
-                counts["items"] += 1
-                pending.append(RawRecord(system=system, payload=it.payload or {}, ref=f"{file.name} {it.ref}",
-                                         raw=it.raw, error=it.error, field=it.field))
-                if len(pending) >= batch:
-                    await flush()
-            if pending:
-                await flush()
-        except FileRefused as exc:
-            counts["refused"] = str(exc)
-        counts["seconds"] = round(time.monotonic() - started, 2)
-        return counts
+            # A cursor per file content: ingesting the same file again is a no-op, a changed file is new.
+            digest = await asyncio.to_thread(_file_digest, file)
+            cursor = f"ingest:{system}:{digest}"
+            stored = None if again else await store.get_cursor(cursor)
+            if stored:
+                summary["resumed_after"] = int(stored)
+            result = await ingest_file(ingestor, system, file, ref_prefix=file.name, cursor=cursor,
+                                       skip=int(stored or 0), batch=batch, on_batch=progress)
+        except FileUnreadable as exc:
+            summary["refused"] = exc.reason
+            return summary
+        summary.update(items=result.consumed, **result.outcomes)
+        summary["seconds"] = round(time.monotonic() - started, 2)
+        return summary
 
     return await with_store(config, go)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------- deliveries
