@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.audit._archive_file import iter_entry_lines
-from gateway.audit.chain import HASHERS, digest_function
+from gateway.audit.chain import HASHERS, hash_constructor
 from gateway.audit.merkle import root_from_leaves
 
 CHUNK = 32_768  # rows fetched per query: large enough to amortise, small enough to stay in cache
@@ -70,7 +72,7 @@ def check_run(
     prev: bytes | None,
     hashes: Sequence[str],
     bodies: Sequence[bytes],
-    digest: Callable[[bytes], bytes],
+    algorithm: str,
     where: str = "",
 ) -> tuple[list[bytes], str | None]:
     """Check consecutive entries first_seq.. given the hash before them.
@@ -92,9 +94,10 @@ def check_run(
         out.append(prev)
         start = 1
     app = out.append
+    new = hash_constructor(algorithm)
     p = prev
     for body in bodies[start:]:
-        p = digest(p + body)
+        p = new(p + body).digest()
         app(p)
     bad_hash = n
     if b"".join(out).hex() != "".join(hashes):
@@ -122,21 +125,21 @@ class _Merkle:
         self.wanted = sorted(wanted)
         self.i = 0
         self.leaves: list[bytes] = []
-        self.digest = digest_function(algorithm)
+        self.new = hash_constructor(algorithm)
         self.algorithm = algorithm
         self.result = result
 
     def feed(self, first_seq: int, hashes: list[bytes]) -> None:
         """``hashes`` are the verified entry hashes of first_seq, first_seq+1, …"""
         last_seq = first_seq + len(hashes) - 1
-        digest = self.digest
+        new = self.new
         while self.i < len(self.wanted):
             a, b = self.wanted[self.i]
             if a > last_seq:
                 return
             lo, hi = max(a, first_seq), min(b, last_seq)
             if lo <= hi:
-                self.leaves.extend([digest(b"\x00" + h) for h in hashes[lo - first_seq : hi - first_seq + 1]])
+                self.leaves.extend([new(b"\x00" + h).digest() for h in hashes[lo - first_seq : hi - first_seq + 1]])
             if b > last_seq:
                 return
             self.result.roots[(a, b)] = root_from_leaves(self.leaves, self.algorithm).hex()
@@ -180,7 +183,6 @@ def scan_db(
 ) -> ScanResult:
     """Check database entries start..end; ``prev_hex`` is the hash before start (None: read it, unchecked)."""
     result = ScanResult()
-    digest = digest_function(algorithm)
     merkle = _Merkle(wanted, algorithm, result)
     conn = _connect_ro(path)
     try:
@@ -212,7 +214,7 @@ def scan_db(
                                 (c0, upto)).fetchall() if upto >= c0 else []
             hashes = [r[0] for r in rows]
             bodies = [r[1] for r in rows]
-            good, text = check_run(c0, prev, hashes, bodies, digest)
+            good, text = check_run(c0, prev, hashes, bodies, algorithm)
             if good:
                 merkle.feed(c0, good)
                 result.checked += len(good)
@@ -244,7 +246,6 @@ def scan_archive(
 ) -> ScanResult:
     """Check the entries file of one archive (``<hash> <body>`` per line) against its declared range."""
     result = ScanResult()
-    digest = digest_function(algorithm)
     merkle = _Merkle(wanted, algorithm, result)
     prev = bytes.fromhex(prev_hex)
     seq = from_seq
@@ -257,7 +258,7 @@ def scan_archive(
             result.problem = Problem((order, to_seq + 1, 0),
                                      f"{label}holds entries beyond {to_seq}, the end its manifest declares")
             return result
-        good, text = check_run(seq, prev, hashes, bodies, digest, label)
+        good, text = check_run(seq, prev, hashes, bodies, algorithm, label)
         if good:
             merkle.feed(seq, good)
             result.checked += len(good)
@@ -274,9 +275,32 @@ def scan_archive(
     return result
 
 
-def scan_task(task: tuple) -> ScanResult:  # type: ignore[type-arg]
-    """Entry point for worker processes: ("db" | "archive", positional args…, keyword args)."""
+def scan_task(task: tuple | list) -> ScanResult:  # type: ignore[type-arg]
+    """Run one task: ("db" | "archive", positional args, keyword args); the last positional is the wanted ranges."""
     kind, args, kwargs = task
+    args = [*args[:-1], [tuple(r) for r in args[-1]]]
     if kind == "db":
         return scan_db(*args, **kwargs)
     return scan_archive(*args, **kwargs)
+
+
+def result_to_json(r: ScanResult) -> dict[str, Any]:
+    return {"checked": r.checked, "problem": [list(r.problem.order), r.problem.text] if r.problem else None,
+            "roots": [[a, b, root] for (a, b), root in r.roots.items()], "hashes": list(r.hashes.items()),
+            "last_seq": r.last_seq, "last_hash": r.last_hash, "file_hash": r.file_hash}
+
+
+def result_from_json(d: dict[str, Any]) -> ScanResult:
+    problem = Problem(tuple(d["problem"][0]), d["problem"][1]) if d["problem"] else None  # type: ignore[arg-type]
+    return ScanResult(d["checked"], problem, {(a, b): root for a, b, root in d["roots"]},
+                      {int(k): v for k, v in d["hashes"]}, d["last_seq"], d["last_hash"], d["file_hash"])
+
+
+def main() -> None:
+    """Worker process: a JSON list of tasks on stdin, a JSON list of results on stdout."""
+    tasks = json.load(sys.stdin)
+    json.dump([result_to_json(scan_task(t)) for t in tasks], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,20 +14,19 @@ gives exactly the RFC 6962 root; the audit path below is the RFC's PATH(m, D[n])
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from gateway.audit.chain import digest_function
-
-Digest = Callable[[bytes], bytes]
+from gateway.audit.chain import digest_function, hash_constructor
 
 
 def leaf_hashes(entry_hashes: Sequence[bytes], algorithm: str = "sha256") -> list[bytes]:
-    h = digest_function(algorithm)
-    return [h(b"\x00" + e) for e in entry_hashes]
+    new = hash_constructor(algorithm)
+    return [new(b"\x00" + e).digest() for e in entry_hashes]
 
 
-def _next_level(level: list[bytes], h: Digest) -> list[bytes]:
+def _next_level(level: list[bytes], new: Callable[[bytes], Any]) -> list[bytes]:
     it = iter(level)
-    up = [h(b"\x01" + left + right) for left, right in zip(it, it, strict=False)]
+    up = [new(b"\x01" + left + right).digest() for left, right in zip(it, it, strict=False)]
     if len(level) % 2:
         up.append(level[-1])
     return up
@@ -35,12 +34,12 @@ def _next_level(level: list[bytes], h: Digest) -> list[bytes]:
 
 def root_from_leaves(leaves: list[bytes], algorithm: str = "sha256") -> bytes:
     """Root over already-hashed leaves; the empty tree is H('') as in RFC 6962."""
-    h = digest_function(algorithm)
+    new = hash_constructor(algorithm)
     if not leaves:
-        return h(b"")
+        return new(b"").digest()
     level = leaves
     while len(level) > 1:
-        level = _next_level(level, h)
+        level = _next_level(level, new)
     return level[0]
 
 
@@ -52,14 +51,14 @@ class MerkleTree:
     """All levels of one tree, kept so many inclusion paths can be read from it cheaply."""
 
     def __init__(self, entry_hashes: Sequence[bytes], algorithm: str = "sha256") -> None:
-        h = digest_function(algorithm)
+        new = hash_constructor(algorithm)
         level = leaf_hashes(entry_hashes, algorithm)
         self.size = len(level)
         self.levels: list[list[bytes]] = [level]
         while len(level) > 1:
-            level = _next_level(level, h)
+            level = _next_level(level, new)
             self.levels.append(level)
-        self.root = level[0] if level else h(b"")
+        self.root = level[0] if level else new(b"").digest()
 
     def path(self, index: int) -> list[bytes]:
         """The inclusion path of leaf ``index``, from the leaf's sibling up to the root's child."""

@@ -54,7 +54,7 @@ def build_statement(head: SealHead, rows: Sequence[AuditRow], from_seq: int, to_
                           "run `gateway audit verify` to find the gap")
     digest = digest_function(algorithm)
     good, problem = check_run(from_seq, bytes.fromhex(head.head_hash), [r.hash for r in rows],
-                              [r.body for r in rows], digest)
+                              [r.body for r in rows], algorithm)
     if problem is not None:
         raise SealRefused(f"cannot seal entries {from_seq}..{to_seq}: {problem}; run `gateway audit verify`")
     statement = canonical({

@@ -11,11 +11,11 @@ given, and the chain runs on across them into the database.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
-import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from gateway.audit._archive_file import read_meta
-from gateway.audit._scan import Problem, ScanResult, _connect_ro, scan_task
+from gateway.audit._scan import Problem, ScanResult, _connect_ro, result_from_json, scan_task
 from gateway.audit.chain import GENESIS, HASHERS, digest_function
 from gateway.audit.model import ARCHIVE_TYPE, SEAL_TYPE, ArchiveRow
 from gateway.audit.signers import can_verify, fingerprint_text, verify_signature
@@ -145,7 +145,9 @@ def _load_db(conn: sqlite3.Connection) -> tuple[str, int, int, list[SealView], l
         raise ValueError("not a gateway store: no audit table")
     row = conn.execute("SELECT value FROM meta WHERE key='audit_algorithm'").fetchone()
     algorithm = row[0] if row else "sha256"
-    lo, hi = conn.execute("SELECT min(seq), max(seq) FROM audit").fetchone()
+    # Two queries: SQLite answers a lone min() or max() from the index, but not both in one.
+    lo = conn.execute("SELECT min(seq) FROM audit").fetchone()[0]
+    hi = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
     seals: list[SealView] = []
     archives: list[ArchiveRow] = []
     certs: dict[str, str] = {}
@@ -290,13 +292,44 @@ def _plan(start: int, end: int, ranges: Sequence[tuple[int, int]], target: int) 
     return tasks
 
 
+def _balance(tasks: list[tuple[Any, ...]], workers: int) -> list[list[int]]:
+    """Task indices per worker, largest first onto the least loaded (entries as the measure)."""
+    size = [t[1][3] - t[1][2] + 1 for t in tasks]  # (path, algorithm, from, to, …)
+    groups: list[list[int]] = [[] for _ in range(min(workers, len(tasks)))]
+    load = [0] * len(groups)
+    for i in sorted(range(len(tasks)), key=lambda i: -size[i]):
+        w = load.index(min(load))
+        groups[w].append(i)
+        load[w] += size[i]
+    return [sorted(g) for g in groups if g]
+
+
 def _run(tasks: list[tuple[Any, ...]], workers: int) -> list[ScanResult]:
     if workers <= 1 or len(tasks) <= 1:
         return [scan_task(t) for t in tasks]
-    # spawn, not fork: the caller may hold the store's writer thread and an event loop.
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-        return list(pool.map(scan_task, tasks))
+    # Plain worker processes on ``python -m gateway.audit._scan``: they start in tens of
+    # milliseconds, import only the scanner, and never inherit the caller's threads (the
+    # store's writer, an event loop), which fork would.
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    started = []
+    for group in _balance(tasks, workers):
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.audit._scan"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps([tasks[i] for i in group]).encode("utf-8"))
+        proc.stdin.close()
+        proc.stdin = None  # written and closed: communicate() below only reads
+        started.append((group, proc))
+    results: list[ScanResult | None] = [None] * len(tasks)
+    for group, proc in started:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"audit verification worker failed: {err.decode('utf-8', 'replace')[-2000:]}")
+        for i, res in zip(group, json.loads(out), strict=True):
+            results[i] = result_from_json(res)
+    return results  # type: ignore[return-value]
 
 
 def default_workers() -> int:

@@ -68,8 +68,10 @@ class SqliteAuditMixin:
         """(first, last) seq of the entries still in the database; (0, 0) when there are none."""
 
         def q(conn: sqlite3.Connection) -> tuple[int, int]:
-            row = conn.execute("SELECT min(seq), max(seq) FROM audit").fetchone()
-            return (row[0], row[1]) if row[0] is not None else (0, 0)
+            # Two queries: SQLite answers a lone min() or max() from the index, but not both in one.
+            lo = conn.execute("SELECT min(seq) FROM audit").fetchone()[0]
+            hi = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
+            return (lo, hi) if lo is not None else (0, 0)
 
         return await self._read(q)
 
