@@ -6,13 +6,23 @@ import asyncio
 import json
 import random
 import socket
+import sys
 
-from click.testing import CliRunner
 from e2e_site import Site, wait_until
 
 from gateway.app import Gateway
 from gateway.demo.counterparts import HallPlatform
 from gateway.demo.generate import HALL_CREDIT_CODE, credit_code
+
+
+async def run_cli(*args: str) -> str:
+    """The `gateway` command as an operator runs it beside the running gateway; its output, exit code 0."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    return text
 
 
 async def _running(site: Site) -> Gateway:
@@ -122,17 +132,13 @@ async def test_400_dead_letters_hold_the_case_and_replay_sends_after_the_fix(tmp
             dead = site.query("SELECT id, attempts, last_error FROM outbox WHERE state='dead'")
             assert dead[0][1] == 1  # a 400 is permanent: no retries
             assert "400" in dead[0][2] and "not accepted" in dead[0][2]
-            from gateway.cli import main
-
-            runner = CliRunner()
-            listed = runner.invoke(main, ["deliveries", "dead", "-c", str(site.config_path)])
-            assert listed.exit_code == 0 and bad_case in listed.output
+            listed = await run_cli("deliveries", "dead", "-c", str(site.config_path))
+            assert bad_case in listed
             hall.accept_all()
-            dry = runner.invoke(main, ["deliveries", "replay", "--dry-run", "-c", str(site.config_path)])
-            assert "would replay 1 deliveries" in dry.output
+            dry = await run_cli("deliveries", "replay", "--dry-run", "-c", str(site.config_path))
+            assert "would replay 1 deliveries" in dry
             assert site.scalar("SELECT count(*) FROM outbox WHERE state='dead'") == 1
-            replay = runner.invoke(main, ["deliveries", "replay", "-c", str(site.config_path)])
-            assert replay.exit_code == 0, replay.output
+            await run_cli("deliveries", "replay", "-c", str(site.config_path))
             await wait_until(lambda: hall.unique == 10, timeout=10, what="the replayed record")
         finally:
             await gw.stop()

@@ -11,6 +11,7 @@ an exchange file, and refusing is safer than parsing around them.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -111,8 +112,16 @@ def _convert_plain(elem: etree._Element) -> Any:
     return out
 
 
-# One C-level question per record instead of one attribute check per element.
-_HAS_ATTRIBUTES = etree.XPath("boolean(descendant-or-self::*/@*)")
+# One C-level question per record instead of one attribute check per element. lxml objects that
+# wrap libxml2 state must not be shared between threads, so each thread compiles its own.
+_xpath_local = threading.local()
+
+
+def _has_attributes(elem: etree._Element) -> bool:
+    xpath = getattr(_xpath_local, "has_attributes", None)
+    if xpath is None:
+        xpath = _xpath_local.has_attributes = etree.XPath("boolean(descendant-or-self::*/@*)")
+    return bool(xpath(elem))
 
 
 def element_to_dict(elem: etree._Element) -> dict[str, Any]:
@@ -123,7 +132,7 @@ def element_to_dict(elem: etree._Element) -> dict[str, Any]:
     as ``"#text"`` when it is not just whitespace.  The element's own tag is not part
     of the result.
     """
-    value = _convert(elem) if _HAS_ATTRIBUTES(elem) else _convert_plain(elem)
+    value = _convert(elem) if _has_attributes(elem) else _convert_plain(elem)
     return value if isinstance(value, dict) else {"#text": value}
 
 

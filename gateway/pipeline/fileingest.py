@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import queue
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -72,17 +74,69 @@ async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str
     stored = await ctx.get_cursor(cursor)
     skip = int(stored) if stored else 0
     result = FileIngestResult(consumed=skip, complete=False)
-    batches = raw_batches(path, ctx.system, dict(ctx.input_options()), ref_prefix, skip, batch)
-    while not ctx.stopping.is_set():
-        step = await asyncio.to_thread(next, batches, None)
-        if step is None:
-            result.complete = True
-            break
-        consumed, raws = step
-        for outcome in await ctx.ingest(raws, cursor=(cursor, str(consumed))):
-            result.outcomes[outcome.status] = result.outcomes.get(outcome.status, 0) + 1
-        result.consumed = consumed
+    batches = _OneThread(raw_batches(path, ctx.system, dict(ctx.input_options()), ref_prefix, skip, batch),
+                         f"read:{path.name}")
+    try:
+        while not ctx.stopping.is_set():
+            step = await batches.next()
+            if step is None:
+                result.complete = True
+                break
+            consumed, raws = step
+            for outcome in await ctx.ingest(raws, cursor=(cursor, str(consumed))):
+                result.outcomes[outcome.status] = result.outcomes.get(outcome.status, 0) + 1
+            result.consumed = consumed
+    finally:
+        batches.close()
     return result
+
+
+class _OneThread:
+    """Runs an iterator on one dedicated thread, handing items over through a small queue.
+
+    lxml parsers keep libxml2 state that must stay on the thread that created it, so a
+    file's reader is never advanced from a thread pool's changing threads.
+    """
+
+    _END = object()
+
+    def __init__(self, iterator: Iterator[Any], name: str) -> None:
+        self._iterator = iterator
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._iterator:
+                if not self._put((True, item)):
+                    return
+            self._put((True, self._END))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((False, exc))
+        finally:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()
+
+    async def next(self) -> Any | None:
+        ok, item = await asyncio.to_thread(self._queue.get)
+        if not ok:
+            raise item
+        return None if item is self._END else item
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def _worker(conn: Any, path: str, system: str, mapping_path: str, rules: Sequence[Rule], options: dict[str, Any],
@@ -136,15 +190,19 @@ async def ingest_file(
             on_batch(consumed, result.outcomes)
 
     if not parallel:
-        batches = _prepared_batches(path, system, options, ingestor, ref_prefix, skip, batch)
-        while True:
-            if stopping is not None and stopping.is_set():
-                return result
-            prepared = await asyncio.to_thread(next, batches, None)
-            if prepared is None:
-                result.complete = True
-                return result
-            await commit(prepared)
+        batches = _OneThread(_prepared_batches(path, system, options, ingestor, ref_prefix, skip, batch),
+                             f"read:{path.name}")
+        try:
+            while True:
+                if stopping is not None and stopping.is_set():
+                    return result
+                prepared = await batches.next()
+                if prepared is None:
+                    result.complete = True
+                    return result
+                await commit(prepared)
+        finally:
+            batches.close()
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
     parent, child = ctx.Pipe(duplex=False)
