@@ -78,7 +78,9 @@ def _signer(certs: Path, signer_url: str | None, signer_cert: str | None) -> Any
         if signer_url:
             if not signer_cert:
                 raise click.UsageError("--signer-url needs --signer-cert (the signing service's certificate, pinned)")
-            return make_signer("external", url=signer_url, certificate=signer_cert)
+            # A bearer token is a secret: it comes from the environment, never from a command line or TOML.
+            return make_signer("external", url=signer_url, certificate=signer_cert,
+                               token=os.environ.get("GATEWAY_SIGNER_TOKEN") or None)
         return make_signer("local", certs_dir=certs)
     except SignerError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -88,7 +90,8 @@ store_option = click.option("--store", "store", metavar="URL", help="store URL, 
                             "(default: the configured store)")
 certs_option = click.option("--certs", "certs", metavar="DIR", help="certificates folder (default: certs/)")
 signer_options = [
-    click.option("--signer-url", metavar="URL", help="sign through this signing service instead of the local key"),
+    click.option("--signer-url", metavar="URL", help="sign through this signing service instead of the local key "
+                 "(bearer token, if any, from $GATEWAY_SIGNER_TOKEN)"),
     click.option("--signer-cert", metavar="FILE", help="the signing service's certificate (PEM), pinned"),
 ]
 
