@@ -243,8 +243,8 @@ async def test_run_survives_a_failing_ingest_and_repeats_the_uncommitted_page(se
     ctx.crash_after_batches = 1
     source = SoapSource("county-hall", pull_config(records_wsdl, server.records_url, interval_seconds=0.05))
     task = asyncio.create_task(source.run(ctx))
-    while server.control.requests < 2:
-        await asyncio.sleep(0.02)
+    while ctx.crashes < 1:  # page 2's commit has failed
+        await asyncio.sleep(0.005)
     ctx.crash_after_batches = None  # the store is back
     while len(ctx.batches) < 5:
         await asyncio.sleep(0.02)

@@ -27,6 +27,7 @@ class MemoryContext:
         self.cursor_log: list[tuple[str, str] | None] = []
         self.crash_after_batches: int | None = None  # the next ingest after this many raises Crash
         self.stop_after_batches: int | None = None  # set ``stopping`` once this many batches committed
+        self.crashes = 0  # staged failures raised so far
 
     @property
     def records(self) -> list[RawRecord]:
@@ -36,6 +37,7 @@ class MemoryContext:
         self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None
     ) -> list[IngestOutcome]:
         if self.crash_after_batches is not None and len(self.batches) >= self.crash_after_batches:
+            self.crashes += 1
             raise Crash(f"staged crash before batch {len(self.batches) + 1}")
         # One "transaction": the records and the cursor become visible together.
         self.batches.append(list(records))
