@@ -147,11 +147,14 @@ async def main(entries: int, sm3_entries: int, markdown: bool) -> dict[str, obje
         await store.close()
         results["db_mb"] = (folder / "big.db").stat().st_size / 1e6
 
+        # Three runs each: the machine is shared, so report the median and the best.
         runs = {}
-        for label, workers in (("first run, all CPUs", None), ("1 worker", 1), ("all CPUs", None)):
-            report = verify_path(str(folder / "big.db"), trusted=trusted, workers=workers)
-            assert report.ok, report.render()
-            runs[label] = (report.rate, report.workers, report.seconds, report.entries_checked)
+        for label, workers in (("1 worker", 1), ("all CPUs", None)):
+            reports = [verify_path(str(folder / "big.db"), trusted=trusted, workers=workers) for _ in range(3)]
+            assert all(r.ok for r in reports), reports[0].render()
+            reports.sort(key=lambda r: r.rate)
+            runs[label] = (reports[1].rate, reports[2].rate, reports[1].workers, reports[1].seconds,
+                           reports[1].entries_checked)
         results["verify"] = runs
 
         if sm3_entries:
@@ -189,9 +192,9 @@ def render(r: dict) -> str:  # type: ignore[type-arg]
         f"| export one case's evidence bundle from it | {r['export_seconds'] * 1000:,.0f} ms "
         f"({r['export_entries']} entries) |",
     ]
-    for label, (rate, workers, seconds, n) in r["verify"].items():
-        lines.append(f"| verify everything ({label}: {workers} worker process(es)) | {rate:,.0f} entries/s "
-                     f"({n:,} entries in {seconds:.2f} s) |")
+    for label, (median, best, workers, seconds, n) in r["verify"].items():
+        lines.append(f"| verify everything ({label}: {workers} worker process(es)), median of 3 / best | "
+                     f"{median:,.0f} / {best:,.0f} entries/s ({n:,} entries, median {seconds:.2f} s) |")
     if "verify_sm3" in r:
         rate, workers, seconds, n = r["verify_sm3"]
         lines.append(f"| verify an SM3 chain ({workers} worker process(es)) | {rate:,.0f} entries/s "

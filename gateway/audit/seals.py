@@ -236,11 +236,13 @@ class Sealer:
             try:
                 await self._tick()
             except (SealRefused, SealConflict) as exc:
+                if str(exc) != self.last_error:  # once per distinct problem, not once per poll
+                    log.error("audit sealer: %s", exc)
                 self.last_error = str(exc)
-                log.error("audit sealer: %s", exc)
             except Exception as exc:  # the sealer must outlive a store hiccup; it retries next poll
+                if f"audit sealer: {exc!r}" != self.last_error:
+                    log.exception("audit sealer failed; retrying every %.0f s", self.poll_seconds)
                 self.last_error = f"audit sealer: {exc!r}"
-                log.exception("audit sealer failed; retrying")
             try:
                 await asyncio.wait_for(stopping.wait(), self.poll_seconds)
             except TimeoutError:
