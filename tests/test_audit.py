@@ -59,7 +59,8 @@ def tamper(db: Path, sql: str, *args: object) -> None:
 def body_of(db: Path, seq: int) -> bytes:
     conn = sqlite3.connect(db)
     try:
-        return bytes(conn.execute("SELECT body FROM audit WHERE seq=?", (seq,)).fetchone()[0])
+        value = conn.execute("SELECT body FROM audit WHERE seq=?", (seq,)).fetchone()[0]
+        return value.encode("utf-8") if isinstance(value, str) else bytes(value)
     finally:
         conn.close()
 
@@ -174,6 +175,23 @@ async def test_one_byte_changed_in_one_entry_body_names_that_entry(store, signer
     report = await verify_store(store, trusted=trusted)
     assert not report.ok
     assert report.first_problem == "entry 57: hash does not match its body"
+
+
+async def test_values_of_the_wrong_type_are_checked_not_crashed_on(store, signer, trusted, tmp_path) -> None:
+    """Someone edits the file with the sqlite3 shell: a body becomes TEXT, a hash becomes a BLOB."""
+    await sealed_store(store, signer, entries=300)
+    same = body_of(tmp_path / "g.db", 40).decode("utf-8")
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=40", same)  # same bytes, TEXT type: still intact
+    assert (await verify_store(store, trusted=trusted)).ok
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=41", body_of(tmp_path / "g.db", 41).decode()
+           .replace("county", "c0unty"))
+    tamper(tmp_path / "g.db", "UPDATE audit SET hash=? WHERE seq=250", bytes(32))
+    report = await verify_store(store, trusted=trusted)
+    assert report.problems[0] == "entry 41: hash does not match its body"
+    # the verification of that chunk stopped at 41; the hash at 250 is found once 41 is repaired
+    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=41", body_of(tmp_path / "g.db", 41).decode()
+           .replace("c0unty", "county"))
+    assert (await verify_store(store, trusted=trusted)).first_problem == "entry 250: hash does not match its body"
 
 
 async def test_changed_stored_hash_names_that_entry(store, signer, trusted, tmp_path) -> None:

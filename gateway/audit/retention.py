@@ -22,7 +22,7 @@ from typing import Any
 from cryptography import x509
 
 from gateway.audit._archive_file import CASES, ENTRIES, MANIFEST, SEALS, SIGNATURE, archive_name, seal_record
-from gateway.audit._scan import CHUNK, _connect_ro, scan_db
+from gateway.audit._scan import CHUNK, _as_bytes, _connect_ro, scan_db
 from gateway.audit.chain import GENESIS, HASHERS, canonical, digest_function
 from gateway.audit.model import ARCHIVE_TYPE, MERKLE_SCHEME, ArchiveRow, SealRow
 from gateway.audit.signers import Signer
@@ -101,7 +101,7 @@ def _write_file(
                                         " ORDER BY seq", (a, b)).fetchall()
                     if len(rows) != b - a + 1:
                         raise ArchiveError(f"entries {a}..{b} are not all in the database any more; nothing archived")
-                    data = b"".join(r[1].encode("ascii") + b" " + bytes(r[2]) + b"\n" for r in rows)
+                    data = b"".join(str(r[1]).encode("ascii") + b" " + _as_bytes(r[2]) + b"\n" for r in rows)
                     entries_hash.update(data)
                     out.write(data)
                     for r in rows:

@@ -11,6 +11,7 @@ given, and the chain runs on across them into the database.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sqlite3
@@ -28,7 +29,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from gateway.audit._archive_file import read_meta
-from gateway.audit._scan import Problem, ScanResult, _connect_ro, result_from_json, scan_task
+from gateway.audit._scan import Problem, ScanResult, _as_bytes, _connect_ro, result_from_json, scan_task
 from gateway.audit.chain import GENESIS, HASHERS, digest_function
 from gateway.audit.model import ARCHIVE_TYPE, SEAL_TYPE, ArchiveRow
 from gateway.audit.signers import can_verify, fingerprint_text, verify_signature
@@ -154,8 +155,8 @@ def _load_db(conn: sqlite3.Connection) -> tuple[str, int, int, list[SealView], l
     if _table_exists(conn, "audit_seals"):
         for r in conn.execute("SELECT seal, from_seq, to_seq, statement, statement_hash, state, signature, key_id,"
                               " signature_algorithm FROM audit_seals ORDER BY seal"):
-            seals.append(SealView(r[0], r[1], r[2], bytes(r[3]), r[4], r[5],
-                                  bytes(r[6]) if r[6] is not None else None, r[7], r[8], "database"))
+            seals.append(SealView(r[0], r[1], r[2], _as_bytes(r[3]), r[4], r[5],
+                                  _as_bytes(r[6]) if r[6] is not None else None, r[7], r[8], "database"))
         archives = [ArchiveRow(*r) for r in conn.execute(
             "SELECT archive, file, manifest_hash, from_seq, to_seq, prev_hash, last_hash, first_seal, last_seal,"
             " last_seal_hash, entries, created_at FROM audit_archives ORDER BY archive")]
@@ -164,16 +165,6 @@ def _load_db(conn: sqlite3.Connection) -> tuple[str, int, int, list[SealView], l
 
 
 # ---------------------------------------------------------------------------- archives
-
-
-@dataclass(slots=True)
-class _ArchiveFile:
-    row: ArchiveRow
-    path: Path
-    manifest: dict[str, Any]
-    manifest_bytes: bytes
-    seals: list[SealView]
-    certificates: dict[str, str]
 
 
 def read_archive_meta(path: Path, label: str) -> tuple[dict[str, Any], bytes, dict[str, Any], list[SealView], dict[str, str]]:
@@ -186,8 +177,6 @@ def read_archive_meta(path: Path, label: str) -> tuple[dict[str, Any], bytes, di
 
 
 def _b64(text: str | None) -> bytes | None:
-    import base64
-
     return base64.b64decode(text) if text else None
 
 
@@ -347,6 +336,7 @@ def verify_path(
     trust_label: str | None = None,
     workers: int | None = None,
 ) -> VerifyReport:
+    """Verify the SQLite store at ``path`` (read-only) and its archives; see the module docstring."""
     t0 = time.perf_counter()
     if not Path(path).exists():
         raise FileNotFoundError(f"audit store {path} does not exist")

@@ -29,8 +29,13 @@ def _now() -> str:
     return datetime.now(_CHINA).isoformat(timespec="milliseconds")
 
 
+def _blob(value: Any) -> bytes:
+    """A BLOB column's bytes, also when someone stored the value as TEXT (the verifier judges it)."""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
 def _seal(row: tuple[Any, ...]) -> SealRow:
-    return SealRow(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], bytes(row[6]) if row[6] is not None else None,
+    return SealRow(row[0], row[1], row[2], _blob(row[3]), row[4], row[5], _blob(row[6]) if row[6] is not None else None,
                    row[7], row[8], row[9], row[10], row[11], row[12])
 
 
@@ -43,7 +48,7 @@ def _seal_head(conn: sqlite3.Connection) -> SealHead:
     row = conn.execute("SELECT seal, to_seq, statement, statement_hash FROM audit_seals ORDER BY seal DESC LIMIT 1"
                        ).fetchone()
     if row is not None:
-        head_hash = json.loads(bytes(row[2])).get("head_hash", GENESIS)
+        head_hash = json.loads(_blob(row[2])).get("head_hash", GENESIS)
         return SealHead(row[0], row[1], head_hash, row[3])
     archived = _last_archive(conn)
     if archived is not None:
@@ -81,7 +86,7 @@ class SqliteAuditMixin:
         def q(conn: sqlite3.Connection) -> list[AuditRow]:
             rows = conn.execute("SELECT seq, hash, body FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
                                 (from_seq, to_seq)).fetchall()
-            return [AuditRow(r[0], r[1], bytes(r[2])) for r in rows]
+            return [AuditRow(r[0], r[1], _blob(r[2])) for r in rows]
 
         return await self._read(q)
 
@@ -94,7 +99,7 @@ class SqliteAuditMixin:
                 part = seqs[i : i + 500]
                 rows = conn.execute(f"SELECT seq, hash, body FROM audit WHERE seq IN ({','.join('?' * len(part))})"
                                     " ORDER BY seq", part)
-                out.extend(AuditRow(r[0], r[1], bytes(r[2])) for r in rows)
+                out.extend(AuditRow(r[0], r[1], _blob(r[2])) for r in rows)
             return out
 
         return await self._read(q)
