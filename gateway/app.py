@@ -240,6 +240,7 @@ class Gateway:
         self.extras: list[Callable[[Gateway], Any]] = []  # start hooks for optional services
         self.api: Any = None  # the running HTTP API (gateway.api.server), when enabled
         self.supervision: Any = None  # the SupervisionFollower, when enabled
+        self.sealer: Any = None  # the audit Sealer, when sealing is on
 
     def store_url(self) -> str:
         return self.config.gateway.store
@@ -290,6 +291,9 @@ class Gateway:
             self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
                                                    cfg.supervision.destinations, cfg.supervision.tick_interval)
             self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
+        if self.run_delivery and cfg.audit.seal:
+            self.sealer = self._make_sealer()
+            self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
 
@@ -298,6 +302,21 @@ class Gateway:
             result = hook(self)
             if asyncio.iscoroutine(result):
                 await result
+
+    def _make_sealer(self) -> Any:
+        """The sealer signs the chain head periodically; a signer that fails only leaves seals pending."""
+        import os
+
+        from gateway.audit import Sealer
+        from gateway.audit.signers import make_signer
+
+        a = self.config.audit
+        if a.signer == "external":
+            signer = make_signer("external", url=a.signer_url, certificate=str(self.config.resolve(
+                a.signer_certificate or "")), token=os.environ.get("GATEWAY_SIGNER_TOKEN") or None)
+        else:
+            signer = make_signer(a.signer, certs_dir=self.config.resolve(self.config.gateway.certs_dir), create=True)
+        return Sealer(self.store, signer, every_entries=a.seal_every_entries, every_seconds=a.seal_every_seconds)
 
     def add_task(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))

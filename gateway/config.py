@@ -92,6 +92,29 @@ class SupervisionSection(_Model):
         return parse_duration(v)
 
 
+class AuditSection(_Model):
+    """Seals over the audit hash chain, and where archives go."""
+
+    seal: bool = True
+    seal_every_entries: int = Field(10_000, ge=1)
+    seal_every_seconds: float = 300.0
+    signer: str = "local"  # local (the key in [gateway].certs_dir, created on first start) | external
+    signer_url: str | None = None  # external: the signing service; its bearer token from $GATEWAY_SIGNER_TOKEN
+    signer_certificate: str | None = None  # external: the service's certificate (PEM), pinned
+    archives_dir: str = "archives"
+
+    @field_validator("seal_every_seconds", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _external(self) -> AuditSection:
+        if self.signer == "external" and not (self.signer_url and self.signer_certificate):
+            raise ValueError("audit.signer = 'external' needs signer_url and signer_certificate")
+        return self
+
+
 class SourceSection(BaseModel):
     """A counterpart we receive from: core keys here, the rest belongs to the adapter."""
 
@@ -132,6 +155,7 @@ class GatewayConfig(_Model):
     delivery: DeliverySection = DeliverySection()
     api: ApiSection = ApiSection()
     supervision: SupervisionSection = SupervisionSection()
+    audit: AuditSection = AuditSection()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     sinks: dict[str, SinkSection] = Field(default_factory=dict)
     routes: list[RouteSection] = Field(default_factory=list)

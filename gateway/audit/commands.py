@@ -86,6 +86,32 @@ def _signer(certs: Path, signer_url: str | None, signer_cert: str | None) -> Any
         raise click.ClickException(str(exc)) from exc
 
 
+def _from_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Fill the defaults (store, certificates, archives) from a gateway.toml."""
+    path = value or os.environ.get("GATEWAY_CONFIG") or ("gateway.toml" if Path("gateway.toml").exists() else None)
+    if not path:
+        return value
+    from gateway.config import ConfigError, load_config
+    from gateway.store import sqlite_path
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error in {exc}") from exc
+    store = config.gateway.store
+    if store.startswith("sqlite:///"):
+        store = f"sqlite:///{sqlite_path(store, config.base_dir).resolve()}"
+    obj = ctx.ensure_object(dict)
+    obj.setdefault("store_url", store)
+    obj.setdefault("certs_dir", str(config.resolve(config.gateway.certs_dir)))
+    obj.setdefault("archives_dir", str(config.resolve(config.audit.archives_dir)))
+    return value
+
+
+config_option = click.option("-c", "--config", "config", metavar="FILE", expose_value=False, is_eager=True,
+                             callback=_from_config,
+                             help="gateway.toml to take the store, certificates and archives from "
+                             "(default: $GATEWAY_CONFIG, or ./gateway.toml if present)")
 store_option = click.option("--store", "store", metavar="URL", help="store URL, e.g. sqlite:///var/gateway.db "
                             "(default: the configured store)")
 certs_option = click.option("--certs", "certs", metavar="DIR", help="certificates folder (default: certs/)")
@@ -111,6 +137,7 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@config_option
 @store_option
 @certs_option
 @click.option("--archives", metavar="DIR", help="folder of archive files; the chain is checked across them")
@@ -151,6 +178,7 @@ def verify_cmd(ctx: click.Context, store: str | None, certs: str | None, archive
 
 
 @audit.command("export")
+@config_option
 @click.option("--case", "case_no", required=True, metavar="ID", help="the case (办件) number")
 @click.option("-o", "--output", metavar="FILE", help="bundle file (default: evidence-<case>.json)")
 @store_option
@@ -174,6 +202,7 @@ def export_cmd(ctx: click.Context, case_no: str, output: str | None, store: str 
 
 
 @audit.command("seal")
+@config_option
 @store_option
 @certs_option
 @_add(signer_options)
@@ -207,6 +236,7 @@ def seal_cmd(ctx: click.Context, store: str | None, certs: str | None, signer_ur
 
 
 @audit.command("archive")
+@config_option
 @click.option("--before-days", type=click.IntRange(0), metavar="N", help="archive sealed entries older than N days")
 @click.option("--before-seq", type=click.IntRange(1), metavar="SEQ", help="archive sealed entries before this seq")
 @click.option("--out", "out", metavar="DIR", help="archive folder (default: archives/)")
@@ -239,6 +269,7 @@ def archive_cmd(ctx: click.Context, before_days: int | None, before_seq: int | N
 
 
 @audit.command("keygen")
+@config_option
 @certs_option
 @click.option("--algorithm", type=click.Choice(["ed25519", "ecdsa-p256-sha256"]), default="ed25519",
               show_default=True)
