@@ -32,6 +32,7 @@ enabled = false
 
 [supervision]
 enabled = {supervision}
+destinations = {supervision_destinations}
 
 [sources.county_drop]
 adapter = "filedrop"
@@ -67,7 +68,7 @@ class Site:
     def __init__(self, root: Path, sink_url: str, **options: Any) -> None:
         self.root = root
         params = {"max_attempts": 20, "backoff_initial": "0.05s", "backoff_max": "0.5s", "lease_seconds": "10s",
-                  "concurrency": 8, "supervision": "false", "batch_size": 500, "read_timeout": 2.0,
+                  "concurrency": 8, "supervision": "false", "supervision_destinations": "[]", "batch_size": 500, "read_timeout": 2.0,
                   "total_timeout": 3.0, "sink_url": sink_url}
         params.update(options)
         root.mkdir(parents=True, exist_ok=True)
