@@ -94,6 +94,7 @@ def run_baseline(path: Path, db: Path, batch: int) -> dict:
 
 def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict:
     import asyncio
+    import resource
 
     from gateway.mapping import load_mapping
     from gateway.pipeline.fileingest import ingest_file
@@ -112,11 +113,13 @@ def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict
         result = await ingest_file(ingestor, "county_drop", path, ref_prefix=path.name,
                                    cursor=f"filedrop:county_drop:{path.name}", batch=batch, parallel=parallel)
         elapsed = time.perf_counter() - t
-        audit = (await store.counts()).audit_entries
+        peak = peak_rss_mb()  # before the closing count, which is not part of ingest
+        helper = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if parallel else 0.0
+        audit = (await store.audit_head())[0]
         await store.close()
         n = result.consumed
-        return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak_rss_mb(),
-                "outcomes": result.outcomes, "audit_entries": audit}
+        return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak,
+                "helper_peak_rss_mb": helper, "outcomes": result.outcomes, "audit_entries": audit}
 
     return asyncio.run(go())
 
@@ -157,12 +160,14 @@ def main() -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         r = results[mode]
+        helper = f" + helper process {r['helper_peak_rss_mb']:.1f} MB" if r.get("helper_peak_rss_mb") else ""
         print(f"{mode:9s} {r['records']:>10,} records in {r['seconds']:7.1f}s = {r['rate']:>9,.0f} records/s, "
-              f"peak RSS {r['peak_rss_mb']:6.1f} MB, database {db_mb:,.0f} MB"
+              f"peak RSS {r['peak_rss_mb']:6.1f} MB{helper}, database {db_mb:,.0f} MB"
               + (f", outcomes {r['outcomes']}, audit entries {r['audit_entries']:,}" if mode != "baseline" else ""))
     ratio = results["gateway"]["rate"] / results["baseline"]["rate"]
-    print(f"ratio gateway/baseline: {ratio:.2f} (target ≥ 0.5); gateway peak RSS "
-          f"{results['gateway']['peak_rss_mb']:.0f} MB (target ≤ 200 MB)")
+    g = results["gateway"]
+    print(f"ratio gateway/baseline: {ratio:.2f} (target ≥ 0.5); gateway peak RSS {g['peak_rss_mb']:.0f} MB, "
+          f"with its helper process {g['peak_rss_mb'] + g['helper_peak_rss_mb']:.0f} MB (target ≤ 200 MB)")
 
 
 if __name__ == "__main__":

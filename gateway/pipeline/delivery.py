@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapters import Delivery, DeliveryError, DeliveryResult, PermanentError, RetryableError, Sink
+from gateway.pipeline._waiting import sleep_or
 from gateway.store import ClaimedDelivery, Settlement, Store
 
 log = logging.getLogger("gateway.delivery")
@@ -73,7 +74,7 @@ class DestinationWorker:
                 claimed = await self.store.claim(self.destination, limit, self.policy.lease_seconds, time.time())
             except Exception:
                 log.exception("claim failed for %s", self.destination)
-                await _sleep_or(stopping, self.wake, self.policy.poll_interval)
+                await sleep_or(stopping, self.wake, self.policy.poll_interval)
                 continue
             if not claimed:
                 await self._idle(stopping)
@@ -88,7 +89,7 @@ class DestinationWorker:
             due = None
         if due is not None:
             wait = min(wait, max(0.01, due - time.time()))
-        await _sleep_or(stopping, self.wake, wait)
+        await sleep_or(stopping, self.wake, wait)
 
     async def _deliver(self, claimed: Sequence[ClaimedDelivery], batch: int) -> None:
         settlements: list[Settlement] = []
@@ -158,17 +159,3 @@ class DestinationWorker:
         self.failed += 1
         delay = self.policy.backoff(attempt, getattr(error, "retry_after", None))
         return Settlement(outcome="retry", error=text, next_attempt_at=time.time() + delay, **common)
-
-
-async def _sleep_or(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    """Sleep up to ``seconds``; return early when woken or stopping."""
-    if wake.is_set():
-        wake.clear()
-        return
-    waiters = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    wake.clear()

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.pipeline._waiting import sleep_or
 from gateway.pipeline.ingest import idempotency_key, receipt_id
 from gateway.pipeline.router import Router
 from gateway.schema import KINDS, SCHEMA_VERSION
@@ -58,11 +59,7 @@ class SupervisionFollower:
                 log.exception("supervision step failed; retrying")
                 progressed = False
             if not progressed:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+                await sleep_or(stopping, self.wake, 1.0)
 
     async def step(self) -> bool:
         """Fold the next batch of stored records; False when there was none."""
