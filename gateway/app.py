@@ -297,11 +297,26 @@ class Gateway:
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
 
-            self.api = await start_api(self)
+            self.api = await start_api(self, ssl_context=self._api_tls())
         for hook in self.extras:
             result = hook(self)
             if asyncio.iscoroutine(result):
                 await result
+
+    def _api_tls(self) -> Any:
+        """HTTPS for the API when [api] names a certificate; mutual TLS when it names a client CA."""
+        import ssl
+
+        api = self.config.api
+        if not api.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.config.resolve(api.tls_cert), self.config.resolve(api.tls_key or ""))
+        if api.client_ca:
+            ctx.load_verify_locations(cafile=str(self.config.resolve(api.client_ca)))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
 
     def _make_sealer(self) -> Any:
         """The sealer signs the chain head periodically; a signer that fails only leaves seals pending."""

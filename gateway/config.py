@@ -77,6 +77,17 @@ class ApiSection(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    tls_cert: str | None = None  # PEM certificate (chain) of the API; with tls_key, the API speaks HTTPS
+    tls_key: str | None = None
+    client_ca: str | None = None  # with it, clients must present a certificate this CA issued (mutual TLS)
+
+    @model_validator(mode="after")
+    def _tls(self) -> ApiSection:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("api.tls_cert and api.tls_key go together")
+        if self.client_ca and not self.tls_cert:
+            raise ValueError("api.client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
+        return self
 
 
 class SupervisionSection(_Model):

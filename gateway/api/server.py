@@ -126,16 +126,20 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def inbound(request: web.Request) -> web.Response:
-    """POST /api/v1/inbound/{system}/{kind}: JSON or XML items, one transaction, receipts after commit."""
+    """POST /api/v1/inbound/{system}[/{kind}]: JSON or XML items, one transaction, receipts after commit.
+
+    Without {kind}, every record an item maps to is accepted (mappings whose items carry several kinds).
+    """
     gw = request.app[GATEWAY]
     metrics = request.app[METRICS]
-    system, kind = request.match_info["system"], request.match_info["kind"]
+    system, kind = request.match_info["system"], request.match_info.get("kind")
     target = push_target(gw, system)
     form = "unknown"
     batch: BatchResult | None = None
     status = 500
     try:
-        check_kind(target, kind)
+        if kind is not None:
+            check_kind(target, kind)
         ctype = request.content_type
         if ctype in JSON_TYPES or ctype.endswith("+json"):
             form = "json"
@@ -155,7 +159,7 @@ async def inbound(request: web.Request) -> web.Response:
         else:
             items = await xml_items(body, request.charset, target.record_element)
         try:
-            batch = await ingest_items(gw, target, kind, items, f"POST /api/v1/inbound/{system}/{kind}")
+            batch = await ingest_items(gw, target, kind, items, f"POST {request.path}")
         except ApiError:
             raise
         except Exception as exc:
@@ -229,6 +233,7 @@ def build_app(gw: Gateway) -> web.Application:
     app[GATEWAY] = gw
     app[METRICS] = ApiMetrics()
     app.router.add_post("/api/v1/inbound/{system}/{kind}", inbound)
+    app.router.add_post("/api/v1/inbound/{system}", inbound)
     app.router.add_post("/soap/{system}", _soap.soap_post)
     app.router.add_get("/soap/{system}", _soap.soap_get)
     app.router.add_get("/api/v1/records", _query.records)
