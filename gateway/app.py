@@ -160,7 +160,7 @@ def build(config: GatewayConfig) -> Components:
             if out is None:
                 continue
             kinds = route.kinds or list(KINDS)
-            uncovered = [k for k in kinds if k not in out.kinds]
+            uncovered = [k for k in kinds if k in KINDS and k not in out.kinds]
             if route.kinds and uncovered:
                 problems.append(f"routes[{i}] ({route.name}): sink {dest!r} mapping {out.path} has no output for "
                                 f"kind(s) {', '.join(uncovered)}")
@@ -344,8 +344,7 @@ class Gateway:
             await self.store.audit_event("config_changed", system=self.config.gateway.name, detail={
                 "file": str(self.config.path) if self.config.path else None, "sha256": digest, "previous": last,
                 "sources": sorted(self.config.sources), "sinks": sorted(self.config.sinks),
-                "routes": [r.name for r in self.config.routes]})
-            await self.store.commit_ingest([], [], cursor=("gateway:config_digest", digest))
+                "routes": [r.name for r in self.config.routes]}, cursor=("gateway:config_digest", digest))
 
     def _wake_workers(self) -> None:
         for worker in self.workers.values():

@@ -219,8 +219,11 @@ class Store(abc.ABC):
     # ---- audit
 
     @abc.abstractmethod
-    async def audit_event(self, action: str, **fields: Any) -> int:
-        """Append one audit entry on its own (configuration changed, a user's action …); returns its seq."""
+    async def audit_event(self, action: str, *, cursor: tuple[str, str] | None = None, **fields: Any) -> int:
+        """Append one audit entry on its own (configuration changed, a user's action …); returns its seq.
+
+        ``cursor`` (name, value), when given, is stored in the same transaction.
+        """
 
     @abc.abstractmethod
     async def audit_entries(self, *, after_seq: int = 0, limit: int = 1000, case_no: str | None = None) -> list[AuditRow]: ...

@@ -452,10 +452,13 @@ class SqliteStore(SqliteAuditMixin, Store):
 
     # ------------------------------------------------------------------ audit
 
-    async def audit_event(self, action: str, **fields: Any) -> int:
+    async def audit_event(self, action: str, *, cursor: tuple[str, str] | None = None, **fields: Any) -> int:
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> int:
-            row = _audit_row(chain, now_iso(), action, **fields)
+            at = now_iso()
+            row = _audit_row(chain, at, action, **fields)
             conn.execute("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", row)
+            if cursor is not None:
+                _set_cursor(conn, cursor, at)
             return row[0]
 
         return await self._write(op)
@@ -599,12 +602,16 @@ def _commit_ingest(
         conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
     _bump(conn, "duplicates", duplicates)
     if cursor is not None:
-        conn.execute(
-            "INSERT INTO cursors(name, value, updated_at) VALUES (?,?,?) "
-            "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-            (cursor[0], cursor[1], at),
-        )
+        _set_cursor(conn, cursor, at)
     return outcomes
+
+
+def _set_cursor(conn: sqlite3.Connection, cursor: tuple[str, str], at: str) -> None:
+    conn.execute(
+        "INSERT INTO cursors(name, value, updated_at) VALUES (?,?,?) "
+        "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+        (cursor[0], cursor[1], at),
+    )
 
 
 def _heads(conn: sqlite3.Connection, accepted: Sequence[AcceptItem]) -> dict[tuple[str, str, str], tuple[int, int]]:
