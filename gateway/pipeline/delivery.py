@@ -24,6 +24,7 @@ from gateway.pipeline._waiting import sleep_or
 from gateway.store import ClaimedDelivery, Settlement, Store
 
 log = logging.getLogger("gateway.delivery")
+_WAVES = 4
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class DestinationWorker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         batch = max(1, getattr(self.sink, "batch_size", 1))
-        limit = self.policy.concurrency * batch
+        # Several waves per claim: a claim and a settle are one fsync each, shared by all of them.
+        limit = self.policy.concurrency * batch * _WAVES
         while not stopping.is_set():
             try:
                 claimed = await self.store.claim(self.destination, limit, self.policy.lease_seconds, time.time())
