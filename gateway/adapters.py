@@ -164,6 +164,10 @@ class SourceContext(Protocol):
 
     async def get_cursor(self, name: str) -> str | None: ...
 
+    async def audit(self, action: str, detail: Mapping[str, Any]) -> None:
+        """Record a source-level event (a file claimed, done or rejected) in the audit trail."""
+        ...
+
     def input_options(self) -> Mapping[str, Any]:
         """The inbound mapping's ``input`` block (format, encoding, record element …)."""
         ...

@@ -64,6 +64,9 @@ class SystemContext:
     async def get_cursor(self, name: str) -> str | None:
         return await self._store.get_cursor(name)
 
+    async def audit(self, action: str, detail: Mapping[str, Any]) -> None:
+        await self._store.audit_event(action, system=self.system, detail=dict(detail))
+
     def input_options(self) -> Mapping[str, Any]:
         return self._input
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ class FakeStore:
     records: list[RawRecord] = field(default_factory=list)
     cursors: dict[str, str] = field(default_factory=dict)
     commits: list[tuple[int, tuple[str, str] | None]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # audit entries of the source
 
     def refs(self) -> list[str]:
         return [record.ref for record in self.records]
@@ -84,6 +86,9 @@ class FakeContext:
 
     async def get_cursor(self, name: str) -> str | None:
         return self.store.cursors.get(name)
+
+    async def audit(self, action: str, detail: Mapping[str, Any]) -> None:
+        self.store.events.append((action, dict(detail)))
 
     def input_options(self) -> Mapping[str, Any]:
         return self.options
@@ -558,3 +563,25 @@ async def test_a_file_that_cannot_be_claimed_is_reported_once_and_the_others_go_
     assert store.refs() == ["ok.csv row 1"]
     assert (root / long_name).exists()
     assert caplog.text.count("cannot claim") == 1
+
+
+async def test_claimed_done_and_rejected_files_are_in_the_audit_trail_with_their_fingerprint(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    good = csv_file(root / "cases.csv", 3)
+    fingerprint = hashlib.sha256(good.read_bytes()).hexdigest()
+    (root / "broken.csv").write_bytes("\ufeff".encode("utf-16-le") + "a,b\n".encode("utf-16-le"))
+    store = FakeStore()
+    await run_until(
+        FiledropSource("county", make_config(root, include=["*.csv"])),
+        FakeContext(store, {"format": "csv"}),
+        lambda: len(listing(root / "done")) == 1 and len(listing(root / "error")) == 2,
+    )
+    events = {(action, detail["file"]): detail for action, detail in store.events}
+    assert events[("file_claimed", "cases.csv")]["sha256"] == fingerprint
+    assert events[("file_done", "cases.csv")]["items"] == 3
+    assert events[("file_done", "cases.csv")]["outcomes"] == {"accepted": 3}
+    assert "UTF-16" in events[("file_rejected", "broken.csv")]["reason"]
+    # the claim is recorded before any record, the outcome before the file moves
+    order = [action for action, detail in store.events if detail["file"] == "cases.csv"]
+    assert order == ["file_claimed", "file_done"]

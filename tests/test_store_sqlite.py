@@ -112,6 +112,18 @@ async def test_expired_lease_is_claimed_again(store):
     assert len(await store.claim("hall", 10, 5, now)) == 1
     assert await store.claim("hall", 10, 5, now + 1) == []
     assert len(await store.claim("hall", 10, 5, now + 6)) == 1
+    reconciled = [r.decoded() for r in await store.audit_entries() if r.decoded()["action"] == "reconciled"]
+    assert [(e["detail"]["reason"], e["detail"]["to"]) for e in reconciled] == [("lease expired", "pending")]
+
+
+async def test_deliveries_left_in_flight_are_released_at_start_up_and_audited(store):
+    await store.commit_ingest([item("A"), item("B")], [])
+    await store.claim("hall", 10, 300, time.time())
+    assert await store.release_leases() == 2
+    assert (await store.counts()).pending == 2
+    actions = [r.decoded()["action"] for r in await store.audit_entries()]
+    assert actions.count("reconciled") == 2
+    await verify_chain(store)
 
 
 async def test_dead_letter_blocks_its_case_until_replayed(store):

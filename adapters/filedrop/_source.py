@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -284,9 +285,20 @@ class FiledropSource:
             return
         committed = int(stored) if stored else 0
         try:
+            if stored is None:
+                # The trail says which file arrived, byte for byte, before any of its records.
+                size, digest = await asyncio.to_thread(_fingerprint, path)
+                await ctx.audit("file_claimed", {"file": original, "claimed_as": claimed, "bytes": size,
+                                                 "sha256": digest})
             result = await ctx.ingest_file(path, ref_prefix=original, cursor=cursor, batch=self.config.batch_size)
         except FileUnreadable as exc:
             # The file's fault (refused, unreadable, unknown format): file it under error/.
+            try:
+                await ctx.audit("file_rejected", {"file": original, "claimed_as": claimed, "reason": exc.reason,
+                                                  "items_committed": committed})
+            except Exception as audit_exc:
+                self._postpone(ctx, claimed, audit_exc)
+                return
             await asyncio.to_thread(self._fail, claimed, exc.reason, committed)
             self._failed(ctx, original, exc)
             return
@@ -297,6 +309,13 @@ class FiledropSource:
         self.stats.items += consumed - committed
         if not result.complete:
             return  # stopping: the cursor holds our place; the next start resumes here
+        try:
+            # Recorded before the move: a crash in between repeats the entry, never loses it.
+            await ctx.audit("file_done", {"file": original, "claimed_as": claimed, "items": consumed,
+                                          "outcomes": result.outcomes})
+        except Exception as exc:
+            self._postpone(ctx, claimed, exc)
+            return
         await asyncio.to_thread(self._finish, claimed)
         self._failures.pop(claimed, None)
         self.stats.retry_at.pop(claimed, None)
@@ -331,6 +350,16 @@ async def _stopped(ctx: SourceContext, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _fingerprint(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

@@ -268,7 +268,7 @@ class SqliteStore(SqliteAuditMixin, Store):
     # ------------------------------------------------------------------ delivery
 
     async def claim(self, destination: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedDelivery]:
-        return await self._write(lambda conn, chain: _claim(conn, destination, limit, lease_seconds, now))
+        return await self._write(lambda conn, chain: _claim(conn, chain, destination, limit, lease_seconds, now))
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         if settlements:
@@ -287,9 +287,7 @@ class SqliteStore(SqliteAuditMixin, Store):
 
     async def release_leases(self) -> int:
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> int:
-            return conn.execute(
-                "UPDATE outbox SET state='pending', lease_until=NULL WHERE state='inflight'"
-            ).rowcount
+            return _return_to_pending(conn, chain, "state='inflight'", (), "start-up: left in flight by a previous run")
 
         return await self._write(op)
 
@@ -648,18 +646,37 @@ LIMIT ?
 """
 
 
-def _claim(conn: sqlite3.Connection, destination: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedDelivery]:
+def _claim(conn: sqlite3.Connection, chain: ChainWriter, destination: str, limit: int, lease_seconds: float,
+           now: float) -> list[ClaimedDelivery]:
     # A lease that ran out belongs to a worker that died or hung: its row is due again.
-    conn.execute(
-        "UPDATE outbox SET state='pending', lease_until=NULL WHERE state='inflight' AND destination=? AND lease_until < ?",
-        (destination, now),
-    )
+    _return_to_pending(conn, chain, "state='inflight' AND destination=? AND lease_until < ?", (destination, now),
+                       "lease expired")
     rows = conn.execute(_CLAIM_SQL, (destination, now, limit)).fetchall()
     if not rows:
         return []
     lease = now + lease_seconds
     conn.executemany("UPDATE outbox SET state='inflight', lease_until=? WHERE id=?", [(lease, r[0]) for r in rows])
     return [ClaimedDelivery(*r) for r in rows]
+
+
+def _return_to_pending(conn: sqlite3.Connection, chain: ChainWriter, where: str, args: tuple[Any, ...],
+                       reason: str) -> int:
+    """In-flight deliveries nobody will settle go back to pending, each with a ``reconciled`` entry."""
+    rows = conn.execute(
+        "SELECT o.id, o.destination, o.case_no, o.idem_key, r.kind, r.record_key FROM outbox o"
+        f" JOIN records r ON r.id = o.record_id WHERE o.id IN (SELECT id FROM outbox WHERE {where})",
+        args,
+    ).fetchall()
+    if not rows:
+        return 0
+    conn.executemany("UPDATE outbox SET state='pending', lease_until=NULL WHERE id=?", [(r[0],) for r in rows])
+    at = now_iso()
+    conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", [
+        _audit_row(chain, at, "reconciled", system=r[1], kind=r[4], record=r[5], case=r[2],
+                   detail={"delivery": r[0], "destination": r[1], "idempotency_key": r[3],
+                           "from": "inflight", "to": "pending", "reason": reason})
+        for r in rows])
+    return len(rows)
 
 
 def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[Settlement]) -> None:
