@@ -17,6 +17,7 @@ from pathlib import Path
 from gateway.demo.generate import generate_items, write_xml_file
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+BACKFILLED = 3  # records the demo reports late on purpose
 
 CONFIG_TEMPLATE = """\
 # Written by `gateway demo`. A county front-end machine drops provincial exchange XML
@@ -36,6 +37,9 @@ poll_interval = "0.5s"
 
 [api]
 enabled = false
+
+[supervision]
+destinations = ["hall_platform"]   # electronic-supervision alerts go to the hall too
 
 [sources.county_drop]
 adapter = "filedrop"
@@ -70,12 +74,17 @@ async def drop_files(folder: Path, n_records: int, per_file: int = 50, pause: fl
     """The county side: files written under a temporary name and renamed when complete."""
     written = 0
     index = 0
-    # applications submitted in the last hour: current business, not back-filled records
+    # Applications submitted in the last hour are current business; the last few were
+    # submitted weeks ago and only reported now, which electronic supervision flags (补录).
     recent = datetime.now() - timedelta(hours=1)
+    backfilled = min(BACKFILLED, n_records)
     while written < n_records:
         count = min(per_file, n_records - written)
-        items = list(generate_items(count, seed=index, bad_every=40, start=written, submitted_from=recent,
+        current = max(0, min(count, n_records - backfilled - written))
+        items = list(generate_items(current, seed=index, bad_every=40, start=written, submitted_from=recent,
                                     spread_minutes=50))
+        items += generate_items(count - current, seed=index, start=written + current,
+                                submitted_from=datetime.now() - timedelta(days=20), spread_minutes=60)
         await asyncio.to_thread(write_xml_file, folder / f"county-{index:05d}.xml", items)
         written += count
         index += 1
@@ -110,7 +119,8 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
             if line != last:
                 echo(line)
                 last = line
-            if dropper.done() and flowed >= n_records and c.pending + c.inflight == 0:
+            alerts_due = min(BACKFILLED, n_records) if gateway.supervision is not None else 0
+            if dropper.done() and flowed >= n_records and c.alerts >= alerts_due and c.pending + c.inflight == 0:
                 ok = True
                 break
         if not dropper.done():
