@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -257,6 +257,3 @@ def discover(allow: Sequence[str] | None = None) -> dict[str, Adapter]:
             )
         found[ep.name] = obj
     return found
-
-
-IngestFn = Callable[[Sequence[RawRecord]], Awaitable[list[IngestOutcome]]]

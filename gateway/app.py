@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,13 +240,9 @@ class Gateway:
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: DeliveryLock | None = None
-        self.extras: list[Callable[[Gateway], Any]] = []  # start hooks for optional services
         self.api: Any = None  # the running HTTP API (gateway.api.server), when enabled
         self.supervision: Any = None  # the SupervisionFollower, when enabled
         self.sealer: Any = None  # the audit Sealer, when sealing is on
-
-    def store_url(self) -> str:
-        return self.config.gateway.store
 
     async def start(self) -> None:
         cfg = self.config
@@ -301,10 +297,6 @@ class Gateway:
             from gateway.api.server import start_api
 
             self.api = await start_api(self, ssl_context=self._api_tls())
-        for hook in self.extras:
-            result = hook(self)
-            if asyncio.iscoroutine(result):
-                await result
 
     def _api_tls(self) -> Any:
         """HTTPS for the API when [api] names a certificate; mutual TLS when it names a client CA."""
@@ -335,9 +327,6 @@ class Gateway:
         else:
             signer = make_signer(a.signer, certs_dir=self.config.resolve(self.config.gateway.certs_dir), create=True)
         return Sealer(self.store, signer, every_entries=a.seal_every_entries, every_seconds=a.seal_every_seconds)
-
-    def add_task(self, coro: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def _audit_configuration(self) -> None:
         assert self.store is not None
