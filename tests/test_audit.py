@@ -88,24 +88,6 @@ class FlakySigner(Signer):
         return await self.inner.sign(data)
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "g.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-def signer(tmp_path: Path):
-    return load_or_create_dev_signer(tmp_path / "certs")
-
-
-@pytest.fixture
-def trusted(tmp_path: Path, signer):
-    return load_certificates(tmp_path / "certs")
-
-
 async def sealed_store(store: SqliteStore, signer: Signer, entries: int = 1000, every: int = 100) -> Sealer:
     await fill_to(store, entries)
     sealer = Sealer(store, signer, every_entries=every, max_entries=every)

@@ -17,29 +17,8 @@ from gateway.audit import (
     Sealer,
     archive,
     export_case,
-    load_certificates,
-    load_or_create_dev_signer,
 )
 from gateway.audit import verify_store as verify
-from gateway.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "g.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-def signer(tmp_path: Path):
-    return load_or_create_dev_signer(tmp_path / "certs")
-
-
-@pytest.fixture
-def trusted(tmp_path: Path, signer):
-    return load_certificates(tmp_path / "certs")
 
 
 def db_seqs(db: Path) -> tuple[int, int, int]:

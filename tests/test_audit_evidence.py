@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from test_audit import fill, fill_to
 
 from gateway.audit import Sealer, export_case, generate_seal_key, load_local_signer, load_or_create_dev_signer
@@ -26,14 +25,6 @@ def offline_verify(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
     shutil.copy(OFFLINE, where / "offline_verify.py")
     return subprocess.run([sys.executable, "-I", "-c", _GUARD, *args], cwd=where, env={}, capture_output=True,
                           text=True, timeout=120)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "g.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def _case_bundle(store: SqliteStore, tmp_path: Path, *, seal: bool = True) -> Path:

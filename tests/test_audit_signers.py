@@ -29,16 +29,6 @@ from gateway.audit import (
 )
 from gateway.audit.keys import KEY_FILE
 from gateway.audit.signers import _BACKENDS, _VERIFIERS, LocalSigner, Signer, verify_signature
-from gateway.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "g.db")
-    await s.open()
-    yield s
-    await s.close()
-
 
 # ---------------------------------------------------------------------------- keys on disk
 

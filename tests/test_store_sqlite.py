@@ -6,8 +6,6 @@ import asyncio
 import json
 import time
 
-import pytest
-
 from gateway.audit.chain import GENESIS, entry_hash
 from gateway.store import AcceptItem, QuarantineItem, Settlement
 from gateway.store.sqlite import SqliteStore
@@ -22,14 +20,6 @@ def item(key: str, version: int = 1, case: str | None = None, dests=("hall",), k
         ref=f"f.xml record {key}", receipt_id=f"r-{key}-{version}", destinations=tuple(dests),
         idempotency_keys=tuple(f"{key}-{version}-{d}" for d in dests), mapping="m@1",
     )
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = SqliteStore(tmp_path / "g.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def verify_chain(store: SqliteStore) -> int:
