@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import cryptography
+from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 from gateway.audit import Sealer, export_case, load_certificates, load_or_create_dev_signer, verify_path
 from gateway.store import AcceptItem
@@ -28,14 +29,7 @@ SYSTEMS = ("sd-province", "county-hall", "market-supervision", "natural-resource
 
 
 def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -133,8 +135,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--timeout", type=float, default=300.0)
     args = ap.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     print(f"machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}")
     for concurrency, batch in ((8, 1), (32, 1), (8, 50)):
         run(args.records, concurrency, batch, args.timeout)

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT / "benchmarks" / "data"
@@ -132,8 +134,7 @@ def child(mode: str, path: str, db: str, batch: int) -> None:
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 

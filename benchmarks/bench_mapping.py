@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+
 from gateway.mapping import Mapped, load_mapping
 from gateway.mapping._runtime import AUTO_DATETIME, CHINA, Bad, make_datetime_parser, text, to_int
 from gateway.schema import KINDS, FieldError, code_tables
@@ -339,14 +341,7 @@ def pin_one_core() -> str:
 
 
 def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return {
         "nproc": str(os.cpu_count()),
         "cpu": model,

@@ -29,6 +29,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+
 from adapters.rest import RestPullSource, RestSink, RestSinkConfig, RestSourceConfig  # noqa: E402
 from gateway.adapters import Delivery, IngestOutcome, RawRecord  # noqa: E402
 from gateway.demo.counterparts import HallPlatform, PagedFeed  # noqa: E402
@@ -184,14 +186,7 @@ async def sink_once(url: str, deliveries: int, concurrency: int, batch_size: int
 
 
 def machine_facts() -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return [
         f"- CPU: {cpu}, {os.cpu_count()} logical cores",
         f"- OS: {platform.system()} {platform.release()}",

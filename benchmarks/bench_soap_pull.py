@@ -24,20 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from soap_server.context import MemoryContext  # noqa: E402
 
 from adapters.soap import SoapSource, SoapSourceConfig  # noqa: E402
 
 
 def machine_facts() -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     libs = ", ".join(f"{name} {version(name)}" for name in ("zeep", "httpx", "lxml", "xmlsec", "spyne"))
     return [
         f"- CPU: {cpu}, {os.cpu_count()} logical cores (shared with other work on this machine)",
