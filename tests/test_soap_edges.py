@@ -17,6 +17,8 @@ from adapters.soap import (
     SoapSink,
     SoapSinkConfig,
 )
+from adapters.soap._config import FaultPolicy
+from adapters.soap._errors import classify
 from gateway.adapters import Delivery, PermanentError, RetryableError
 
 ENDPOINT = "http://exchange.test/exchange"
@@ -278,3 +280,15 @@ async def test_plain_xml_that_is_not_a_soap_envelope_is_refused():
     )
     with pytest.raises(RetryableError, match=r"HTTP 200: not a SOAP response .*token expired"):
         await send()
+
+
+def test_a_reset_over_https_mentions_that_tls_1_3_refuses_client_certificates_that_way():
+    reset = httpx.ReadError("[Errno 104] Connection reset by peer")
+    reset.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    over_tls = classify(reset, where="SOAP system 'x' at https://127.0.0.1:1/records", policy=FaultPolicy(),
+                        timeouts="1s")
+    plain = classify(reset, where="SOAP system 'x' at http://127.0.0.1:1/records", policy=FaultPolicy(),
+                     timeouts="1s")
+    assert isinstance(over_tls, RetryableError) and isinstance(plain, RetryableError)
+    assert "refuses a missing or untrusted client certificate" in str(over_tls)
+    assert "client certificate" not in str(plain)

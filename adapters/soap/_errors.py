@@ -190,9 +190,13 @@ def classify(exc: BaseException, *, where: str, policy: FaultPolicy, timeouts: s
         )
     if isinstance(exc, httpx.TransportError):
         reason = next((str(link) for link in _chain(exc) if str(link)), "") or type(exc).__name__
-        if reason == type(exc).__name__ and isinstance(exc, httpx.ReadError):
-            reason = "the connection closed before the answer arrived"
-            if "at https://" in where:
+        if isinstance(exc, httpx.ReadError):
+            reset = any(isinstance(link, ConnectionResetError) for link in _chain(exc))
+            if reason == type(exc).__name__:
+                reason = "the connection closed before the answer arrived"
+            # TLS 1.3 checks the client certificate after the client's side of the handshake is done, so a
+            # refusal reaches the client as a closed or reset connection as often as a TLS alert.
+            if "at https://" in where and (reset or reason.startswith("the connection closed")):
                 reason += " (over TLS 1.3 this is also how a server refuses a missing or untrusted client certificate)"
         return RetryableError(f"{where}: {type(exc).__name__}: {reason}")
     if isinstance(exc, OSError):
