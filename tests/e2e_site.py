@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 import time
@@ -120,6 +121,14 @@ class Site:
     def scalar(self, sql: str, *args: Any) -> Any:
         rows = self.query(sql, *args)
         return rows[0][0] if rows else None
+
+    def audit_bodies(self, action: str) -> list[dict[str, Any]]:
+        """The decoded audit entries of one action, in chain order."""
+        rows = self.query("SELECT body FROM audit ORDER BY seq")
+        return [e for e in (json.loads(r[0]) for r in rows) if e["action"] == action]
+
+    def audit_count(self, action: str) -> int:
+        return len(self.audit_bodies(action))
 
 
 async def wait_until(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 30.0,

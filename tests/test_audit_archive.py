@@ -32,23 +32,26 @@ def db_seqs(db: Path) -> tuple[int, int, int]:
 async def test_archive_moves_sealed_entries_out_and_verification_runs_across(store, signer, trusted, tmp_path) -> None:
     await fill_to(store, 1000, cases=9)
     await Sealer(store, signer, max_entries=150).seal_now()  # seals end at 150, 300, 450, 600, …
+    head = (await store.audit_head())[0]  # 1000 entries and the chain's records of the seals
+    seals = len(await store.list_seals())
+    unsealed = head - (await store.audit_seal_head()).to_seq
     out = await archive(store, tmp_path / "archives", signer=signer, before_seq=500)
     assert out.row is not None and (out.row.from_seq, out.row.to_seq) == (1, 450)
     assert (out.row.first_seal, out.row.last_seal) == (1, 3) and out.deleted == 450
     assert out.path and out.path.exists() and out.path.parent == tmp_path / "archives"
     # the database forgot the entries and their seals, and chained an "archived" entry
-    assert db_seqs(tmp_path / "g.db") == (451, 1001, 551)
-    last = (await store.audit_entries(after_seq=1000))[0].decoded()
+    assert db_seqs(tmp_path / "g.db") == (451, head + 1, head + 1 - 450)
+    last = (await store.audit_entries(after_seq=head))[0].decoded()
     assert last["action"] == "archived" and last["detail"]["to_seq"] == 450
     assert [s.seal for s in await store.list_seals()][0] == 4
     # across the archive and the database: one unbroken chain, every seal checked
     report = await verify(store, archives_dir=tmp_path / "archives", trusted=trusted)
     assert report.ok, report.render()
-    assert report.archives_checked == 1 and report.entries_checked == 1001 and report.seals_checked == 7
-    assert (report.first_seq, report.last_seq) == (1, 1001) and report.unsealed_entries == 1
+    assert report.archives_checked == 1 and report.entries_checked == head + 1 and report.seals_checked == seals
+    assert (report.first_seq, report.last_seq) == (1, head + 1) and report.unsealed_entries == unsealed + 1
     # without the archives the database part still verifies, and the report says what was not checked
     partial = await verify(store, trusted=trusted)
-    assert partial.ok and partial.entries_checked == 551
+    assert partial.ok and partial.entries_checked == head + 1 - 450
     assert any("1..450 are in 1 archive file(s) and were not checked" in n for n in partial.notes)
 
 
@@ -122,14 +125,15 @@ async def test_evidence_export_finds_a_case_in_archives_and_the_database(store, 
 async def test_pending_seals_are_never_archived(store, signer, tmp_path) -> None:
     flaky = FlakySigner(signer)
     await fill_to(store, 200)
-    await Sealer(store, flaky, max_entries=50).seal_now()  # seals 1..4 signed
+    await Sealer(store, flaky, max_entries=50).seal_now()  # seals 1..4, and 5 over their records: signed
+    signed = await store.audit_seal_head()
     flaky.down = True
     await fill_to(store, 400)
-    await Sealer(store, flaky, max_entries=50).seal_now()  # seals 5..8 pending
+    await Sealer(store, flaky, max_entries=50).seal_now()  # seals 6.. pending
     out = await archive(store, tmp_path / "a", signer=signer, before_seq=10_000)
-    assert out.row is not None and out.row.to_seq == 200 and out.row.last_seal == 4
+    assert out.row is not None and out.row.to_seq == signed.to_seq and out.row.last_seal == signed.seal == 5
     again = await archive(store, tmp_path / "a", signer=signer, before_seq=10_000)
-    assert again.row is None and again.message == "nothing to archive: seal 5 is not signed yet; archiving stops before it"
+    assert again.row is None and again.message == "nothing to archive: seal 6 is not signed yet; archiving stops before it"
 
 
 async def test_archive_refuses_a_broken_range_and_deletes_nothing(store, signer, tmp_path) -> None:
@@ -137,9 +141,10 @@ async def test_archive_refuses_a_broken_range_and_deletes_nothing(store, signer,
     await Sealer(store, signer, max_entries=50).seal_now()
     body = bytes(sqlite3.connect(tmp_path / "g.db").execute("SELECT body FROM audit WHERE seq=30").fetchone()[0])
     tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=30", body.replace(b"county", b"c0unty"))
+    head = (await store.audit_head())[0]
     with pytest.raises(ArchiveError, match="entry 30: hash does not match its body"):
         await archive(store, tmp_path / "a", signer=signer, before_seq=150)
-    assert db_seqs(tmp_path / "g.db") == (1, 200, 200)
+    assert db_seqs(tmp_path / "g.db") == (1, head, head)
     assert not list((tmp_path / "a").glob("*"))
 
 
@@ -148,17 +153,19 @@ async def test_archive_refuses_when_the_signer_is_down_and_deletes_nothing(store
     await fill_to(store, 100)
     await Sealer(store, flaky).seal_now()
     flaky.down = True
+    head = (await store.audit_head())[0]
     with pytest.raises(ArchiveError, match="signer is unavailable"):
         await archive(store, tmp_path / "a", signer=flaky, before_seq=1000)
-    assert db_seqs(tmp_path / "g.db") == (1, 100, 100)
+    assert db_seqs(tmp_path / "g.db") == (1, head, head)
     assert not list((tmp_path / "a").glob("*"))
 
 
 async def test_archive_by_age(store, signer, trusted, tmp_path) -> None:
     await fill_to(store, 120)
     await Sealer(store, signer, max_entries=40).seal_now()
+    sealed = await store.audit_seal_head()
     young = await archive(store, tmp_path / "a", signer=signer, older_than=timedelta(days=30))
     assert young.row is None and "not older than" in young.message
     old = await archive(store, tmp_path / "a", signer=signer, older_than=timedelta(seconds=0))
-    assert old.row is not None and old.row.to_seq == 120
+    assert old.row is not None and old.row.to_seq == sealed.to_seq
     assert (await verify(store, archives_dir=tmp_path / "a", trusted=trusted)).ok

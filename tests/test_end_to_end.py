@@ -77,7 +77,7 @@ async def test_resent_file_is_recognised_and_not_delivered_again(tmp_path):
         finally:
             await gw.stop()
     assert hall.received_raw == 30
-    assert site.scalar("SELECT count(*) FROM audit WHERE action='duplicate'") == 30
+    assert site.audit_count("duplicate") == 30
 
 
 def _free_port() -> int:
@@ -113,7 +113,7 @@ async def test_sink_outage_backs_off_loses_nothing_and_drains(tmp_path):
         await hall.stop()
     assert hall.unique == 60
     assert site.scalar("SELECT count(*) FROM outbox WHERE state='dead'") == 0
-    failed = site.scalar("SELECT count(*) FROM audit WHERE action='failed'")
+    failed = site.audit_count("failed")
     assert failed > 0  # the failures are in the trail, each with its error
 
 
@@ -142,8 +142,8 @@ async def test_400_dead_letters_hold_the_case_and_replay_sends_after_the_fix(tmp
             await wait_until(lambda: hall.unique == 10, timeout=10, what="the replayed record")
         finally:
             await gw.stop()
-    assert site.scalar("SELECT count(*) FROM audit WHERE action='replayed'") == 1
-    assert site.scalar("SELECT count(*) FROM audit WHERE action='dead_lettered'") == 1
+    assert site.audit_count("replayed") == 1
+    assert site.audit_count("dead_lettered") == 1
 
 
 BAD_CSV_HEADER = ("行政相对人名称,行政相对人类别,统一社会信用代码,工商注册号,组织机构代码,法定代表人,法定代表人证件类型,"

@@ -64,6 +64,6 @@ async def test_overdue_backfilled_and_outside_system_cases_raise_alerts_that_rea
     assert by_type["backfill_late_entry"][0]["case_no"] == a["SBLSH"]
     assert by_type["outside_system_no_acceptance"][0]["case_no"] == b_no
     # alerts are audited as raised, and delivered like any record
-    assert site.scalar("SELECT count(*) FROM audit WHERE action='alert_raised'") == len(alerts)
+    assert site.audit_count("alert_raised") == len(alerts)
     assert site.scalar("SELECT count(*) FROM outbox o JOIN records r ON r.id = o.record_id "
                        "WHERE r.kind='supervision_alert' AND o.state='delivered'") == len(alerts)

@@ -70,9 +70,10 @@ def iter_entry_lines(path: str | Path, chunk_bytes: int = 1 << 23) -> Iterator[l
 
 
 def seal_record(seal: int, from_seq: int, to_seq: int, statement: bytes, signature: bytes | None,
-                key_id: str | None, algorithm: str | None, signed_at: str | None) -> dict[str, Any]:
+                key_id: str | None, algorithm: str | None) -> dict[str, Any]:
+    """One line of seals.jsonl. When a seal was signed is in the chain (its seal_signed entry), not here."""
     return {
         "seal": seal, "from_seq": from_seq, "to_seq": to_seq, "statement": statement.decode("utf-8"),
         "signature": base64.b64encode(signature).decode("ascii") if signature is not None else None,
-        "key_id": key_id, "signature_algorithm": algorithm, "signed_at": signed_at,
+        "key_id": key_id, "signature_algorithm": algorithm,
     }

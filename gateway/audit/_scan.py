@@ -1,10 +1,12 @@
 """The verifier's inner loops: check runs of audit entries fast, in this process or in worker processes.
 
 Kept free of the store and of asyncio so worker processes import little. A run is
-checked in three cheap passes: recompute the chain (one hash per entry), compare all
-recomputed hashes with the stored ones in one string comparison, and check each body's
-``"seq":N`` as bytes; only when a pass fails is the run walked slowly to name the
-first broken entry precisely.
+checked in cheap passes: recompute the chain (one hash per entry), compare all recomputed
+hashes with the stored ones in one string comparison, and check each body's ``"seq":N`` and
+its ``"case"`` against the stored case index as bytes; only when a pass fails is the run
+walked slowly to name the first broken entry precisely. Entries the verifier must read
+afterwards (the chain's own record of seals made and signed, and of archives) are handed
+back whole.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from gateway.audit.merkle import root_from_leaves
 
 CHUNK = 32_768  # rows fetched per query: large enough to amortise, small enough to stay in cache
 _SEQ_KEY = b'"seq":'
+_CASE_KEY = b',"case":'
+_CASE_END = b',"detail":'
+# Bodies of the entries the verifier reads whole after the scan: the chain's record of seals and archives.
+RECORD_PREFIXES = (b'{"action":"seal_made"', b'{"action":"seal_signed"', b'{"action":"archived"')
 
 
 @dataclass(slots=True)
@@ -41,6 +47,7 @@ class ScanResult:
     last_seq: int = 0
     last_hash: str | None = None
     file_hash: str | None = None  # digest of an archive's entries file, for its manifest
+    records: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, body) of seal and archive records
 
 
 def _seq_ok(body: bytes, seq: int) -> bool:
@@ -67,6 +74,36 @@ def _seq_problem(body: bytes, seq: int) -> str | None:
     return None
 
 
+def _case_json(case: object) -> bytes:
+    if isinstance(case, str) and case.isascii() and case.isprintable() and '"' not in case and "\\" not in case:
+        return b'"' + case.encode("ascii") + b'"'
+    return json.dumps(case, ensure_ascii=False).encode("utf-8")
+
+
+def _case_ok(body: bytes, case: object) -> bool:
+    """Fast: the stored case index equals the body's top-level ``"case"``.
+
+    Keys are sorted, so only "action" and "at" (strings, quotes escaped) come before "case":
+    the first ``,"case":`` is the top-level one, and "detail" follows it.
+    """
+    pos = body.find(_CASE_KEY)
+    return pos >= 0 and body.startswith((b"null" if case is None else _case_json(case)) + _CASE_END, pos + 8)
+
+
+def _case_problem(body: bytes, seq: int, case: object) -> str | None:
+    """Slow, exact check of one entry's case index (only reached when the fast check fails)."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return f"entry {seq}: body is not valid JSON"
+    if not isinstance(decoded, dict):
+        return f"entry {seq}: body is not a JSON object"
+    if decoded.get("case") != case:
+        return (f"entry {seq}: stored under case {case!r} but its body names case {decoded.get('case')!r} "
+                "(the case index was changed)")
+    return None
+
+
 def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -82,12 +119,14 @@ def check_run(
     bodies: Sequence[bytes],
     algorithm: str,
     where: str = "",
+    cases: Sequence[object] | None = None,
 ) -> tuple[list[bytes], str | None]:
     """Check consecutive entries first_seq.. given the hash before them.
 
     ``prev`` None means the predecessor is unknown (another worker holds it); the first
-    entry's own stored hash is then taken as the starting point. Returns the hashes (bytes)
-    of the entries that passed, in order, and the first problem (text) if any.
+    entry's own stored hash is then taken as the starting point. ``cases``, when given, is
+    the stored case index of each entry, checked against its body. Returns the hashes
+    (bytes) of the entries that passed, in order, and the first problem (text) if any.
     """
     n = len(bodies)
     out: list[bytes] = []
@@ -110,7 +149,8 @@ def check_run(
             app(p)
     except TypeError:
         # A value of another type where a BLOB belongs (written by hand as TEXT, say): hash its bytes.
-        return check_run(first_seq, None if start else prev, hashes, [_as_bytes(b) for b in bodies], algorithm, where)
+        return check_run(first_seq, None if start else prev, hashes, [_as_bytes(b) for b in bodies], algorithm, where,
+                         cases)
     bad_hash = n
     try:
         same = b"".join(out).hex() == "".join(hashes)
@@ -126,6 +166,10 @@ def check_run(
         body = bodies[i]
         if not _seq_ok(body, seq):
             text = _seq_problem(body, seq)
+            if text is not None:
+                return out[:i], where + text
+        if cases is not None and not _case_ok(body, cases[i]):
+            text = _case_problem(body, seq, cases[i])
             if text is not None:
                 return out[:i], where + text
         seq += 1
@@ -162,6 +206,13 @@ class _Merkle:
             self.result.hashes[b] = hashes[b - first_seq].hex()
             self.leaves = []
             self.i += 1
+
+
+def _collect_records(result: ScanResult, first_seq: int, bodies: Sequence[bytes]) -> None:
+    for i, body in enumerate(bodies):
+        body = _as_bytes(body)
+        if body.startswith(RECORD_PREFIXES):
+            result.records.append((first_seq + i, body))
 
 
 def _connect_ro(path: str) -> sqlite3.Connection:
@@ -226,11 +277,12 @@ def scan_db(
             if n != c1 - c0 + 1:
                 gap = _gap_text(conn, c0, c1, end)
                 upto = gap[0] - 1
-            rows = conn.execute("SELECT hash, body FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            rows = conn.execute("SELECT hash, body, case_no FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
                                 (c0, upto)).fetchall() if upto >= c0 else []
             hashes = [r[0] for r in rows]
             bodies = [r[1] for r in rows]
-            good, text = check_run(c0, prev, hashes, bodies, algorithm)
+            good, text = check_run(c0, prev, hashes, bodies, algorithm, cases=[r[2] for r in rows])
+            _collect_records(result, c0, bodies[:len(good)])
             if good:
                 merkle.feed(c0, good)
                 result.checked += len(good)
@@ -275,6 +327,7 @@ def scan_archive(
                                      f"{label}holds entries beyond {to_seq}, the end its manifest declares")
             return result
         good, text = check_run(seq, prev, hashes, bodies, algorithm, label)
+        _collect_records(result, seq, bodies[:len(good)])
         if good:
             merkle.feed(seq, good)
             result.checked += len(good)
@@ -303,13 +356,15 @@ def scan_task(task: tuple | list) -> ScanResult:  # type: ignore[type-arg]
 def result_to_json(r: ScanResult) -> dict[str, Any]:
     return {"checked": r.checked, "problem": [list(r.problem.order), r.problem.text] if r.problem else None,
             "roots": [[a, b, root] for (a, b), root in r.roots.items()], "hashes": list(r.hashes.items()),
-            "last_seq": r.last_seq, "last_hash": r.last_hash, "file_hash": r.file_hash}
+            "last_seq": r.last_seq, "last_hash": r.last_hash, "file_hash": r.file_hash,
+            "records": [[q, b.decode("utf-8", "surrogateescape")] for q, b in r.records]}
 
 
 def result_from_json(d: dict[str, Any]) -> ScanResult:
     problem = Problem(tuple(d["problem"][0]), d["problem"][1]) if d["problem"] else None  # type: ignore[arg-type]
     return ScanResult(d["checked"], problem, {(a, b): root for a, b, root in d["roots"]},
-                      {int(k): v for k, v in d["hashes"]}, d["last_seq"], d["last_hash"], d["file_hash"])
+                      {int(k): v for k, v in d["hashes"]}, d["last_seq"], d["last_hash"], d["file_hash"],
+                      [(q, b.encode("utf-8", "surrogateescape")) for q, b in d["records"]])
 
 
 def main() -> None:

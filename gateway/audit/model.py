@@ -8,7 +8,9 @@ from typing import Any
 
 from gateway.audit.chain import GENESIS
 
-SEAL_TYPE = "gateway.audit.seal/1"
+SEAL_TYPE = "gateway.audit.seal/2"
+SEAL_TYPE_V1 = "gateway.audit.seal/1"  # seals made before the chain recorded their making and signing
+SEAL_TYPES = (SEAL_TYPE_V1, SEAL_TYPE)
 ARCHIVE_TYPE = "gateway.audit.archive/1"
 MERKLE_SCHEME = "rfc6962"
 
@@ -19,21 +21,26 @@ class SealConflict(Exception):
 
 @dataclass(slots=True)
 class SealRow:
-    """One seal: the statement over entries from_seq..to_seq, and its signature once signed."""
+    """One seal: the statement over entries from_seq..to_seq, and its signature once signed.
+
+    A seal is signed exactly when it carries a signature; nothing else says so. ``attempts`` and
+    ``last_error`` are the sealer's bookkeeping while it waits for a signer, not evidence.
+    """
 
     seal: int
     from_seq: int
     to_seq: int
     statement: bytes  # canonical JSON, exactly the bytes that are (or will be) signed
     statement_hash: str
-    state: str  # pending | signed
     signature: bytes | None
     key_id: str | None
     signature_algorithm: str | None
-    created_at: str
-    signed_at: str | None
     attempts: int = 0
     last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        return "pending" if self.signature is None else "signed"
 
     def decoded(self) -> dict[str, Any]:
         return json.loads(self.statement)

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 GENESIS = "0" * 64
 BUNDLE_FORMAT = "gateway.audit.evidence/1"
-SEAL_TYPE = "gateway.audit.seal/1"
+SEAL_TYPES = ("gateway.audit.seal/1", "gateway.audit.seal/2")
 ARCHIVE_TYPE = "gateway.audit.archive/1"
 
 
@@ -230,7 +230,7 @@ class Checker:
             if signed:
                 ok = self.check_signature(label, raw, s.get("signature"), s.get("key_id"),
                                           s.get("signature_algorithm"), st.get("sealed_at"))
-            if ok and (st.get("type") != SEAL_TYPE or st.get("algorithm") != algorithm
+            if ok and (st.get("type") not in SEAL_TYPES or st.get("algorithm") != algorithm
                        or (st.get("seal"), st.get("from_seq"), st.get("to_seq")) != (s.get("seal"), s.get("from_seq"),
                                                                                      s.get("to_seq"))
                        or st.get("count") != st.get("to_seq", 0) - st.get("from_seq", 0) + 1):

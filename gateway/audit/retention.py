@@ -110,7 +110,7 @@ def _write_file(
                     a = b + 1
             cases_bytes = canonical(cases)
             seals_bytes = b"".join(canonical(seal_record(s.seal, s.from_seq, s.to_seq, s.statement, s.signature,
-                                                         s.key_id, s.signature_algorithm, s.signed_at)) + b"\n"
+                                                         s.key_id, s.signature_algorithm)) + b"\n"
                                    for s in seals)
             zf.writestr(CASES, cases_bytes)
             zf.writestr(SEALS, seals_bytes)
@@ -178,7 +178,7 @@ async def archive(
     certs = {k: x509.load_pem_x509_certificate(v.encode("ascii")) for k, v in stored_certs.items()}
     prev = (last.last_seal, last.to_seq, last.last_seal_hash, last.last_hash) if last else (0, 0, GENESIS, GENESIS)
     for s in chosen:
-        view = SealView(s.seal, s.from_seq, s.to_seq, s.statement, s.statement_hash, s.state, s.signature,
+        view = SealView(s.seal, s.from_seq, s.to_seq, s.statement, s.statement_hash, s.signature,
                         s.key_id, s.signature_algorithm, "database")
         problem, own_hash = _check_seal(view, prev, scan.roots, scan.hashes, certs, algorithm)
         if problem:

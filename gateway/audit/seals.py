@@ -13,18 +13,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from gateway.audit._scan import check_run
-from gateway.audit.chain import canonical, digest_function
+from gateway.audit.chain import GENESIS, canonical, digest_function
 from gateway.audit.merkle import merkle_root
 from gateway.audit.model import MERKLE_SCHEME, SEAL_TYPE, SealConflict, SealHead, SealRow
 from gateway.audit.signers import Signer, can_verify, verify_signature
+from gateway.audit.witness import WitnessLog, made_line, signed_line
 
 if TYPE_CHECKING:
     from gateway.store.base import AuditRow
@@ -42,7 +44,7 @@ def _now() -> str:
 
 
 def build_statement(head: SealHead, rows: Sequence[AuditRow], from_seq: int, to_seq: int, algorithm: str,
-                    sealed_at: str | None = None) -> tuple[bytes, str]:
+                    sealed_at: str | None = None, seal_type: str = SEAL_TYPE) -> tuple[bytes, str]:
     """(statement bytes, statement hash) for seal head.seal+1 over rows from_seq..to_seq.
 
     Checks first that the rows are exactly from_seq..to_seq and chain on from the last
@@ -58,7 +60,7 @@ def build_statement(head: SealHead, rows: Sequence[AuditRow], from_seq: int, to_
     if problem is not None:
         raise SealRefused(f"cannot seal entries {from_seq}..{to_seq}: {problem}; run `gateway audit verify`")
     statement = canonical({
-        "type": SEAL_TYPE,
+        "type": seal_type,
         "seal": head.seal + 1,
         "from_seq": from_seq,
         "to_seq": to_seq,
@@ -76,12 +78,23 @@ def build_statement(head: SealHead, rows: Sequence[AuditRow], from_seq: int, to_
     return statement, digest(statement).hex()
 
 
+def _statement(row: SealRow) -> dict[str, Any]:
+    try:
+        st = json.loads(row.statement)
+    except (ValueError, UnicodeDecodeError):
+        st = None
+    if not isinstance(st, dict):
+        raise SealRefused(f"seal {row.seal}: its statement is not a JSON object")
+    return st
+
+
 @dataclass(slots=True)
 class SealerStatus:
     last_seal: int
     pending: int
     last_error: str | None
     signing_available: bool
+    refused: str | None = None  # set when the sealer found the trail tampered with and stopped signing
 
 
 class Sealer:
@@ -91,6 +104,12 @@ class Sealer:
     ``await sealer.seal_now()`` seals everything up to the head at once. Both are safe to
     run beside each other and beside a sealer in another process (seal numbers are
     checked at insert; the loser simply re-reads).
+
+    Before it signs anything the sealer re-checks the trail from the last signed seal: the
+    entries under every pending seal chain on from it, the statements match them, and the
+    store still holds every seal the witness saw, unchanged and signed where it was signed.
+    When that fails it refuses: it signs nothing more, calls ``on_alarm`` once per distinct
+    problem (the gateway raises an alert record), and leaves exchange running.
     """
 
     def __init__(
@@ -105,6 +124,10 @@ class Sealer:
         retry_initial: float = 2.0,
         retry_max: float = 300.0,
         poll_seconds: float = 1.0,
+        witness: WitnessLog | None = None,
+        trusted: Mapping[str, x509.Certificate] | None = None,
+        on_alarm: Callable[[str], Awaitable[None]] | None = None,
+        on_signed: Callable[[SealRow], Awaitable[None]] | None = None,
     ) -> None:
         if every_entries < 1 or max_entries < 1:
             raise ValueError("every_entries and max_entries must be at least 1")
@@ -117,16 +140,97 @@ class Sealer:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.poll_seconds = poll_seconds
+        self.witness = witness
+        self.trusted = dict(trusted or {})
+        if signer is not None:
+            self.trusted.setdefault(signer.key_id, signer.certificate)
+        self.on_alarm = on_alarm
+        self.on_signed = on_signed
         self.last_error: str | None = None
+        self.refused: str | None = None
         self.last_seal = 0
         self.pending = 0
         self._lock = asyncio.Lock()
         self._last_seal_at = time.monotonic()
         self._retry_delay = retry_initial
         self._next_sign_at = 0.0
+        self._alarmed: set[str] = set()
 
     def status(self) -> SealerStatus:
-        return SealerStatus(self.last_seal, self.pending, self.last_error, self.last_error is None)
+        return SealerStatus(self.last_seal, self.pending, self.last_error, self.last_error is None, self.refused)
+
+    # ------------------------------------------------------------------ refusing
+
+    async def _refuse(self, problem: str) -> None:
+        self.refused = self.last_error = problem
+        if problem in self._alarmed:
+            return
+        self._alarmed.add(problem)
+        log.error("audit sealer refuses to seal or sign: %s; exchange goes on. Run `gateway audit verify`.", problem)
+        if self.on_alarm is not None:
+            try:
+                await self.on_alarm(problem)
+            except Exception:  # the alarm is best effort; the refusal and the log line stand
+                log.exception("audit sealer: raising the alert failed")
+
+    async def check_trail(self) -> None:
+        """Raise SealRefused unless the trail since the last signed seal holds together (see the class)."""
+        store = self.store
+        algorithm = store.audit_algorithm
+        h = digest_function(algorithm)
+        if self.witness is not None:
+            summary = await asyncio.to_thread(self.witness.summary)
+            archived = await store.list_archives()
+            last_archived = archived[-1].last_seal if archived else 0
+            for w in (summary.last_made, summary.last_signed):
+                if w is None or w.seal <= last_archived:
+                    continue
+                rows = await store.list_seals(after=w.seal - 1, limit=1)
+                row = rows[0] if rows and rows[0].seal == w.seal else None
+                if row is None:
+                    raise SealRefused(f"seal {w.seal}, which the witness ({w.where}) saw {w.event}, is missing from "
+                                      "the store: the newest history was removed")
+                if h(row.statement).hex() != w.statement_hash:
+                    raise SealRefused(f"seal {w.seal} differs from the statement the witness ({w.where}) saw: the "
+                                      "sealed history was rewritten")
+                if w.event == "signed" and row.signature is None:
+                    raise SealRefused(f"seal {w.seal} was signed (witness {w.where}) but carries no signature now: "
+                                      "the signature was stripped")
+        last: SealRow | None = await store.last_signed_seal()
+        pending: list[SealRow] = await store.pending_seals(limit=10_000)
+        if last is not None:
+            cert = self.trusted.get(last.key_id or "")
+            if cert is None:
+                certs = await store.audit_certificates()
+                if last.key_id in certs:
+                    cert = x509.load_pem_x509_certificate(certs[last.key_id].encode("ascii"))
+            try:
+                if cert is None or not last.signature_algorithm or last.signature is None:
+                    raise InvalidSignature
+                if can_verify(last.signature_algorithm):
+                    verify_signature(cert, last.signature_algorithm, last.statement, last.signature)
+            except InvalidSignature:
+                raise SealRefused(f"seal {last.seal}, the last signed one, does not carry a valid signature") from None
+            prev = SealHead(last.seal, last.to_seq, _statement(last).get("head_hash", GENESIS),
+                            h(last.statement).hex())
+        else:
+            prev = SealHead()
+            archived = await store.list_archives()
+            if archived:
+                a = archived[-1]
+                prev = SealHead(a.last_seal, a.to_seq, a.last_hash, a.last_seal_hash)
+        for row in pending:
+            if row.seal <= prev.seal:
+                raise SealRefused(f"seal {row.seal} carries no signature although the later seal {prev.seal} is "
+                                  "signed: its signature was stripped")
+            rows = await store.audit_range(row.from_seq, row.to_seq)
+            stored = _statement(row)
+            expected, _ = await asyncio.to_thread(build_statement, prev, rows, row.from_seq, row.to_seq, algorithm,
+                                                  stored.get("sealed_at"), stored.get("type", SEAL_TYPE))
+            if expected != row.statement:
+                raise SealRefused(f"seal {row.seal} (pending) does not match the entries it covers or does not follow "
+                                  f"seal {prev.seal}")
+            prev = SealHead(row.seal, row.to_seq, rows[-1].hash, h(row.statement).hex())
 
     # ------------------------------------------------------------------ sealing
 
@@ -135,7 +239,7 @@ class Sealer:
         for _ in range(1000):  # each conflict means another sealer advanced the head, so this ends
             head: SealHead = await self.store.audit_seal_head()
             last_seq = (await self.store.audit_head())[0]
-            if last_seq <= head.to_seq:
+            if last_seq <= head.to_seq or await self._only_seal_records_since(head, last_seq):
                 return None
             from_seq, to_seq = head.to_seq + 1, min(last_seq, head.to_seq + self.max_entries)
             rows = await self.store.audit_range(from_seq, to_seq)
@@ -145,16 +249,30 @@ class Sealer:
                 row: SealRow = await self.store.add_seal(head.seal + 1, from_seq, to_seq, statement, statement_hash)
             except SealConflict:
                 continue  # another sealer got there first: re-read the head
+            if self.witness is not None:
+                await asyncio.to_thread(self.witness.append, made_line(row, statement_hash))
             self.last_seal = row.seal
             self.pending += 1
             log.info("audit seal %d over entries %d..%d made (pending signature)", row.seal, from_seq, to_seq)
             return row
         raise SealConflict("another sealer keeps sealing at the same time; giving up this round")
 
+    async def _only_seal_records_since(self, head: SealHead, last_seq: int) -> bool:
+        """True when the unsealed entries are only the chain's record of the last seal (nothing to seal yet).
+
+        Sealing them on their own would make a seal whose record needs a seal in turn, for ever.
+        """
+        if last_seq - head.to_seq > 2 or last_seq <= head.to_seq:
+            return False
+        rows = await self.store.audit_range(head.to_seq + 1, last_seq)
+        return all(r.body.startswith((b'{"action":"seal_made"', b'{"action":"seal_signed"')) for r in rows)
+
     async def seal_now(self) -> list[SealRow]:
         """Seal every unsealed entry (in ranges of at most ``max_entries``) and try to sign all pending seals."""
         made: list[SealRow] = []
         async with self._lock:
+            if self.refused:
+                raise SealRefused(self.refused)
             while True:
                 row = await self._seal_once()
                 if row is None:
@@ -170,14 +288,15 @@ class Sealer:
         if self.signer is None:
             self.pending = len(await self.store.pending_seals(limit=10_000))
             return 0
+        batch: list[SealRow] = await self.store.pending_seals(limit=100)
+        if not batch:
+            self.pending = 0
+            self._retry_delay = self.retry_initial
+            self.last_error = None
+            return 0
+        await self.check_trail()  # raises SealRefused: never lend a signature to a trail that does not hold
         signed = 0
-        while True:
-            batch: list[SealRow] = await self.store.pending_seals(limit=100)
-            if not batch:
-                self.pending = 0
-                self._retry_delay = self.retry_initial
-                self.last_error = None
-                return signed
+        while batch:
             for row in batch:
                 try:
                     signature = await asyncio.wait_for(self.signer.sign(row.statement), self.sign_timeout)
@@ -191,11 +310,25 @@ class Sealer:
                 except Exception as exc:  # any signer failure: keep exchanging, retry later
                     reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
                     return await self._signing_failed(row, reason, signed)
-                await self.store.mark_seal_signed(row.seal, signature, self.signer.key_id, self.signer.algorithm,
-                                                  self.signer.certificate_pem)
-                signed += 1
+                if await self.store.mark_seal_signed(row.seal, signature, self.signer.key_id, self.signer.algorithm,
+                                                     self.signer.certificate_pem):
+                    row.signature, row.key_id = signature, self.signer.key_id
+                    row.signature_algorithm = self.signer.algorithm
+                    if self.witness is not None:
+                        await asyncio.to_thread(self.witness.append, signed_line(row, row.statement_hash))
+                    if self.on_signed is not None:
+                        try:
+                            await self.on_signed(row)
+                        except Exception:  # delivery of the witness copy is retried from the outbox, or next start
+                            log.exception("audit seal %d: handing it to the witness destinations failed", row.seal)
+                    signed += 1
+                    log.info("audit seal %d signed with key %s", row.seal, self.signer.key_id[:16])
                 self.pending = max(0, self.pending - 1)
-                log.info("audit seal %d signed with key %s", row.seal, self.signer.key_id[:16])
+            batch = await self.store.pending_seals(limit=100)
+        self.pending = 0
+        self._retry_delay = self.retry_initial
+        self.last_error = None
+        return signed
 
     async def _signing_failed(self, row: SealRow, reason: str, signed: int) -> int:
         self.last_error = f"seal {row.seal}: signing failed ({reason}); it stays pending and is retried"
@@ -209,6 +342,8 @@ class Sealer:
     async def sign_pending(self) -> int:
         """Try now to sign every pending seal, oldest first; returns how many were signed."""
         async with self._lock:
+            if self.refused:
+                raise SealRefused(self.refused)
             return await self._sign_pending()
 
     # ------------------------------------------------------------------ the loop
@@ -229,25 +364,37 @@ class Sealer:
                 await self._sign_pending()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Seal and sign until ``stopping`` is set; then seal the rest once (a pending seal if signing is down)."""
+        """Seal and sign until ``stopping`` is set; then seal the rest once (a pending seal if signing is down).
+
+        A refusal (the trail does not hold) stops sealing and signing for the rest of the run;
+        exchange goes on, and the alarm has been raised.
+        """
         self.pending = len(await self.store.pending_seals(limit=10_000))
         self._last_seal_at = time.monotonic()
+        try:
+            await self.check_trail()
+        except SealRefused as exc:
+            await self._refuse(str(exc))
         while not stopping.is_set():
-            try:
-                await self._tick()
-            except (SealRefused, SealConflict) as exc:
-                if str(exc) != self.last_error:  # once per distinct problem, not once per poll
-                    log.error("audit sealer: %s", exc)
-                self.last_error = str(exc)
-            except Exception as exc:  # the sealer must outlive a store hiccup; it retries next poll
-                if f"audit sealer: {exc!r}" != self.last_error:
-                    log.exception("audit sealer failed; retrying every %.0f s", self.poll_seconds)
-                self.last_error = f"audit sealer: {exc!r}"
+            if self.refused is None:
+                try:
+                    await self._tick()
+                except SealRefused as exc:
+                    await self._refuse(str(exc))
+                except SealConflict as exc:
+                    if str(exc) != self.last_error:  # once per distinct problem, not once per poll
+                        log.error("audit sealer: %s", exc)
+                    self.last_error = str(exc)
+                except Exception as exc:  # the sealer must outlive a store hiccup; it retries next poll
+                    if f"audit sealer: {exc!r}" != self.last_error:
+                        log.exception("audit sealer failed; retrying every %.0f s", self.poll_seconds)
+                    self.last_error = f"audit sealer: {exc!r}"
             try:
                 await asyncio.wait_for(stopping.wait(), self.poll_seconds)
             except TimeoutError:
                 pass
-        try:
-            await self.seal_now()
-        except (SealRefused, SealConflict) as exc:
-            log.error("audit sealer at stop: %s", exc)
+        if self.refused is None:
+            try:
+                await self.seal_now()
+            except (SealRefused, SealConflict) as exc:
+                log.error("audit sealer at stop: %s", exc)

@@ -31,8 +31,15 @@ from cryptography.exceptions import InvalidSignature
 from gateway.audit._archive_file import read_meta
 from gateway.audit._scan import Problem, ScanResult, _as_bytes, _connect_ro, result_from_json, scan_task
 from gateway.audit.chain import GENESIS, HASHERS, digest_function
-from gateway.audit.model import ARCHIVE_TYPE, SEAL_TYPE, ArchiveRow
-from gateway.audit.signers import can_verify, fingerprint_text, verify_signature
+from gateway.audit.model import ARCHIVE_TYPE, SEAL_TYPE, SEAL_TYPE_V1, SEAL_TYPES, ArchiveRow
+from gateway.audit.signers import (
+    SignerError,
+    algorithm_of_certificate,
+    can_verify,
+    fingerprint_text,
+    key_id_of,
+    verify_signature,
+)
 
 PARALLEL_FROM = 200_000  # entries; below this, starting worker processes costs more than it saves
 TASK_TARGET = 250_000  # entries per worker task, rounded to seal boundaries
@@ -47,11 +54,15 @@ class SealView:
     to_seq: int
     statement: bytes
     statement_hash: str | None
-    state: str
     signature: bytes | None
     key_id: str | None
     signature_algorithm: str | None
     source: str  # "database" or "archive N"
+
+    @property
+    def state(self) -> str:
+        """Signed exactly when it carries a signature: no stored flag decides whether one is checked."""
+        return "pending" if self.signature is None else "signed"
 
 
 @dataclass
@@ -73,6 +84,8 @@ class VerifyReport:
     trust: str = ""
     workers: int = 1
     seconds: float = 0.0
+    witness_seals: int | None = None  # seals the witness files name, when witness files were given
+    witness_last: int = 0
 
     @property
     def ok(self) -> bool:
@@ -94,6 +107,8 @@ class VerifyReport:
             "seals_signed": self.seals_signed, "seals_pending": self.seals_pending,
             "unsealed_entries": self.unsealed_entries, "archives_checked": self.archives_checked,
             "trust": self.trust, "workers": self.workers, "seconds": round(self.seconds, 3),
+            "witness": None if self.witness_seals is None else {"seals": self.witness_seals,
+                                                                 "last_seal": self.witness_last},
             "entries_per_second": round(self.rate),
         }
 
@@ -110,6 +125,8 @@ class VerifyReport:
             lines.append(f"  archives: {self.archives_checked} checked")
         if self.trust:
             lines.append(f"  trust: {self.trust}")
+        if self.witness_seals is not None:
+            lines.append(f"  witness: {self.witness_seals} seal(s) witnessed, up to seal {self.witness_last}")
         lines.extend(f"  note: {n}" for n in self.notes)
         if self.ok:
             lines.append("RESULT: OK - the chain is unbroken and every seal matches its entries"
@@ -141,7 +158,8 @@ def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
 
-def _load_db(conn: sqlite3.Connection) -> tuple[str, int, int, list[SealView], list[ArchiveRow], dict[str, str]]:
+def _load_db(conn: sqlite3.Connection
+             ) -> tuple[str, int, int, list[SealView], list[ArchiveRow], dict[str, tuple[str, str]]]:
     if not _table_exists(conn, "audit") or not _table_exists(conn, "meta"):
         raise ValueError("not a gateway store: no audit table")
     row = conn.execute("SELECT value FROM meta WHERE key='audit_algorithm'").fetchone()
@@ -151,16 +169,16 @@ def _load_db(conn: sqlite3.Connection) -> tuple[str, int, int, list[SealView], l
     hi = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
     seals: list[SealView] = []
     archives: list[ArchiveRow] = []
-    certs: dict[str, str] = {}
+    certs: dict[str, tuple[str, str]] = {}  # key id -> (PEM, algorithm)
     if _table_exists(conn, "audit_seals"):
-        for r in conn.execute("SELECT seal, from_seq, to_seq, statement, statement_hash, state, signature, key_id,"
+        for r in conn.execute("SELECT seal, from_seq, to_seq, statement, statement_hash, signature, key_id,"
                               " signature_algorithm FROM audit_seals ORDER BY seal"):
-            seals.append(SealView(r[0], r[1], r[2], _as_bytes(r[3]), r[4], r[5],
-                                  _as_bytes(r[6]) if r[6] is not None else None, r[7], r[8], "database"))
+            seals.append(SealView(r[0], r[1], r[2], _as_bytes(r[3]), r[4],
+                                  _as_bytes(r[5]) if r[5] is not None else None, r[6], r[7], "database"))
         archives = [ArchiveRow(*r) for r in conn.execute(
             "SELECT archive, file, manifest_hash, from_seq, to_seq, prev_hash, last_hash, first_seal, last_seal,"
             " last_seal_hash, entries, created_at FROM audit_archives ORDER BY archive")]
-        certs = dict(conn.execute("SELECT key_id, certificate FROM audit_keys"))
+        certs = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT key_id, certificate, algorithm FROM audit_keys")}
     return algorithm, lo or 0, hi or 0, seals, archives, certs
 
 
@@ -171,8 +189,8 @@ def read_archive_meta(path: Path, label: str) -> tuple[dict[str, Any], bytes, di
     """(manifest, manifest bytes, signature record, seals, certificates) of an archive file."""
     meta = read_meta(path)
     seals = [SealView(s["seal"], s["from_seq"], s["to_seq"], s["statement"].encode("utf-8"), None,
-                      "signed" if s.get("signature") else "pending", _b64(s.get("signature")), s.get("key_id"),
-                      s.get("signature_algorithm"), label) for s in meta.seals]
+                      _b64(s.get("signature")), s.get("key_id"), s.get("signature_algorithm"), label)
+             for s in meta.seals]
     return meta.manifest, meta.manifest_bytes, meta.signature, seals, meta.certificates
 
 
@@ -186,7 +204,7 @@ def _b64(text: str | None) -> bytes | None:
 def _check_signature(label: str, data: bytes, signature: bytes | None, key_id: str | None, algorithm: str | None,
                      at: str | None, certs: Mapping[str, x509.Certificate]) -> str | None:
     if signature is None or key_id is None or algorithm is None:
-        return f"{label}: marked signed but has no signature, key id or algorithm"
+        return f"{label}: carries a signature without its key id or algorithm, or the reverse"
     cert = certs.get(key_id)
     if cert is None:
         return f"{label}: signed by key {fingerprint_text(key_id)[:23]}..., which is not a trusted certificate"
@@ -222,7 +240,8 @@ def _check_seal(
         st = json.loads(s.statement)
     except (ValueError, UnicodeDecodeError):
         st = None
-    if s.state == "signed":
+    # Whatever any column says: a seal with a signature (or a key id naming one) has it checked.
+    if s.signature is not None or s.key_id is not None or s.signature_algorithm is not None:
         problem = _check_signature(label, s.statement, s.signature, s.key_id, s.signature_algorithm,
                                    st.get("sealed_at") if isinstance(st, dict) else None, certs)
         if problem:
@@ -232,7 +251,7 @@ def _check_seal(
     if s.statement_hash is not None and s.statement_hash != own_hash:
         return f"{label}: stored statement hash does not match its statement", own_hash
     prev_seal, prev_to, prev_statement, prev_head = prev
-    if st.get("type") != SEAL_TYPE:
+    if st.get("type") not in SEAL_TYPES:
         return f"{label}: statement type {st.get('type')!r} is not {SEAL_TYPE}", own_hash
     if (st.get("seal"), st.get("from_seq"), st.get("to_seq")) != (s.seal, s.from_seq, s.to_seq):
         return f"{label}: statement names seal {st.get('seal')} over {st.get('from_seq')}..{st.get('to_seq')}, " \
@@ -335,8 +354,13 @@ def verify_path(
     trusted: Mapping[str, x509.Certificate] | None = None,
     trust_label: str | None = None,
     workers: int | None = None,
+    witness: Sequence[str | Path] = (),
 ) -> VerifyReport:
-    """Verify the SQLite store at ``path`` (read-only) and its archives; see the module docstring."""
+    """Verify the SQLite store at ``path`` (read-only), its archives and, given, its witness logs.
+
+    See the module docstring; ``witness`` files (the sealer's log, copies of the seals delivered to
+    supervisors) prove that no witnessed seal was removed, rewritten or stripped of its signature.
+    """
     t0 = time.perf_counter()
     if not Path(path).exists():
         raise FileNotFoundError(f"audit store {path} does not exist")
@@ -354,10 +378,33 @@ def verify_path(
         certs = dict(trusted)
         report.trust = trust_label or f"{len(certs)} trusted certificate(s) supplied by the caller"
     else:
-        certs = {k: x509.load_pem_x509_certificate(v.encode("ascii")) for k, v in db_certs.items()}
+        certs = {}
+        for k, (v, _) in db_certs.items():
+            try:
+                certs[k] = x509.load_pem_x509_certificate(str(v).encode("ascii"))
+            except ValueError:
+                pass  # reported below
         report.trust = ("certificates copied in the store itself - this proves the trail is intact against those "
                         "keys; pass trusted certificates (--certs / --cert) to prove who signed")
     problems: list[Problem] = []
+    for key_id, (pem, stored_algorithm) in sorted(db_certs.items()):
+        # The store's copies are a convenience, but a copy filed under another key's id is tampering.
+        try:
+            copy = x509.load_pem_x509_certificate(str(pem).encode("ascii"))
+            try:
+                derived = algorithm_of_certificate(copy)
+            except SignerError:  # a key only a registered backend knows (SM2): its name cannot be derived
+                derived = stored_algorithm
+            actual: tuple[str, str] | None = (key_id_of(copy), derived)
+        except (ValueError, UnicodeError):
+            actual = None
+        if actual != (key_id, stored_algorithm):
+            problems.append(Problem((9_000, 0, 0), f"stored certificate copy {str(key_id)[:16]}…: its fingerprint "
+                                                   "is not its key id (the copy was changed)"))
+    for key_id in sorted({s.key_id for s in db_seals if s.key_id and s.key_id not in db_certs}):
+        # The copy is stored in the same transaction as the first signature by its key.
+        problems.append(Problem((9_000, 1, 0), f"the certificate of key {key_id[:16]}…, which signed seals here, is "
+                                               "missing from the store's copies (deleted)"))
     # Seals in chain order; a tuple instead of a seal restarts the seal chain from bookkeeping
     # (archives not checked, or an archive file missing).
     seals: list[SealView | tuple[int, int, str, str]] = []
@@ -475,6 +522,12 @@ def verify_path(
             seal_problems.append(Problem((10_000, s.seal, 0), text))
         st_head = _statement_field(s.statement, "head_hash")
         seal_prev = (s.seal, s.to_seq, own_hash, st_head if isinstance(st_head, str) else "")
+    records = [r for res in results for r in res.records]
+    seal_problems.extend(_check_records(records, [s for s in seals if isinstance(s, SealView)], archive_rows,
+                                        archives_dir is not None, algorithm))
+    if witness:
+        _check_witness_files(report, seal_problems, witness, seals, archive_rows, archives_dir is not None, certs,
+                             algorithm)
     if total_db:
         report.unsealed_entries = max(0, db_end - max(seal_prev[1], db_start - 1))
     if report.seals_pending:
@@ -486,6 +539,129 @@ def verify_path(
     report.problems = [p.text for p in problems] + [p.text for p in seal_problems]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_records(
+    records: Sequence[tuple[int, bytes]],
+    seals: Sequence[SealView],
+    archive_rows: Sequence[ArchiveRow],
+    archives_checked: bool,
+    algorithm: str,
+) -> list[Problem]:
+    """The chain's own record of seals made and signed, and of archives, against the seals and archives stored.
+
+    A seal of the current format was stored in the same transaction as its ``seal_made`` entry,
+    and signed in the same transaction as its ``seal_signed`` entry: a seal without its records,
+    records without their seal, or a signature the records do not name, mean rows were deleted,
+    stripped or swapped.
+    """
+    out: list[Problem] = []
+    h = digest_function(algorithm)
+    made: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    signed: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    archived: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for seq, body in records:
+        try:
+            entry = json.loads(body)
+            action, detail = entry["action"], entry["detail"]
+            number = int(detail["archive"] if action == "archived" else detail["seal"])
+        except (ValueError, KeyError, TypeError):
+            out.append(Problem((10_001, seq, 0), f"entry {seq}: a seal or archive record without its seal or "
+                                                 "archive number"))
+            continue
+        {"seal_made": made, "seal_signed": signed, "archived": archived}[action].setdefault(number, []).append(
+            (seq, detail))
+    by_number = {s.seal: s for s in seals}
+    last_archived_seal = archive_rows[-1].last_seal if archive_rows else 0
+    newest_v2 = 0
+    for s in seals:
+        label = f"seal {s.seal}"
+        kind = _statement_field(s.statement, "type")
+        if kind == SEAL_TYPE_V1:
+            if newest_v2:
+                out.append(Problem((10_002, s.seal, 0), f"{label}: an old-format statement after seal {newest_v2} of "
+                                                        "the current format (a downgrade)"))
+            continue  # made before the chain recorded seals; its signature and Merkle root still hold it
+        newest_v2 = s.seal
+        own = h(s.statement).hex()
+        m = made.get(s.seal, [])
+        if len(m) != 1:
+            out.append(Problem((10_002, s.seal, 1), f"{label}: the chain records its making {len(m)} times "
+                                                    "(expected once: its seal_made entry was deleted or copied)"))
+        else:
+            seq, d = m[0]
+            if (d.get("from_seq"), d.get("to_seq"), d.get("statement_hash")) != (s.from_seq, s.to_seq, own):
+                out.append(Problem((10_002, s.seal, 1), f"{label}: differs from the seal entry {seq} records "
+                                                        "(range or statement)"))
+            elif seq <= s.to_seq:
+                out.append(Problem((10_002, s.seal, 1), f"{label}: its seal_made entry {seq} lies inside the range "
+                                                        "it seals"))
+        g = signed.get(s.seal, [])
+        if s.signature is None:
+            if g:
+                out.append(Problem((10_002, s.seal, 2), f"{label} carries no signature, but entry {g[0][0]} records "
+                                                        "that it was signed: the signature was stripped"))
+            continue
+        if len(g) != 1:
+            out.append(Problem((10_002, s.seal, 2), f"{label}: carries a signature the chain records {len(g)} times "
+                                                    "(expected once: its seal_signed entry was deleted or copied)"))
+            continue
+        seq, d = g[0]
+        if (d.get("statement_hash"), d.get("key_id"), d.get("signature_algorithm"), d.get("signature_hash")) != (
+                own, s.key_id, s.signature_algorithm, h(s.signature).hex()):
+            out.append(Problem((10_002, s.seal, 2), f"{label}: its signature is not the one entry {seq} records"))
+    for number, found in sorted(made.items()):
+        if number not in by_number and number > last_archived_seal:
+            out.append(Problem((10_003, number, 0), f"entry {found[0][0]} records the making of seal {number}, which "
+                                                    "the store does not have: the seal was deleted"))
+    for number, found in sorted(signed.items()):
+        if number not in by_number and number > last_archived_seal:
+            out.append(Problem((10_003, number, 1), f"entry {found[0][0]} records the signing of seal {number}, which "
+                                                    "the store does not have: the seal was deleted"))
+    for i, row in enumerate(archive_rows):
+        got = archived.get(row.archive, [])
+        if not got:
+            if archives_checked or i == len(archive_rows) - 1:
+                out.append(Problem((10_004, row.archive, 0), f"archive {row.archive}: the chain has no record of it"))
+            continue
+        seq, d = got[0]
+        if (d.get("file"), d.get("manifest_hash"), d.get("from_seq"), d.get("to_seq"), d.get("entries"),
+                d.get("seals")) != (row.file, row.manifest_hash, row.from_seq, row.to_seq, row.entries,
+                                    [row.first_seal, row.last_seal]):
+            out.append(Problem((10_004, row.archive, 1), f"archive {row.archive}: its bookkeeping differs from the "
+                                                         f"record in entry {seq}"))
+    return out
+
+
+def _check_witness_files(
+    report: VerifyReport,
+    problems: list[Problem],
+    files: Sequence[str | Path],
+    seals: Sequence[SealView | tuple[int, int, str, str]],
+    archive_rows: Sequence[ArchiveRow],
+    archives_checked: bool,
+    certs: Mapping[str, x509.Certificate],
+    algorithm: str,
+) -> None:
+    from gateway.audit.witness import check_witness, read_witness
+
+    try:
+        lines, bad = read_witness(*files)
+    except OSError as exc:
+        problems.append(Problem((11_000, 0, 0), f"witness: cannot be read ({exc.strerror or exc})"))
+        return
+    for i, text in enumerate(bad):
+        if "incomplete" in text:
+            report.notes.append(text)
+        else:
+            problems.append(Problem((11_000, -1, i), text))
+    known = {s.seal: s for s in seals if isinstance(s, SealView)}
+    unchecked = 0 if archives_checked or not archive_rows else archive_rows[-1].last_seal
+    result = check_witness(lines, known, certs, algorithm, unchecked_through=unchecked)
+    problems.extend(Problem((11_000, i, 0), text) for i, text in enumerate(result.problems))
+    report.notes.extend(result.notes)
+    report.witness_seals = result.seals_witnessed
+    report.witness_last = result.last_witnessed
 
 
 def _statement_field(statement: bytes, name: str) -> Any:

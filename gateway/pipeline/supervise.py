@@ -12,7 +12,6 @@ is due.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -21,16 +20,15 @@ from datetime import datetime
 from typing import Any
 
 from gateway.pipeline._waiting import sleep_or
-from gateway.pipeline.ingest import idempotency_key, receipt_id
+from gateway.pipeline.alerts import SUPERVISION, alert_item
 from gateway.pipeline.router import Router
-from gateway.schema import KINDS, SCHEMA_VERSION
 from gateway.store import AcceptItem, Store
 from gateway.store.sqlite import CHINA
 from gateway.supervision import CaseState, SupervisionEngine
 
 log = logging.getLogger("gateway.supervision")
 
-SYSTEM = "supervision"  # the source name alerts carry; routes may name it in `sources`
+SYSTEM = SUPERVISION  # the source name alerts carry; routes may name it in `sources`
 CURSOR = "supervision:records"
 _BATCH = 500
 
@@ -45,7 +43,6 @@ class SupervisionFollower:
         self.tick_interval = tick_interval
         self.wake = asyncio.Event()
         self.alerts_raised = 0
-        self._validate = KINDS["supervision_alert"].validator
 
     async def run(self, stopping: asyncio.Event) -> None:
         next_tick = 0.0
@@ -121,30 +118,4 @@ class SupervisionFollower:
         self.alerts_raised += len(valid)
 
     def _alert_item(self, alert: dict[str, Any], now: datetime) -> AcceptItem | None:
-        errors = self._validate(alert)
-        if errors:
-            log.error("supervision produced an invalid alert %s: %s", alert.get("alert_id"),
-                      "; ".join(e.message for e in errors))
-            return None
-        kind = KINDS["supervision_alert"]
-        key = kind.record_key(alert)
-        case_no = kind.case_no(alert)
-        at = now.isoformat(timespec="milliseconds")
-        body_json = json.dumps(alert, ensure_ascii=False, sort_keys=True, default=str)
-        phash = "sha256:" + hashlib.sha256(body_json.encode()).hexdigest()
-        rid = receipt_id(SYSTEM, "supervision_alert", key, 1)
-        body = json.dumps({
-            "kind": "supervision_alert", "schema_version": SCHEMA_VERSION, "data": alert,
-            "provenance": {"source_system": SYSTEM, "source_id": key, "source_version": 1,
-                           "business_time": alert.get("raised_at"), "receipt_time": at, "payload_hash": phash,
-                           "original": {}, "ref": f"rule {alert.get('rule')}", "mapping": "supervision@1",
-                           "receipt": rid},
-        }, ensure_ascii=False, default=str)
-        dests = list(self.router("supervision_alert", SYSTEM, alert))
-        dests.extend(d for d in self.extra if d not in dests)
-        return AcceptItem(
-            system=SYSTEM, kind="supervision_alert", record_key=key, version=1, case_no=case_no,
-            business_time=alert.get("raised_at"), receipt_time=at, payload_hash=phash, body=body,
-            ref=f"rule {alert.get('rule')} on case {case_no}", receipt_id=rid, destinations=tuple(dests),
-            idempotency_keys=tuple(idempotency_key(SYSTEM, "supervision_alert", key, 1, d) for d in dests),
-            mapping="supervision@1")
+        return alert_item(alert, now, self.router, self.extra)

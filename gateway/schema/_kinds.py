@@ -334,6 +334,28 @@ EVALUATION = RecordKind(
     description="a citizen's rating of a case or a service (好差评)",
 )
 
+AUDIT_SEAL = RecordKind(
+    "audit_seal",
+    "审计封印",
+    (
+        _str("chain", "审计链（网关名称）", None, 100, req=True),
+        _typed("int", "seal", "封印序号", None, req=True),
+        _typed("int", "from_seq", "起始条目序号", None, req=True),
+        _typed("int", "to_seq", "截止条目序号", None, req=True),
+        _str("statement_hash", "封印声明摘要", None, 128, req=True),
+        _str("statement", "封印声明（签名原文）", None, 8000, req=True),
+        _str("signature", "签名值（Base64）", None, 2000, req=True),
+        _str("key_id", "签名证书指纹（SHA-256）", None, 64, req=True),
+        _str("signature_algorithm", "签名算法", None, 40, req=True),
+        _typed("datetime", "signed_at", "签名时间", None, req=True),
+    ),
+    key_fields=("chain", "seal"),
+    time_field="signed_at",
+    order_field="chain",
+    description="a signed seal over the gateway's audit trail, delivered to the supervisors as a witness: with "
+                "it they can prove later that no sealed history was cut off or rewritten",
+)
+
 KINDS: dict[str, RecordKind] = {
     k.name: k
     for k in (
@@ -347,6 +369,7 @@ KINDS: dict[str, RecordKind] = {
         SUPERVISION_RESULT,
         SUPERVISION_ALERT,
         EVALUATION,
+        AUDIT_SEAL,
     )
 }
 

@@ -39,7 +39,7 @@ from gateway.store.base import (
     StoreCounts,
     StoreError,
 )
-from gateway.store.sqlite_audit import SqliteAuditMixin
+from gateway.store.sqlite_audit import AUDIT_INSERT, SqliteAuditMixin
 
 T = TypeVar("T")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -454,7 +454,7 @@ class SqliteStore(SqliteAuditMixin, Store):
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> int:
             at = now_iso()
             row = _audit_row(chain, at, action, **fields)
-            conn.execute("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", row)
+            conn.execute(AUDIT_INSERT, row)
             if cursor is not None:
                 _set_cursor(conn, cursor, at)
             return row[0]
@@ -487,9 +487,10 @@ class SqliteStore(SqliteAuditMixin, Store):
 # ---------------------------------------------------------------------- operations (writer thread)
 
 
-def _audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str | None, str, str, bytes]:
+def _audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str | None, str, bytes]:
+    """One audit row (seq, case_no, hash, body): case_no is the body's case, kept as the case index."""
     seq, _, _prev, digest, body = chain.append(at, action, **fields)
-    return (seq, fields.get("case"), action, digest, body)
+    return (seq, fields.get("case"), digest, body)
 
 
 def _bump(conn: sqlite3.Connection, name: str, n: int) -> None:
@@ -597,7 +598,7 @@ def _commit_ingest(
             quarantine_rows,
         )
     if audit:
-        conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
+        conn.executemany(AUDIT_INSERT, audit)
     _bump(conn, "duplicates", duplicates)
     if cursor is not None:
         _set_cursor(conn, cursor, at)
@@ -671,7 +672,7 @@ def _return_to_pending(conn: sqlite3.Connection, chain: ChainWriter, where: str,
         return 0
     conn.executemany("UPDATE outbox SET state='pending', lease_until=NULL WHERE id=?", [(r[0],) for r in rows])
     at = now_iso()
-    conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", [
+    conn.executemany(AUDIT_INSERT, [
         _audit_row(chain, at, "reconciled", system=r[1], kind=r[4], record=r[5], case=r[2],
                    detail={"delivery": r[0], "destination": r[1], "idempotency_key": r[3],
                            "from": "inflight", "to": "pending", "reason": reason})
@@ -717,7 +718,7 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
         else:
             raise StoreError(f"unknown settlement outcome {s.outcome!r}")
     if audit:
-        conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
+        conn.executemany(AUDIT_INSERT, audit)
 
 
 def _replay(
@@ -757,5 +758,5 @@ def _replay(
                            "idempotency_key": r[4], "actor": actor})
         for r in rows
     ]
-    conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
+    conn.executemany(AUDIT_INSERT, audit)
     return [r[0] for r in rows]

@@ -13,14 +13,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from gateway.audit.chain import GENESIS, ChainWriter
+from gateway.audit.chain import GENESIS, ChainWriter, digest_function
 from gateway.audit.model import ArchiveRow, SealConflict, SealHead, SealRow
 from gateway.store.base import AuditRow
 
 T = TypeVar("T")
 _CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
-_SEAL_COLS = ("seal, from_seq, to_seq, statement, statement_hash, state, signature, key_id, signature_algorithm,"
-              " created_at, signed_at, attempts, last_error")
+AUDIT_INSERT = "INSERT INTO audit(seq, case_no, hash, body) VALUES (?,?,?,?)"
+_SEAL_COLS = ("s.seal, s.from_seq, s.to_seq, s.statement, s.statement_hash, s.signature, s.key_id,"
+              " s.signature_algorithm, a.attempts, a.last_error")
+_SEALS = "audit_seals s LEFT JOIN audit_seal_attempts a ON a.seal = s.seal"
 _ARCHIVE_COLS = ("archive, file, manifest_hash, from_seq, to_seq, prev_hash, last_hash, first_seal, last_seal,"
                  " last_seal_hash, entries, created_at")
 
@@ -35,8 +37,14 @@ def _blob(value: Any) -> bytes:
 
 
 def _seal(row: tuple[Any, ...]) -> SealRow:
-    return SealRow(row[0], row[1], row[2], _blob(row[3]), row[4], row[5], _blob(row[6]) if row[6] is not None else None,
-                   row[7], row[8], row[9], row[10], row[11], row[12])
+    return SealRow(row[0], row[1], row[2], _blob(row[3]), row[4], _blob(row[5]) if row[5] is not None else None,
+                   row[6], row[7], row[8] or 0, row[9])
+
+
+def _append(conn: sqlite3.Connection, chain: ChainWriter, action: str, **fields: Any) -> int:
+    seq, _, _, digest, body = chain.append(_now(), action, **fields)
+    conn.execute(AUDIT_INSERT, (seq, fields.get("case"), digest, body))
+    return seq
 
 
 def _last_archive(conn: sqlite3.Connection) -> ArchiveRow | None:
@@ -132,27 +140,30 @@ class SqliteAuditMixin:
         return await self._read(_seal_head)
 
     async def add_seal(self, seal: int, from_seq: int, to_seq: int, statement: bytes, statement_hash: str) -> SealRow:
-        """Store a new seal as pending; raises SealConflict unless it directly follows the last seal."""
+        """Store a new seal, waiting for its signature, and chain a ``seal_made`` entry naming it.
+
+        Raises SealConflict unless it directly follows the last seal. The ``seal_made`` entry
+        lets the verifier tell a seal that was deleted from one that never existed.
+        """
 
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> SealRow:
             head = _seal_head(conn)
             if (seal, from_seq) != (head.seal + 1, head.to_seq + 1):
                 raise SealConflict(f"seal {seal} over {from_seq}..{to_seq} does not follow seal {head.seal} "
                                    f"(entries up to {head.to_seq})")
-            created = _now()
             conn.execute(
-                "INSERT INTO audit_seals(seal, from_seq, to_seq, statement, statement_hash, state, created_at)"
-                " VALUES (?,?,?,?,?,'pending',?)",
-                (seal, from_seq, to_seq, statement, statement_hash, created),
+                "INSERT INTO audit_seals(seal, from_seq, to_seq, statement, statement_hash) VALUES (?,?,?,?,?)",
+                (seal, from_seq, to_seq, statement, statement_hash),
             )
-            return SealRow(seal, from_seq, to_seq, statement, statement_hash, "pending", None, None, None,
-                           created, None)
+            _append(conn, chain, "seal_made", detail={"seal": seal, "from_seq": from_seq, "to_seq": to_seq,
+                                                      "statement_hash": statement_hash})
+            return SealRow(seal, from_seq, to_seq, statement, statement_hash, None, None, None)
 
         return await self._write(op)
 
     async def list_seals(self, *, after: int = 0, limit: int | None = None) -> list[SealRow]:
         def q(conn: sqlite3.Connection) -> list[SealRow]:
-            rows = conn.execute(f"SELECT {_SEAL_COLS} FROM audit_seals WHERE seal > ? ORDER BY seal LIMIT ?",
+            rows = conn.execute(f"SELECT {_SEAL_COLS} FROM {_SEALS} WHERE s.seal > ? ORDER BY s.seal LIMIT ?",
                                 (after, -1 if limit is None else limit))
             return [_seal(r) for r in rows]
 
@@ -160,8 +171,8 @@ class SqliteAuditMixin:
 
     async def pending_seals(self, limit: int = 100) -> list[SealRow]:
         def q(conn: sqlite3.Connection) -> list[SealRow]:
-            rows = conn.execute(f"SELECT {_SEAL_COLS} FROM audit_seals WHERE state = 'pending' ORDER BY seal LIMIT ?",
-                                (limit,))
+            rows = conn.execute(f"SELECT {_SEAL_COLS} FROM {_SEALS} WHERE s.signature IS NULL ORDER BY s.seal"
+                                " LIMIT ?", (limit,))
             return [_seal(r) for r in rows]
 
         return await self._read(q)
@@ -170,40 +181,62 @@ class SqliteAuditMixin:
         """The seal whose range holds entry ``seq``, if it is sealed and the seal is still in the database."""
 
         def q(conn: sqlite3.Connection) -> SealRow | None:
-            row = conn.execute(f"SELECT {_SEAL_COLS} FROM audit_seals WHERE to_seq >= ? ORDER BY to_seq LIMIT 1",
+            row = conn.execute(f"SELECT {_SEAL_COLS} FROM {_SEALS} WHERE s.to_seq >= ? ORDER BY s.to_seq LIMIT 1",
                                (seq,)).fetchone()
             return _seal(row) if row and row[1] <= seq else None
 
         return await self._read(q)
 
+    async def last_signed_seal(self) -> SealRow | None:
+        """The newest seal in the database that carries a signature."""
+
+        def q(conn: sqlite3.Connection) -> SealRow | None:
+            row = conn.execute(f"SELECT {_SEAL_COLS} FROM {_SEALS} WHERE s.signature IS NOT NULL"
+                               " ORDER BY s.seal DESC LIMIT 1").fetchone()
+            return _seal(row) if row else None
+
+        return await self._read(q)
+
     async def mark_seal_signed(self, seal: int, signature: bytes, key_id: str, algorithm: str,
                                certificate_pem: str) -> bool:
-        """Record the signature (and keep a copy of the certificate); False if the seal was not pending."""
+        """Record the signature and chain a ``seal_signed`` entry; False if the seal was already signed.
+
+        The entry names the seal, its statement hash, the key and a hash of the signature, so
+        stripping the signature later (to pass a rewritten range off as "pending") contradicts the
+        chain. A signature is only ever added, never removed or replaced.
+        """
+        digest = digest_function(self.audit_algorithm)
 
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> bool:
-            at = _now()
-            conn.execute("INSERT INTO audit_keys(key_id, algorithm, certificate, added_at) VALUES (?,?,?,?)"
-                         " ON CONFLICT(key_id) DO NOTHING", (key_id, algorithm, certificate_pem, at))
-            cur = conn.execute(
-                "UPDATE audit_seals SET state='signed', signature=?, key_id=?, signature_algorithm=?, signed_at=?,"
-                " attempts=attempts+1, last_error=NULL WHERE seal=? AND state='pending'",
-                (signature, key_id, algorithm, at, seal),
-            )
-            return cur.rowcount == 1
+            conn.execute("INSERT INTO audit_keys(key_id, algorithm, certificate) VALUES (?,?,?)"
+                         " ON CONFLICT(key_id) DO NOTHING", (key_id, algorithm, certificate_pem))
+            row = conn.execute("SELECT statement_hash FROM audit_seals WHERE seal=? AND signature IS NULL",
+                               (seal,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("UPDATE audit_seals SET signature=?, key_id=?, signature_algorithm=? WHERE seal=?",
+                         (signature, key_id, algorithm, seal))
+            conn.execute("DELETE FROM audit_seal_attempts WHERE seal=?", (seal,))
+            _append(conn, chain, "seal_signed", detail={
+                "seal": seal, "statement_hash": row[0], "key_id": key_id, "signature_algorithm": algorithm,
+                "signature_hash": digest(signature).hex()})
+            return True
 
         return await self._write(op)
 
     async def note_seal_failure(self, seal: int, error: str) -> None:
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> None:
-            conn.execute("UPDATE audit_seals SET attempts=attempts+1, last_error=? WHERE seal=? AND state='pending'",
-                         (error[:1000], seal))
+            conn.execute("INSERT INTO audit_seal_attempts(seal, attempts, last_error, updated_at) VALUES (?,1,?,?)"
+                         " ON CONFLICT(seal) DO UPDATE SET attempts = audit_seal_attempts.attempts + 1,"
+                         " last_error = excluded.last_error, updated_at = excluded.updated_at",
+                         (seal, error[:1000], _now()))
 
         await self._write(op)
 
     async def add_audit_certificate(self, key_id: str, algorithm: str, certificate_pem: str) -> None:
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> None:
-            conn.execute("INSERT INTO audit_keys(key_id, algorithm, certificate, added_at) VALUES (?,?,?,?)"
-                         " ON CONFLICT(key_id) DO NOTHING", (key_id, algorithm, certificate_pem, _now()))
+            conn.execute("INSERT INTO audit_keys(key_id, algorithm, certificate) VALUES (?,?,?)"
+                         " ON CONFLICT(key_id) DO NOTHING", (key_id, algorithm, certificate_pem))
 
         await self._write(op)
 
@@ -211,7 +244,7 @@ class SqliteAuditMixin:
         """PEM certificates that signed seals or archives, by key id (a copy, not a trust anchor)."""
 
         def q(conn: sqlite3.Connection) -> dict[str, str]:
-            return dict(conn.execute("SELECT key_id, certificate FROM audit_keys ORDER BY added_at"))
+            return dict(conn.execute("SELECT key_id, certificate FROM audit_keys ORDER BY key_id"))
 
         return await self._read(q)
 
@@ -242,14 +275,10 @@ class SqliteAuditMixin:
                           row.last_hash, row.first_seal, row.last_seal, row.last_seal_hash, row.entries,
                           row.created_at))
             conn.execute("DELETE FROM audit_seals WHERE seal <= ?", (row.last_seal,))
-            at = _now()
             detail = {"archive": row.archive, "file": row.file, "manifest_hash": row.manifest_hash,
                       "from_seq": row.from_seq, "to_seq": row.to_seq, "entries": row.entries,
                       "seals": [row.first_seal, row.last_seal]}
-            seq, _, _, digest, body = chain.append(at, "archived", detail=detail)
-            conn.execute("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)",
-                         (seq, None, "archived", digest, body))
-            return seq
+            return _append(conn, chain, "archived", detail=detail)
 
         return await self._write(op)
 
