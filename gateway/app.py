@@ -167,6 +167,11 @@ def build(config: GatewayConfig) -> Components:
             if route.kinds and uncovered:
                 problems.append(f"routes[{i}] ({route.name}): sink {dest!r} mapping {out.path} has no output for "
                                 f"kind(s) {', '.join(uncovered)}")
+    for dest in config.audit.witness_destinations:
+        out = comp.outbound.get(dest)
+        if out is not None and "audit_seal" not in out.kinds:
+            problems.append(f"audit.witness_destinations: sink {dest!r} mapping {out.path} has no output for kind "
+                            "audit_seal")
     if config.supervision.enabled:
         comp.supervision = _supervision_engine(config, problems)
     if problems:
@@ -243,6 +248,7 @@ class Gateway:
         self.api: Any = None  # the running HTTP API (gateway.api.server), when enabled
         self.supervision: Any = None  # the SupervisionFollower, when enabled
         self.sealer: Any = None  # the audit Sealer, when sealing is on
+        self.alerts: Any = None  # GatewayAlerts: alerts and audit seals the gateway itself originates
 
     async def start(self) -> None:
         cfg = self.config
@@ -314,19 +320,36 @@ class Gateway:
         return ctx
 
     def _make_sealer(self) -> Any:
-        """The sealer signs the chain head periodically; a signer that fails only leaves seals pending."""
+        """The sealer signs the chain head periodically; a signer that fails only leaves seals pending.
+
+        It writes the witness log, hands signed seals to the witness destinations, and raises an
+        ``audit_integrity`` alert when it finds the trail tampered with and stops signing.
+        """
         import os
 
-        from gateway.audit import Sealer
-        from gateway.audit.signers import make_signer
+        from gateway.audit import Sealer, load_certificates
+        from gateway.audit.signers import SignerError, make_signer
+        from gateway.audit.witness import WitnessLog
+        from gateway.pipeline.alerts import GatewayAlerts
 
         a = self.config.audit
+        certs_dir = self.config.resolve(self.config.gateway.certs_dir)
         if a.signer == "external":
             signer = make_signer("external", url=a.signer_url, certificate=str(self.config.resolve(
                 a.signer_certificate or "")), token=os.environ.get("GATEWAY_SIGNER_TOKEN") or None)
         else:
-            signer = make_signer(a.signer, certs_dir=self.config.resolve(self.config.gateway.certs_dir), create=True)
-        return Sealer(self.store, signer, every_entries=a.seal_every_entries, every_seconds=a.seal_every_seconds)
+            signer = make_signer(a.signer, certs_dir=certs_dir, create=True)
+        try:  # earlier seal certificates (kept by `gateway audit keygen --force`) stay trusted
+            trusted = load_certificates(certs_dir) if any(certs_dir.glob("audit-seal*.crt")) else {}
+        except SignerError:
+            trusted = {}
+        assert self.store is not None and self.components is not None and self.components.router is not None
+        self.alerts = GatewayAlerts(self.store, self.components.router, self.config.supervision.destinations,
+                                    a.witness_destinations, chain=self.config.gateway.name,
+                                    on_commit=self._wake_workers)
+        return Sealer(self.store, signer, every_entries=a.seal_every_entries, every_seconds=a.seal_every_seconds,
+                      witness=WitnessLog(self.config.resolve(a.witness)) if a.witness else None, trusted=trusted,
+                      on_alarm=self.alerts.audit_alarm, on_signed=self.alerts.seal_signed)
 
     async def _audit_configuration(self) -> None:
         assert self.store is not None

@@ -113,6 +113,11 @@ class AuditSection(_Model):
     signer_url: str | None = None  # external: the signing service; its bearer token from $GATEWAY_SIGNER_TOKEN
     signer_certificate: str | None = None  # external: the service's certificate (PEM), pinned
     archives_dir: str = "archives"
+    # The seal witness: every seal made and signed is appended here, outside the store, so
+    # `gateway audit verify` can prove nothing sealed was cut off or rewritten. Keep it on
+    # another disk or host than the store (docs/audit-verification.md). "" turns it off.
+    witness: str = "audit-witness.jsonl"
+    witness_destinations: list[str] = Field(default_factory=list)  # sinks that receive each signed seal
 
     @field_validator("seal_every_seconds", mode="before")
     @classmethod
@@ -191,6 +196,9 @@ class GatewayConfig(_Model):
         for dest in self.supervision.destinations:
             if dest not in self.sinks:
                 problems.append(f"supervision.destinations: {dest!r} is not a configured sink")
+        for dest in self.audit.witness_destinations:
+            if dest not in self.sinks:
+                problems.append(f"audit.witness_destinations: {dest!r} is not a configured sink")
         if problems:
             raise ValueError("; ".join(problems))
         return self

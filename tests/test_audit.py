@@ -381,13 +381,14 @@ async def test_sealer_seals_by_count_and_by_time_and_once_more_at_stop(store, si
     stopping = asyncio.Event()
     task = asyncio.create_task(sealer.run(stopping))
     try:
-        await fill_to(store, 120)  # over the count
+        # (fill, not fill_to: the running sealer appends its own records meanwhile)
+        await fill(store, 120)  # over the count
         await _until(lambda: sealer.last_seal >= 1)
         first = await store.list_seals()
         assert first[0].to_seq >= 100
-        await fill_to(store, 130)  # under the count: sealed when the time is up
+        await fill(store, 5, start=120)  # under the count: sealed when the time is up
         await _until(lambda: sealer.last_seal >= 2)
-        await fill_to(store, 132)
+        await fill(store, 1, start=125)
     finally:
         stopping.set()
         await task

@@ -55,7 +55,7 @@ def test_keygen_seal_verify_export_archive_from_the_command_line(gateway_dir: Pa
     r = run("export", "--case", "C2", "-o", str(out), "--store", url)
     assert r.exit_code == 0, r.output
     conn = sqlite3.connect(gateway_dir / "gateway.db")
-    n = conn.execute("SELECT count(*) FROM audit WHERE case_no = 'C2'").fetchone()[0]
+    n = conn.execute("SELECT count(*) FROM audit WHERE json_extract(CAST(body AS TEXT), '$.case') = 'C2'").fetchone()[0]
     conn.close()
     assert n > 50 and f"{n} entries ({n} under signed seals" in r.output and out.exists()
     assert run("export", "--case", "nope", "-o", str(gateway_dir / "x.json"), "--store", url).exit_code == 1

@@ -27,7 +27,7 @@ from gateway.audit.witness import WitnessLog
 from gateway.store.sqlite import SqliteStore
 
 TABLES = {
-    "audit": ("seq", "case_no", "hash", "body"),
+    "audit": ("seq", "hash", "body"),
     "audit_seals": ("seal", "from_seq", "to_seq", "statement", "statement_hash", "signature", "key_id",
                     "signature_algorithm"),
     "audit_keys": ("key_id", "algorithm", "certificate"),
@@ -196,7 +196,7 @@ def _cut_newest(conn: sqlite3.Connection, data: st.DataObject) -> str:
     return f"seal {last[0]} deleted"
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(__import__("os").environ.get("TAMPER_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_change_to_the_stored_trail_is_found(sealed, tmp_path_factory, data) -> None:
     db, witness, trusted = sealed
@@ -205,8 +205,8 @@ def test_every_change_to_the_stored_trail_is_found(sealed, tmp_path_factory, dat
     before = _dump(work)
     try:
         done = mutate(work, witness, data)
-    except sqlite3.IntegrityError:
-        return  # the database itself refused the change (a duplicate key): nothing was changed
+    except (sqlite3.IntegrityError, sqlite3.OperationalError):
+        return  # the database itself refused the change (a duplicate key, a body its case index cannot read)
     if _dump(work) == before:
         return  # the drawn change wrote the value that was already there
     report = verify_path(str(work), trusted=trusted, witness=[witness], workers=1)
@@ -239,26 +239,25 @@ def _forge(db: Path, *, seal_no: int, thorough: bool) -> None:
         _rewrite_from(conn, _Script(seal, seal[1] + 3))
         if thorough:
             restated = {r[0]: r[4] for r in _rows(conn, "audit_seals") if r[0] >= seal_no}
-            tail = conn.execute("SELECT seq, case_no, body FROM audit WHERE seq > ? ORDER BY seq",
+            tail = conn.execute("SELECT seq, body FROM audit WHERE seq > ? ORDER BY seq",
                                 (max(r[2] for r in _rows(conn, "audit_seals")),)).fetchall()
             kept = []
-            for _, case_no, body in tail:
+            for _, body in tail:
                 doc = json.loads(bytes(body))
                 number = doc["detail"].get("seal")
                 if doc["action"] == "seal_signed" and number in restated:
                     continue
                 if doc["action"] == "seal_made" and number in restated:
                     doc["detail"]["statement_hash"] = restated[number]
-                kept.append((case_no, doc))
+                kept.append(doc)
             first = tail[0][0]
             conn.execute("DELETE FROM audit WHERE seq >= ?", (first,))
             prev = conn.execute("SELECT hash FROM audit WHERE seq = ?", (first - 1,)).fetchone()[0]
-            for i, (case_no, doc) in enumerate(kept):
+            for i, doc in enumerate(kept):
                 doc["seq"] = first + i
                 body = canonical(doc)
                 prev = entry_hash(prev, body)
-                conn.execute("INSERT INTO audit(seq, case_no, hash, body) VALUES (?,?,?,?)",
-                             (first + i, case_no, prev, body))
+                conn.execute("INSERT INTO audit(seq, hash, body) VALUES (?,?,?)", (first + i, prev, body))
         conn.commit()
     finally:
         conn.close()

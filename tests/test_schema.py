@@ -104,11 +104,12 @@ def stored(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- record kinds
 
 
-def test_schema_v1_has_the_ten_kinds_of_the_domain() -> None:
+def test_schema_v1_has_the_ten_kinds_of_the_domain_and_the_gateways_audit_seal() -> None:
     assert SCHEMA_VERSION == "1"
     assert set(KINDS) == {
         "case", "acceptance", "process_step", "correction", "special_procedure", "completion",
         "approval_result", "supervision_result", "supervision_alert", "evaluation",
+        "audit_seal",  # the gateway's own: signed seals delivered to the supervisors as a witness
     }
     for kind in KINDS.values():
         assert isinstance(kind, RecordKind)

@@ -2,9 +2,9 @@
 
 Kept free of the store and of asyncio so worker processes import little. A run is
 checked in cheap passes: recompute the chain (one hash per entry), compare all recomputed
-hashes with the stored ones in one string comparison, and check each body's ``"seq":N`` and
-its ``"case"`` against the stored case index as bytes; only when a pass fails is the run
-walked slowly to name the first broken entry precisely. Entries the verifier must read
+hashes with the stored ones in one string comparison, and check each body's ``"seq":N`` as
+bytes; only when a pass fails is the run walked slowly to name the first broken entry
+precisely. Entries the verifier must read
 afterwards (the chain's own record of seals made and signed, and of archives) are handed
 back whole.
 """
@@ -24,10 +24,9 @@ from gateway.audit.merkle import root_from_leaves
 
 CHUNK = 32_768  # rows fetched per query: large enough to amortise, small enough to stay in cache
 _SEQ_KEY = b'"seq":'
-_CASE_KEY = b',"case":'
-_CASE_END = b',"detail":'
 # Bodies of the entries the verifier reads whole after the scan: the chain's record of seals and archives.
 RECORD_PREFIXES = (b'{"action":"seal_made"', b'{"action":"seal_signed"', b'{"action":"archived"')
+_RECORD_INITIALS = (b"s", b"a")
 
 
 @dataclass(slots=True)
@@ -50,17 +49,6 @@ class ScanResult:
     records: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, body) of seal and archive records
 
 
-def _seq_ok(body: bytes, seq: int) -> bool:
-    """Fast: the top-level ``"seq":N,`` is the LAST ``"seq":`` in a canonical body.
-
-    Keys are sorted, so only "system" (a string or null) follows "seq"; inside a JSON string a
-    quote is escaped, so ``"seq":`` cannot occur there. When "system" is anything else the
-    caller falls back to parsing.
-    """
-    pos = body.rfind(_SEQ_KEY)
-    return pos >= 0 and body.startswith(b'"seq":%d,"system":' % seq, pos)
-
-
 def _seq_problem(body: bytes, seq: int) -> str | None:
     """Slow, exact check of one body's seq (only reached when the fast check fails)."""
     try:
@@ -71,36 +59,6 @@ def _seq_problem(body: bytes, seq: int) -> str | None:
         return f"entry {seq}: body has no seq field"
     if decoded["seq"] != seq:
         return f"entry {seq}: body says seq {decoded['seq']!r} but it is stored as entry {seq}"
-    return None
-
-
-def _case_json(case: object) -> bytes:
-    if isinstance(case, str) and case.isascii() and case.isprintable() and '"' not in case and "\\" not in case:
-        return b'"' + case.encode("ascii") + b'"'
-    return json.dumps(case, ensure_ascii=False).encode("utf-8")
-
-
-def _case_ok(body: bytes, case: object) -> bool:
-    """Fast: the stored case index equals the body's top-level ``"case"``.
-
-    Keys are sorted, so only "action" and "at" (strings, quotes escaped) come before "case":
-    the first ``,"case":`` is the top-level one, and "detail" follows it.
-    """
-    pos = body.find(_CASE_KEY)
-    return pos >= 0 and body.startswith((b"null" if case is None else _case_json(case)) + _CASE_END, pos + 8)
-
-
-def _case_problem(body: bytes, seq: int, case: object) -> str | None:
-    """Slow, exact check of one entry's case index (only reached when the fast check fails)."""
-    try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return f"entry {seq}: body is not valid JSON"
-    if not isinstance(decoded, dict):
-        return f"entry {seq}: body is not a JSON object"
-    if decoded.get("case") != case:
-        return (f"entry {seq}: stored under case {case!r} but its body names case {decoded.get('case')!r} "
-                "(the case index was changed)")
     return None
 
 
@@ -119,14 +77,15 @@ def check_run(
     bodies: Sequence[bytes],
     algorithm: str,
     where: str = "",
-    cases: Sequence[object] | None = None,
+    records: list[tuple[int, bytes]] | None = None,
 ) -> tuple[list[bytes], str | None]:
     """Check consecutive entries first_seq.. given the hash before them.
 
     ``prev`` None means the predecessor is unknown (another worker holds it); the first
-    entry's own stored hash is then taken as the starting point. ``cases``, when given, is
-    the stored case index of each entry, checked against its body. Returns the hashes
-    (bytes) of the entries that passed, in order, and the first problem (text) if any.
+    entry's own stored hash is then taken as the starting point. ``records``, when given,
+    collects (seq, body) of the chain's seal and archive records among the entries that
+    passed. Returns the hashes (bytes) of the entries that passed, in order, and the first
+    problem (text) if any.
     """
     n = len(bodies)
     out: list[bytes] = []
@@ -150,7 +109,7 @@ def check_run(
     except TypeError:
         # A value of another type where a BLOB belongs (written by hand as TEXT, say): hash its bytes.
         return check_run(first_seq, None if start else prev, hashes, [_as_bytes(b) for b in bodies], algorithm, where,
-                         cases)
+                         records)
     bad_hash = n
     try:
         same = b"".join(out).hex() == "".join(hashes)
@@ -161,17 +120,24 @@ def check_run(
             if out[i].hex() != hashes[i]:
                 bad_hash = i
                 break
+    # One pass over the bodies for the byte-level checks (inlined, unbound methods: this loop is the
+    # verifier's cost). Keys are sorted, so the top-level ``"seq":N,`` is the LAST ``"seq":`` (only
+    # "system", a string or null, follows it; inside a JSON string a quote is escaped); a body that
+    # fails the fast check is parsed, and only a real difference is a problem. Byte 11 of a body is
+    # the first letter of its action: "s" and "a" single out the records to hand back.
+    rfind, startswith = bytes.rfind, bytes.startswith
+    seq_key = _SEQ_KEY
+    keep = records.append if records is not None else None
     seq = first_seq
     for i in range(bad_hash):
         body = bodies[i]
-        if not _seq_ok(body, seq):
+        pos = rfind(body, seq_key)
+        if pos < 0 or not startswith(body, b'"seq":%d,"system":' % seq, pos):
             text = _seq_problem(body, seq)
             if text is not None:
                 return out[:i], where + text
-        if cases is not None and not _case_ok(body, cases[i]):
-            text = _case_problem(body, seq, cases[i])
-            if text is not None:
-                return out[:i], where + text
+        if keep is not None and body[11:12] in _RECORD_INITIALS and startswith(body, RECORD_PREFIXES):
+            keep((seq, body))
         seq += 1
     if bad_hash < n:
         return out[:bad_hash], f"{where}entry {first_seq + bad_hash}: hash does not match its body"
@@ -206,13 +172,6 @@ class _Merkle:
             self.result.hashes[b] = hashes[b - first_seq].hex()
             self.leaves = []
             self.i += 1
-
-
-def _collect_records(result: ScanResult, first_seq: int, bodies: Sequence[bytes]) -> None:
-    for i, body in enumerate(bodies):
-        body = _as_bytes(body)
-        if body.startswith(RECORD_PREFIXES):
-            result.records.append((first_seq + i, body))
 
 
 def _connect_ro(path: str) -> sqlite3.Connection:
@@ -277,12 +236,11 @@ def scan_db(
             if n != c1 - c0 + 1:
                 gap = _gap_text(conn, c0, c1, end)
                 upto = gap[0] - 1
-            rows = conn.execute("SELECT hash, body, case_no FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            rows = conn.execute("SELECT hash, body FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
                                 (c0, upto)).fetchall() if upto >= c0 else []
             hashes = [r[0] for r in rows]
             bodies = [r[1] for r in rows]
-            good, text = check_run(c0, prev, hashes, bodies, algorithm, cases=[r[2] for r in rows])
-            _collect_records(result, c0, bodies[:len(good)])
+            good, text = check_run(c0, prev, hashes, bodies, algorithm, records=result.records)
             if good:
                 merkle.feed(c0, good)
                 result.checked += len(good)
@@ -326,8 +284,7 @@ def scan_archive(
             result.problem = Problem((order, to_seq + 1, 0),
                                      f"{label}holds entries beyond {to_seq}, the end its manifest declares")
             return result
-        good, text = check_run(seq, prev, hashes, bodies, algorithm, label)
-        _collect_records(result, seq, bodies[:len(good)])
+        good, text = check_run(seq, prev, hashes, bodies, algorithm, label, records=result.records)
         if good:
             merkle.feed(seq, good)
             result.checked += len(good)

@@ -105,7 +105,17 @@ def _from_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     obj.setdefault("store_url", store)
     obj.setdefault("certs_dir", str(config.resolve(config.gateway.certs_dir)))
     obj.setdefault("archives_dir", str(config.resolve(config.audit.archives_dir)))
+    if config.audit.witness:
+        obj.setdefault("witness", str(config.resolve(config.audit.witness)))
     return value
+
+
+def _witness_log(ctx: click.Context) -> Any:
+    """The configured seal witness log (written by `seal`, read by `verify`), if any."""
+    from gateway.audit.witness import WitnessLog
+
+    path = _default(ctx, "witness", "GATEWAY_AUDIT_WITNESS", None)
+    return WitnessLog(path) if path else None
 
 
 config_option = click.option("-c", "--config", "config", metavar="FILE", expose_value=False, is_eager=True,
@@ -143,12 +153,22 @@ def audit() -> None:
 @click.option("--archives", metavar="DIR", help="folder of archive files; the chain is checked across them")
 @click.option("--cert", "cert_files", multiple=True, metavar="FILE",
               help="trusted seal certificate (repeatable); default: every audit-seal*.crt in the certificates folder")
+@click.option("--witness", "witness_files", multiple=True, metavar="FILE",
+              help="seal witness log or a copy of the seals the supervisors received (repeatable); proves nothing "
+              "witnessed was removed or rewritten. Default: the configured [audit] witness log, if it exists")
+@click.option("--no-witness", is_flag=True, help="do not read the configured witness log")
 @click.option("--workers", type=click.IntRange(1, 64), help="worker processes (default: one per CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
 def verify_cmd(ctx: click.Context, store: str | None, certs: str | None, archives: str | None,
-               cert_files: tuple[str, ...], workers: int | None, as_json: bool) -> None:
-    """Check every entry, seal and archive; exit 1 and name the first broken one if anything is wrong."""
+               cert_files: tuple[str, ...], witness_files: tuple[str, ...], no_witness: bool, workers: int | None,
+               as_json: bool) -> None:
+    """Check every entry, seal and archive; exit 1 and name the first broken one if anything is wrong.
+
+    Without a witness this proves the trail is intact up to its newest signed seal; what came after
+    it could have been cut off. With the witness (on by default when configured) it also proves that
+    no seal the witness saw was removed, rewritten or stripped of its signature.
+    """
     from gateway.audit.keys import load_certificates
     from gateway.audit.signers import SignerError
     from gateway.audit.verify import verify_path
@@ -166,9 +186,14 @@ def verify_cmd(ctx: click.Context, store: str | None, certs: str | None, archive
             trusted, label = None, None
     except SignerError as exc:
         raise click.ClickException(str(exc)) from exc
+    witness: list[str] = list(witness_files)
+    if not witness and not no_witness:
+        log = _witness_log(ctx)
+        if log is not None and log.path.exists():
+            witness = [str(log.path)]
     try:
         report = verify_path(str(path), archives_dir=_archives_dir(ctx, archives), trusted=trusted,
-                             trust_label=label, workers=workers)
+                             trust_label=label, workers=workers, witness=witness)
     except ValueError as exc:
         raise click.ClickException(f"store {url}: {exc}") from exc
     report.store = url
@@ -215,7 +240,7 @@ def seal_cmd(ctx: click.Context, store: str | None, certs: str | None, signer_ur
     signer = _signer(_certs_dir(ctx, certs), signer_url, signer_cert)
 
     async def work(s: Any) -> tuple[list[Any], Any]:
-        sealer = Sealer(s, signer)
+        sealer = Sealer(s, signer, witness=_witness_log(ctx))
         try:
             made = await sealer.seal_now()
         finally:

@@ -97,8 +97,8 @@ def _write_file(
                 a = from_seq
                 while a <= to_seq:
                     b = min(to_seq, a + CHUNK - 1)
-                    rows = conn.execute("SELECT seq, hash, body, case_no FROM audit WHERE seq BETWEEN ? AND ?"
-                                        " ORDER BY seq", (a, b)).fetchall()
+                    rows = conn.execute("SELECT seq, hash, body, json_extract(CAST(body AS TEXT), '$.case') FROM audit"
+                                        " WHERE seq BETWEEN ? AND ? ORDER BY seq", (a, b)).fetchall()
                     if len(rows) != b - a + 1:
                         raise ArchiveError(f"entries {a}..{b} are not all in the database any more; nothing archived")
                     data = b"".join(str(r[1]).encode("ascii") + b" " + _as_bytes(r[2]) + b"\n" for r in rows)

@@ -27,6 +27,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from gateway.audit._archive_file import read_meta
 from gateway.audit._scan import Problem, ScanResult, _as_bytes, _connect_ro, result_from_json, scan_task
@@ -387,20 +388,27 @@ def verify_path(
         report.trust = ("certificates copied in the store itself - this proves the trail is intact against those "
                         "keys; pass trusted certificates (--certs / --cert) to prove who signed")
     problems: list[Problem] = []
+    used_with = {s.key_id: s.signature_algorithm for s in db_seals if s.key_id}
     for key_id, (pem, stored_algorithm) in sorted(db_certs.items()):
-        # The store's copies are a convenience, but a copy filed under another key's id is tampering.
+        # The store's copies are a convenience, but a copy filed under another key's id, or naming
+        # another algorithm than its seals were signed with, was changed.
         try:
             copy = x509.load_pem_x509_certificate(str(pem).encode("ascii"))
-            try:
-                derived = algorithm_of_certificate(copy)
-            except SignerError:  # a key only a registered backend knows (SM2): its name cannot be derived
-                derived = stored_algorithm
-            actual: tuple[str, str] | None = (key_id_of(copy), derived)
+            # exactly the PEM the gateway stored: no byte added around it either
+            canonical_pem = copy.public_bytes(serialization.Encoding.PEM).decode("ascii")
+            actual = key_id_of(copy) if canonical_pem == pem else None
         except (ValueError, UnicodeError):
             actual = None
-        if actual != (key_id, stored_algorithm):
+        expected_algorithm = used_with.get(key_id)
+        if expected_algorithm is None and actual is not None:
+            try:
+                expected_algorithm = algorithm_of_certificate(copy)
+            except SignerError:  # a key only a registered backend knows (SM2): nothing to derive
+                expected_algorithm = stored_algorithm
+        if actual != key_id or stored_algorithm != expected_algorithm:
             problems.append(Problem((9_000, 0, 0), f"stored certificate copy {str(key_id)[:16]}…: its fingerprint "
-                                                   "is not its key id (the copy was changed)"))
+                                                   "is not its key id, or its algorithm not the one its seals use "
+                                                   "(the copy was changed)"))
     for key_id in sorted({s.key_id for s in db_seals if s.key_id and s.key_id not in db_certs}):
         # The copy is stored in the same transaction as the first signature by its key.
         problems.append(Problem((9_000, 1, 0), f"the certificate of key {key_id[:16]}…, which signed seals here, is "

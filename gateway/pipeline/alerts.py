@@ -109,19 +109,25 @@ class GatewayAlerts:
         return outcome
 
     async def raise_alert(self, alert_type: str, description: str, *, case_no: str | None = None,
-                          subject_key: str | None = None, department: str | None = None) -> IngestOutcome | None:
+                          subject_key: str | None = None, department: str | None = None,
+                          also_to: Sequence[str] = ()) -> IngestOutcome | None:
+        """Commit one alert record, routed by the routes, [supervision] destinations and ``also_to``."""
         now = datetime.now(_CHINA)
         alert = make_alert(alert_type, case_no=case_no or "", raised_at=now, description=description,
                            department=department, subject_key=subject_key, distinct_subject=subject_key is not None)
         if not case_no:
             alert["case_no"] = None
         log.warning("alert %s raised: %s", alert_type, description)
-        return await self._commit(alert_item(alert, now, self.router, self.supervision_destinations))
+        return await self._commit(alert_item(alert, now, self.router, (*self.supervision_destinations, *also_to)))
 
     async def audit_alarm(self, problem: str) -> None:
-        """The sealer's alarm: the trail does not hold, signing stopped. One alert per distinct problem."""
+        """The sealer's alarm: the trail does not hold, signing stopped. One alert per distinct problem.
+
+        It also goes to the witness destinations: whoever keeps the seals must learn that no more come.
+        """
         await self.raise_alert("audit_integrity", f"审计链校验失败，封印已停止签名：{problem}",
-                               subject_key=hashlib.sha256(problem.encode("utf-8")).hexdigest()[:16])
+                               subject_key=hashlib.sha256(problem.encode("utf-8")).hexdigest()[:16],
+                               also_to=self.witness_destinations)
 
     async def seal_signed(self, seal: Any) -> None:
         """Deliver a freshly signed seal to the witness destinations (when any are configured)."""

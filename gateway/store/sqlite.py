@@ -39,7 +39,7 @@ from gateway.store.base import (
     StoreCounts,
     StoreError,
 )
-from gateway.store.sqlite_audit import AUDIT_INSERT, SqliteAuditMixin
+from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin
 
 T = TypeVar("T")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -469,7 +469,7 @@ class SqliteStore(SqliteAuditMixin, Store):
                 )
             else:
                 rows = conn.execute(
-                    "SELECT seq, hash, body FROM audit WHERE case_no = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT seq, hash, body FROM audit WHERE {AUDIT_CASE} = ? AND seq > ? ORDER BY seq LIMIT ?",
                     (case_no, after_seq, limit),
                 )
             return [AuditRow(r[0], r[1], bytes(r[2])) for r in rows]
@@ -487,10 +487,10 @@ class SqliteStore(SqliteAuditMixin, Store):
 # ---------------------------------------------------------------------- operations (writer thread)
 
 
-def _audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str | None, str, bytes]:
-    """One audit row (seq, case_no, hash, body): case_no is the body's case, kept as the case index."""
+def _audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str, bytes]:
+    """One audit row (seq, hash, body)."""
     seq, _, _prev, digest, body = chain.append(at, action, **fields)
-    return (seq, fields.get("case"), digest, body)
+    return (seq, digest, body)
 
 
 def _bump(conn: sqlite3.Connection, name: str, n: int) -> None:

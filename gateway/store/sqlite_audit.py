@@ -19,7 +19,9 @@ from gateway.store.base import AuditRow
 
 T = TypeVar("T")
 _CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
-AUDIT_INSERT = "INSERT INTO audit(seq, case_no, hash, body) VALUES (?,?,?,?)"
+AUDIT_INSERT = "INSERT INTO audit(seq, hash, body) VALUES (?,?,?)"
+# The case index is an expression index on the body (migration 0005): queries must use this exact text.
+AUDIT_CASE = "json_extract(CAST(body AS TEXT), '$.case')"
 _SEAL_COLS = ("s.seal, s.from_seq, s.to_seq, s.statement, s.statement_hash, s.signature, s.key_id,"
               " s.signature_algorithm, a.attempts, a.last_error")
 _SEALS = "audit_seals s LEFT JOIN audit_seal_attempts a ON a.seal = s.seal"
@@ -43,7 +45,7 @@ def _seal(row: tuple[Any, ...]) -> SealRow:
 
 def _append(conn: sqlite3.Connection, chain: ChainWriter, action: str, **fields: Any) -> int:
     seq, _, _, digest, body = chain.append(_now(), action, **fields)
-    conn.execute(AUDIT_INSERT, (seq, fields.get("case"), digest, body))
+    conn.execute(AUDIT_INSERT, (seq, digest, body))
     return seq
 
 
@@ -121,7 +123,8 @@ class SqliteAuditMixin:
 
     async def audit_case_seqs(self, case_no: str) -> list[int]:
         def q(conn: sqlite3.Connection) -> list[int]:
-            return [r[0] for r in conn.execute("SELECT seq FROM audit WHERE case_no = ? ORDER BY seq", (case_no,))]
+            return [r[0] for r in conn.execute(f"SELECT seq FROM audit WHERE {AUDIT_CASE} = ? ORDER BY seq",
+                                                (case_no,))]
 
         return await self._read(q)
 
@@ -129,7 +132,7 @@ class SqliteAuditMixin:
         """(seq, case_no) of the entries in from_seq..to_seq that belong to a case."""
 
         def q(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-            return conn.execute("SELECT seq, case_no FROM audit WHERE seq BETWEEN ? AND ? AND case_no IS NOT NULL"
+            return conn.execute(f"SELECT seq, {AUDIT_CASE} FROM audit WHERE seq BETWEEN ? AND ? AND {AUDIT_CASE} IS NOT NULL"
                                 " ORDER BY seq", (from_seq, to_seq)).fetchall()
 
         return await self._read(q)

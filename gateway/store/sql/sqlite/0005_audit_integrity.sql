@@ -1,8 +1,10 @@
 -- Audit integrity (format 2): every stored byte of an entry or a seal that carries meaning is
 -- covered by the hash chain or a signature, or checked against one.
 --
--- * audit.action duplicated the body's "action" and nothing checked it: gone. audit.case_no
---   stays (it is the case index evidence export uses); the verifier checks it against the body.
+-- * audit.action and audit.case_no duplicated the body's "action" and "case", and nothing checked
+--   them (a changed case_no hid a case's entries from evidence export): gone. The case index is
+--   now an index on the body itself, which SQL cannot change without changing the body (and so
+--   the hash) and which costs the verifier nothing.
 -- * A seal's "state" column decided whether its signature was checked: gone. A seal is signed
 --   exactly when it carries a signature, and the verifier checks every signature it finds.
 -- * created_at / signed_at / attempts / last_error were unprotected bookkeeping on the seal
@@ -10,7 +12,10 @@
 --   seal_made and seal_signed); signing attempts live in audit_seal_attempts, which is
 --   operational state, not evidence.
 
+DROP INDEX ix_audit_case;
 ALTER TABLE audit DROP COLUMN action;
+ALTER TABLE audit DROP COLUMN case_no;
+CREATE INDEX ix_audit_case ON audit(json_extract(CAST(body AS TEXT), '$.case'));
 -- The verifier checks each certificate copy against its key id; when it was added meant nothing.
 ALTER TABLE audit_keys DROP COLUMN added_at;
 
