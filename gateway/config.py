@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -79,7 +79,9 @@ class ApiSection(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     tls_cert: str | None = None  # PEM certificate (chain) of the API; with tls_key, the API speaks HTTPS
     tls_key: str | None = None
-    client_ca: str | None = None  # with it, clients must present a certificate this CA issued (mutual TLS)
+    client_ca: str | None = None  # with it, clients present a certificate this CA issued (mutual TLS)
+    # required: no certificate, no connection; optional: verified when presented (token/HMAC systems need none)
+    client_certificates: Literal["required", "optional"] = "required"
 
     @model_validator(mode="after")
     def _tls(self) -> ApiSection:
