@@ -63,6 +63,18 @@ class _Bucket:
     remotes: set[str] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class _Write:
+    """An audit entry to write: a first refusal (count 1) or a window's summary."""
+
+    event: RefusalEvent
+    count: int
+    first: float | None = None
+    last: float | None = None
+    remotes: set[str] | None = None
+    summary: bool = False
+
+
 def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, CHINA).isoformat(timespec="milliseconds")
 
@@ -95,21 +107,19 @@ class RefusalLog:
 
     async def record(self, event: RefusalEvent) -> None:
         """Count a refusal; the first of its kind in the window is in the audit trail when this returns."""
-        first = self._note(event)
-        if first is not None:
-            await self._write(first, count=1)
+        await self._write_all(self._note(event))
 
     def record_nowait(self, event: RefusalEvent) -> None:
         """The same from code that cannot wait (the TLS handshake): the entry is written in the background."""
-        first = self._note(event)
-        if first is not None:
-            self._spawn(self._write(first, count=1))
+        writes = self._note(event)
+        if writes:
+            self._spawn(self._write_all(writes))
 
-    def _note(self, event: RefusalEvent) -> RefusalEvent | None:
+    def _note(self, event: RefusalEvent) -> list[_Write]:
+        """Count ``event``; the entries it calls for: a closed window's summaries, then its own if first."""
         self.counter.labels(event.system or "-", event.reason).inc()
         now = self.clock()
-        if now - self._window_started >= self.window:
-            self._close_window(now)
+        writes = self._close_window(now) if now - self._window_started >= self.window else []
         key = event.key()
         bucket = self._buckets.get(key)
         if bucket is None and len(self._buckets) >= self.max_keys:
@@ -121,12 +131,13 @@ class RefusalLog:
                 bucket = self._buckets[key] = _Bucket(summary, now, now, overflow=True)
         if bucket is None:
             self._buckets[key] = _Bucket(event, now, now)
-            return event
+            writes.append(_Write(event, 1))
+            return writes
         bucket.last = now
         bucket.suppressed += 1
         if bucket.overflow and event.remote and len(bucket.remotes) < 20:
             bucket.remotes.add(event.remote)
-        return None
+        return writes
 
     def accepted(self, system: str, method: str, credential: str) -> None:
         self.authenticated.labels(system, method, credential).inc()
@@ -137,13 +148,11 @@ class RefusalLog:
 
     # ----------------------------------------------------------------- windows
 
-    def _close_window(self, now: float) -> None:
+    def _close_window(self, now: float) -> list[_Write]:
         buckets = [b for b in self._buckets.values() if b.suppressed]
         self._buckets = {}
         self._window_started = now
-        for b in buckets:
-            self._spawn(self._write(b.event, count=b.suppressed, first=b.first, last=b.last, remotes=b.remotes,
-                                    summary=True))
+        return [_Write(b.event, b.suppressed, b.first, b.last, b.remotes, summary=True) for b in buckets]
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
@@ -163,13 +172,18 @@ class RefusalLog:
             except TimeoutError:
                 pass
             if self.clock() - self._window_started >= self.window:
-                self._close_window(self.clock())
+                await self._write_all(self._close_window(self.clock()))
 
     async def close(self) -> None:
         """Write the summaries of the open window and wait for entries still being written."""
-        self._close_window(self.clock())
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._write_all(self._close_window(self.clock()))
+
+    async def _write_all(self, writes: list[_Write]) -> None:
+        for w in writes:
+            await self._write(w.event, count=w.count, first=w.first, last=w.last, remotes=w.remotes,
+                              summary=w.summary)
 
     async def _write(self, event: RefusalEvent, *, count: int, first: float | None = None,
                      last: float | None = None, remotes: set[str] | None = None, summary: bool = False) -> None:
