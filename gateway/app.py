@@ -83,6 +83,7 @@ class Components:
     sink_configs: dict[str, Any] = field(default_factory=dict)
     router: Router | None = None
     supervision: Any = None  # SupervisionEngine, when [supervision].enabled
+    cipher: Any = None  # gateway.security.fieldcrypt.FieldCipher, when [encryption].enabled
 
 
 def build(config: GatewayConfig) -> Components:
@@ -170,8 +171,13 @@ def build(config: GatewayConfig) -> Components:
     if config.supervision.enabled:
         comp.supervision = _supervision_engine(config, problems)
     from gateway.security.checks import counterpart_problems
+    from gateway.security.fieldcrypt import FieldCryptError, cipher_from_config
 
     problems.extend(counterpart_problems(config, comp))
+    try:
+        comp.cipher = cipher_from_config(config)
+    except FieldCryptError as exc:
+        problems.append(f"encryption: {exc}")
     if problems:
         raise ConfigError(config.path or "<config>", problems)
     return comp
@@ -262,7 +268,8 @@ class Gateway:
         await self.store.open()
         await self._audit_configuration()
         assert comp.router is not None
-        self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers)
+        self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers,
+                                 cipher=comp.cipher if cfg.encryption.enabled else None)
         if self.run_delivery:
             released = await self.store.release_leases()
             if released:
@@ -279,7 +286,7 @@ class Gateway:
                     max_attempts=sink_section.max_attempts or d.max_attempts, max_age=d.max_age,
                     backoff_initial=d.backoff_initial, backoff_max=d.backoff_max, lease_seconds=d.lease_seconds,
                     concurrency=sink_section.concurrency or d.concurrency, poll_interval=d.poll_interval)
-                worker = DestinationWorker(name, sink, comp.outbound[name], self.store, policy)
+                worker = DestinationWorker(name, sink, comp.outbound[name], self.store, policy, cipher=comp.cipher)
                 self.workers[name] = worker
                 self._tasks.append(asyncio.create_task(worker.run(self.stopping), name=f"deliver:{name}"))
         if self.run_sources:

@@ -167,7 +167,8 @@ async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: in
 
     async def go(store: Any) -> dict[str, Any]:
         assert comp.router is not None
-        ingestor = Ingestor(store, comp.router, comp.inbound)
+        ingestor = Ingestor(store, comp.router, comp.inbound,
+                            cipher=comp.cipher if config.encryption.enabled else None)
         try:
             # A cursor per file content: ingesting the same file again is a no-op, a changed file is new.
             digest = await asyncio.to_thread(_file_digest, file)
@@ -330,8 +331,9 @@ def _add_subsystem_groups() -> None:
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
     from gateway.security.commands import certs, counterparts
+    from gateway.security.encryption_commands import encryption
 
-    for group in (schema, mapping, audit, adapters, certs, counterparts):
+    for group in (schema, mapping, audit, adapters, certs, counterparts, encryption):
         main.add_command(group)
 
 

@@ -128,6 +128,34 @@ class AuditSection(_Model):
         return self
 
 
+class KeyringRef(_Model):
+    """Where the encryption keyring is: exactly one of a file (mode 0600) or an environment variable."""
+
+    file: str | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> KeyringRef:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("name exactly one of 'file' (a path) or 'env' (an environment variable)")
+        return self
+
+
+class EncryptionSection(_Model):
+    """Encryption at rest of personal fields in stored records (gateway.security.fieldcrypt)."""
+
+    enabled: bool = False
+    algorithm: Literal["aes-256-gcm", "sm4-gcm"] = "aes-256-gcm"
+    keys: KeyringRef | None = None
+    active_key: str | None = None  # default: the last key of the keyring
+
+    @model_validator(mode="after")
+    def _keys(self) -> EncryptionSection:
+        if self.enabled and self.keys is None:
+            raise ValueError("encryption.enabled needs keys = { file = \"…\" } or { env = \"…\" }")
+        return self
+
+
 class SourceSection(BaseModel):
     """A counterpart we receive from: core keys here, the rest belongs to the adapter."""
 
@@ -169,6 +197,7 @@ class GatewayConfig(_Model):
     api: ApiSection = ApiSection()
     supervision: SupervisionSection = SupervisionSection()
     audit: AuditSection = AuditSection()
+    encryption: EncryptionSection = EncryptionSection()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     sinks: dict[str, SinkSection] = Field(default_factory=dict)
     routes: list[RouteSection] = Field(default_factory=list)

@@ -56,12 +56,15 @@ class DestinationWorker:
         renderer: Any,  # OutboundMapping
         store: Store,
         policy: DeliveryPolicy,
+        *,
+        cipher: Any = None,
     ) -> None:
         self.destination = destination
         self.sink = sink
         self.renderer = renderer
         self.store = store
         self.policy = policy
+        self.cipher = cipher  # opens personal fields sealed at rest (gateway.security.fieldcrypt)
         self.wake = asyncio.Event()
         self.sent = 0
         self.failed = 0
@@ -97,8 +100,14 @@ class DestinationWorker:
         settlements: list[Settlement] = []
         ready: list[tuple[ClaimedDelivery, Delivery]] = []
         for c in claimed:
+            record = json.loads(c.body)
             try:
-                body = self.renderer.render(json.loads(c.body))
+                record = self._opened(record)
+            except Exception as exc:  # a key missing from the keyring: retry once the operator restores it
+                settlements.append(self._settlement(c, RetryableError(f"cannot open the stored record: {exc}")))
+                continue
+            try:
+                body = self.renderer.render(record)
             except Exception as exc:  # a record the outbound mapping cannot render will not render on retry
                 settlements.append(self._settlement(c, PermanentError(f"outbound mapping failed: {exc}")))
                 continue
@@ -136,6 +145,16 @@ class DestinationWorker:
         for group in await asyncio.gather(*(send(ch) for ch in chunks)):
             settlements.extend(group)
         await self.store.settle(settlements)
+
+    def _opened(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record with personal fields encrypted at rest opened; never sends a sealed value on."""
+        if self.cipher is not None:
+            return self.cipher.open_record(record)
+        data = record.get("data")
+        if isinstance(data, dict) and any(isinstance(v, dict) and "$enc" in v for v in data.values()):
+            raise RuntimeError("it holds fields encrypted at rest and this gateway has no [encryption] keyring "
+                               "configured")
+        return record
 
     def _settlement(self, c: ClaimedDelivery, error: DeliveryError | None,
                     result: DeliveryResult | None = None) -> Settlement:

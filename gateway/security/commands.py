@@ -19,7 +19,7 @@ import click
 DEFAULT_CONFIG = "gateway.toml"
 
 
-def _config_option(f: Any) -> Any:
+def config_option(f: Any) -> Any:
     return click.option(
         "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
         default=lambda: os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
@@ -27,7 +27,7 @@ def _config_option(f: Any) -> Any:
         help="The gateway.toml whose [gateway].certs_dir to use (when it exists).")(f)
 
 
-def _load(config_path: Path, *, required: bool) -> Any:
+def load_config_or_exit(config_path: Path, *, required: bool) -> Any:
     from gateway.config import ConfigError, load_config
 
     if not required and not config_path.exists():
@@ -42,7 +42,7 @@ def _load(config_path: Path, *, required: bool) -> Any:
 def _certs_dir(config_path: Path, given: Path | None) -> Path:
     if given is not None:
         return given
-    config = _load(config_path, required=False)
+    config = load_config_or_exit(config_path, required=False)
     return config.resolve(config.gateway.certs_dir) if config is not None else Path("certs")
 
 
@@ -65,7 +65,7 @@ def certs() -> None:
 
 
 @certs.command("init")
-@_config_option
+@config_option
 @click.option("--dir", "certs_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write (default: [gateway].certs_dir of the configuration, else ./certs).")
 @click.option("--host", "hosts", multiple=True, help="A name or address the API is reached by (repeatable; "
@@ -108,7 +108,7 @@ def certs_init(config_path: Path, certs_dir: Path | None, hosts: tuple[str, ...]
 
 
 @certs.command("issue")
-@_config_option
+@config_option
 @click.argument("system")
 @click.option("--dir", "certs_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The folder holding the development CA (default: [gateway].certs_dir, else ./certs).")
@@ -214,7 +214,7 @@ def counterparts_hmac_key(system: str, out_file: Path, key_id: str | None) -> No
 
 
 @counterparts.command("list")
-@_config_option
+@config_option
 def counterparts_list(config_path: Path) -> None:
     """Each push system: how it authenticates, the kinds it may send, credentials about to expire."""
     from gateway.app import build
@@ -222,7 +222,7 @@ def counterparts_list(config_path: Path) -> None:
     from gateway.security.checks import push_auths
     from gateway.security.counterparts import push_auth_options
 
-    config = _load(config_path, required=True)
+    config = load_config_or_exit(config_path, required=True)
     try:
         comp = build(config)
     except ConfigError as exc:
