@@ -59,6 +59,14 @@ def test_a_sealed_field_opens_only_in_its_own_record_and_field(algorithm) -> Non
         cipher.open_record(other)
 
 
+@pytest.mark.parametrize("value", ["11010519491231002X", 'quote " and \\ backslash', "张三\n第二行", 13812345678,
+                                   {"nested": [1, "二"]}])
+def test_values_come_back_with_their_type_and_every_character(value) -> None:
+    cipher = FieldCipher(keyring(new_key_line(AES_256_GCM, "k1")))
+    place = Place("s", "case", "K", 1)
+    assert cipher.open_value(cipher.seal_value(value, place, "contact_address"), place, "contact_address") == value
+
+
 def test_a_key_missing_from_the_keyring_is_named() -> None:
     old = FieldCipher(keyring(new_key_line(AES_256_GCM, "2025")))
     place = Place("s", "case", "K", 1)
