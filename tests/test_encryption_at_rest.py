@@ -252,6 +252,30 @@ async def test_a_record_whose_key_is_gone_is_retried_not_sent_sealed(tmp_path) -
         await gw.stop()
 
 
+async def test_a_gateway_without_the_keyring_never_sends_sealed_fields_on(tmp_path) -> None:
+    config_path = _site(tmp_path)
+    gw = Gateway(load_config(config_path))
+    gw.run_delivery = False
+    await gw.start()
+    try:
+        assert (await _push(gw, [case_item("NOKEY-1")]))[0] == 202
+    finally:
+        await gw.stop()
+    config_path.write_text(config_path.read_text().split("\n[encryption]")[0], encoding="utf-8")
+    gw = Gateway(load_config(config_path))
+    await gw.start()
+    try:
+        for _ in range(100):
+            rows = await gw.store.list_deliveries(case_no="NOKEY-1")
+            if rows and rows[0]["last_error"]:
+                break
+            await asyncio.sleep(0.05)
+        assert rows[0]["state"] == "pending" and "this gateway has no [encryption] keyring configured" in rows[0]["last_error"]
+        assert not list((tmp_path / "out").glob("*"))
+    finally:
+        await gw.stop()
+
+
 async def test_turning_encryption_off_and_decrypt_stores_fields_in_clear_again(tmp_path) -> None:
     config_path = _site(tmp_path)
     gw = Gateway(load_config(config_path))
