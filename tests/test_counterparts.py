@@ -31,7 +31,7 @@ from trust_support import (
 from adapters.rest import RestSink, RestSinkConfig
 from gateway.adapters import Delivery
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config
 from gateway.security.request_signing import canonical_string, hmac_signature
 
 
@@ -346,3 +346,13 @@ async def test_a_flood_of_identical_refusals_is_one_entry_then_one_summary(gw, p
     first, summary = await refusals(gw)
     assert first["count"] == 1 and "summary" not in first
     assert summary["count"] == 39 and summary["summary"] is True and summary["reason"] == "invalid_token"
+
+
+async def test_an_hmac_key_that_cannot_be_read_stops_the_start_with_its_name(tmp_path, pki, monkeypatch) -> None:
+    set_secrets(monkeypatch)
+    monkeypatch.delenv("TRUST_TEST_PROV_2026B")
+    gateway = Gateway(load_config(write_site(tmp_path, pki)))
+    with pytest.raises(ConfigError, match="HMAC key 'prov-2026b' is configured to come from environment variable "
+                                          "TRUST_TEST_PROV_2026B, which is not set"):
+        await gateway.start()
+    await gateway.stop()

@@ -39,8 +39,13 @@ COUNTERPART = _request_key("counterpart")  # the authenticated Counterpart, for 
 def build_guard(gw: Gateway) -> CounterpartGuard:
     """The guard over every enabled push system; unreadable certificates or keys fail the start."""
     from gateway.api._inbound import push_systems, push_target
+    from gateway.config import ConfigError
 
-    return CounterpartGuard({name: push_target(gw, name).auth for name in push_systems(gw)})
+    guard = CounterpartGuard({name: push_target(gw, name).auth for name in push_systems(gw)})
+    problems = guard.read_secrets()
+    if problems:
+        raise ConfigError(gw.config.path or "<config>", problems)
+    return guard
 
 
 def refusal_log(gw: Gateway) -> RefusalLog:

@@ -465,6 +465,18 @@ class CounterpartGuard:
 
                 sys.wsse = WsseVerifier(sys.name, sys.auth.wsse)
 
+    def read_secrets(self) -> list[str]:
+        """Read every HMAC key and WS-Security password now; the problems, so start-up can refuse early."""
+        problems = []
+        for sys in self.systems.values():
+            try:
+                sys.hmac_key_bytes()
+                if sys.wsse is not None:
+                    sys.wsse.read_secrets()
+            except SecretError as exc:
+                problems.append(str(exc))
+        return problems
+
     def auth_of(self, system: str) -> CounterpartAuth | None:
         entry = self.systems.get(system)
         return entry.auth if entry is not None else None

@@ -105,6 +105,11 @@ class WsseVerifier:
 
     # ----------------------------------------------------------------- entry points
 
+    def read_secrets(self) -> None:
+        """Read the UsernameToken password now (SecretError if it cannot be)."""
+        if self._password is not None:
+            self._password.value()
+
     def verify(self, envelope: etree._Element, now: float) -> str:
         """Check everything configured; returns who signed in, or raises WsseFailure. Consumes nonces."""
         return self._check(envelope, now, consume=True)
