@@ -32,6 +32,7 @@ from adapters.rest import RestSink, RestSinkConfig
 from gateway.adapters import Delivery
 from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
+from gateway.security.counterparts import ReplayCache
 from gateway.security.request_signing import canonical_string, hmac_signature
 
 
@@ -356,3 +357,13 @@ async def test_an_hmac_key_that_cannot_be_read_stops_the_start_with_its_name(tmp
                                           "TRUST_TEST_PROV_2026B, which is not set"):
         await gateway.start()
     await gateway.stop()
+
+
+def test_the_replay_memory_forgets_only_what_left_the_window_and_refuses_when_full() -> None:
+    now = [0.0]
+    cache = ReplayCache(ttl=600, max_entries=3, clock=lambda: now[0])
+    assert [cache.first_use(n) for n in ("a", "b", "a")] == [True, True, False]
+    assert cache.first_use("c") is True
+    assert cache.first_use("d") is None  # full of nonces still inside their window: refuse, forget none
+    now[0] += 601
+    assert cache.first_use("a") is True and cache.first_use("d") is True  # the window passed: room again

@@ -346,19 +346,6 @@ class Refusal(Exception):
         self.credential_system = credential_system
         self.wsse_code = wsse_code
 
-    def audit_detail(self) -> dict[str, Any]:
-        return {"reason": self.reason, "status": self.status, "message": self.message,
-                "credential": self.credential, "credential_system": self.credential_system}
-
-
-REASONS = (
-    "not_configured", "missing_credentials", "invalid_token", "expired_token", "invalid_signature",
-    "stale_timestamp", "replayed", "expired_key", "unknown_key", "certificate_not_bound",
-    "credential_of_other_system", "kind_not_permitted", "wsse_missing", "wsse_invalid", "wsse_expired",
-    "tls_handshake", "replay_cache_full",
-)
-"""Every refusal reason; the metric's ``reason`` label takes only these values."""
-
 
 # --------------------------------------------------------------------------- single-use values
 
@@ -376,6 +363,7 @@ class ReplayCache:
         self._clock = clock
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._inserts = 0
 
     def first_use(self, value: str) -> bool | None:
         """True the first time, False for a replay, None when the cache is full (refuse, do not record)."""
@@ -384,7 +372,8 @@ class ReplayCache:
             expiry = self._seen.get(value)
             if expiry is not None and expiry > now:
                 return False
-            if len(self._seen) >= self.max_entries:
+            self._inserts += 1
+            if len(self._seen) >= self.max_entries or self._inserts % 10_000 == 0:
                 self._seen = {k: e for k, e in self._seen.items() if e > now}
                 if len(self._seen) >= self.max_entries:
                     return None
