@@ -44,7 +44,7 @@ def _site(root: Path, body: str) -> Path:
 
 RISKY = """\
 [gateway]
-adapters = ["push"]
+adapters = ["push", "rest"]
 store = "sqlite:///gateway.db"
 
 [api]
@@ -67,19 +67,35 @@ auth = {{ tokens = [{{ sha256 = "{}", not_after = {} }}] }}
 """.format("ab" * 32, (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).replace(microsecond=0).isoformat())
 
 
+SINK_WITH_SECRETS = """
+[sinks.province]
+adapter = "rest"
+mapping = "mappings/hall_platform.out.yaml"
+url = "https://province.example/api/records"
+auth = { type = "bearer", token = { file = "secrets/province.token" } }
+tls = { cert_file = "certs/gw-client.crt", key_file = "secrets/gw-client.key" }
+"""
+
+
 def _warnings(config: Path) -> list[str]:
     cfg = load_config(config)
     return [str(w) for w in security_warnings(cfg, build(cfg))]
 
 
 def test_check_lists_every_risky_setting_and_strict_makes_them_fail(tmp_path) -> None:
-    config = _site(tmp_path, RISKY)
+    config = _site(tmp_path, RISKY + SINK_WITH_SECRETS)
     certs = tmp_path / "certs"
     certs.mkdir()
     _certificate(certs / "partner.crt", "partner soon", days_left=10)
     _certificate(certs / "old.crt", "partner gone", days_left=-1)
     (certs / "stray.key").write_text("-----BEGIN PRIVATE KEY-----\n", encoding="utf-8")
     (certs / "stray.key").chmod(0o644)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "province.token").write_text("t0ken\n", encoding="utf-8")
+    (secrets / "province.token").chmod(0o640)
+    (secrets / "gw-client.key").write_text("-----BEGIN PRIVATE KEY-----\n", encoding="utf-8")
+    (secrets / "gw-client.key").chmod(0o604)
 
     result = CliRunner().invoke(main, ["check", "-c", str(config)])
     assert result.exit_code == 0, result.output
@@ -91,6 +107,8 @@ def test_check_lists_every_risky_setting_and_strict_makes_them_fail(tmp_path) ->
     assert "(CN=partner soon) expires in 9 day(s)" in out or "(CN=partner soon) expires in 10 day(s)" in out
     assert "(CN=partner gone) EXPIRED" in out
     assert "stray.key is readable by others (mode 644)" in out and "chmod 600" in out
+    assert "secret of province: " in out and "province.token is readable by group (mode 640)" in out
+    assert "gw-client.key is readable by others (mode 604)" in out
     assert "will CREATE a development seal key" in out
     strict = CliRunner().invoke(main, ["check", "--strict", "-c", str(config)])
     assert strict.exit_code == 1

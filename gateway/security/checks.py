@@ -125,7 +125,7 @@ def _certificates_in(path: Path) -> Iterator[Any]:
 
 
 def _secret_files(value: Any) -> Iterator[Path]:
-    """Every ``{file = …}`` secret reference inside an adapter's (or the push auth's) options."""
+    """Every ``{file = …}`` secret and every ``…key_file`` inside an adapter's (or the push auth's) options."""
     if hasattr(value, "model_dump"):
         value = value.model_dump()
     if isinstance(value, Mapping):
@@ -133,8 +133,11 @@ def _secret_files(value: Any) -> Iterator[Path]:
         if keys and keys <= {"env", "file"} and value.get("file") and not value.get("env"):
             yield Path(value["file"])
             return
-        for item in value.values():
-            yield from _secret_files(item)
+        for key, item in value.items():
+            if isinstance(key, str) and key.endswith("key_file") and isinstance(item, str | Path) and item:
+                yield Path(item)  # a private key (TLS client, WS-Security signing) named directly
+            else:
+                yield from _secret_files(item)
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _secret_files(item)
