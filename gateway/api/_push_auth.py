@@ -9,13 +9,14 @@ User authentication (people, roles, sessions) does not apply to these endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api._inbound import ApiError, Item, PushTarget
+from gateway.api._inbound import _OFFLOAD_ITEMS, ApiError, Item, PushTarget
 from gateway.api._web import GATEWAY, _request_key
 from gateway.security.counterparts import (
     Counterpart,
@@ -127,24 +128,33 @@ class PushAuth:
         """403 for the whole request when any item maps to a kind the system may not send."""
         permitted = target.permitted_kinds
         if permitted is None or set(target.kinds) <= set(permitted):
-            return
-        offending: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            if item.payload is None:
-                continue
-            try:
-                mapped = target.mapping.map(item.payload)
-            except Exception:  # the ingestor maps it again and quarantines the failure
-                continue
-            for m in mapped:
-                if m.kind not in permitted:
-                    offending.setdefault(m.kind, []).append(i)
+            return  # its mapping cannot produce a kind it may not send: nothing to look at
+        if len(items) > _OFFLOAD_ITEMS:
+            offending = await asyncio.to_thread(_forbidden_kinds, target, permitted, items)
+        else:
+            offending = _forbidden_kinds(target, permitted, items)
         if offending:
             shown = "; ".join(f"{kind}: item(s) {', '.join(map(str, idx[:10]))}" for kind, idx in offending.items())
             raise await _refused(self.request, Refusal(403, "kind_not_permitted", target.system, (
                 f"system {target.system!r} may not send {', '.join(sorted(offending))} records ({shown}); "
                 f"it may send {', '.join(permitted) or 'none'} (sources.{target.system}.kinds); "
                 "nothing of this request was stored")))
+
+
+def _forbidden_kinds(target: PushTarget, permitted: Sequence[str], items: Sequence[Item]) -> dict[str, list[int]]:
+    """Kind → indexes of the items that map to it, for every kind outside ``permitted``."""
+    offending: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.payload is None:
+            continue
+        try:
+            mapped = target.mapping.map(item.payload)
+        except Exception:  # the ingestor maps it again and quarantines the failure
+            continue
+        for m in mapped:
+            if m.kind not in permitted:
+                offending.setdefault(m.kind, []).append(i)
+    return offending
 
 
 def handshake_reporter(gw: Gateway) -> Any:
