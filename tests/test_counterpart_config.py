@@ -1,5 +1,6 @@
 """Counterpart credentials in gateway.toml: settings that cannot work are configuration errors that say why,
-and the HMAC contract is one definition shared by the REST sink and the push API."""
+the HMAC contract is one definition shared by the REST sink and the push API, and the replay memory is bounded
+without ever forgetting a value still inside its window."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import adapters.rest
 from gateway.app import build
 from gateway.config import ConfigError, config_from_dict
 from gateway.security import request_signing
+from gateway.security.counterparts import ReplayCache
 
 REPO = Path(__file__).resolve().parents[1]
 FP = "6D:D3:DA:B3:AF:A6:A5:7D:99:7C:A7:FD:EB:8B:73:42:4D:96:9A:17:F6:83:7E:BC:CC:49:F3:6D:F1:08:26:4A"
@@ -68,3 +70,13 @@ def test_an_unreadable_ws_security_certificate_is_named(tmp_path) -> None:
 def test_the_rest_sink_and_the_push_api_sign_with_one_canonical_string() -> None:
     assert adapters.rest.canonical_string is request_signing.canonical_string
     assert adapters.rest.hmac_signature is request_signing.hmac_signature
+
+
+def test_the_replay_memory_forgets_only_what_left_the_window_and_refuses_when_full() -> None:
+    now = [0.0]
+    cache = ReplayCache(ttl=600, max_entries=3, clock=lambda: now[0])
+    assert [cache.first_use(n) for n in ("a", "b", "a")] == [True, True, False]
+    assert cache.first_use("c") is True
+    assert cache.first_use("d") is None  # full of nonces still inside their window: refuse, forget none
+    now[0] += 601
+    assert cache.first_use("a") is True and cache.first_use("d") is True  # the window passed: room again

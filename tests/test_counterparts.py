@@ -8,10 +8,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from trust_support import (
     CITY_HMAC_KEY,
@@ -22,7 +22,9 @@ from trust_support import (
     Pki,
     acceptance_item,
     case_item,
+    fresh_start,
     make_pki,
+    refusals,
     session,
     set_secrets,
     write_site,
@@ -32,7 +34,6 @@ from adapters.rest import RestSink, RestSinkConfig
 from gateway.adapters import Delivery
 from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
-from gateway.security.counterparts import ReplayCache
 from gateway.security.request_signing import canonical_string, hmac_signature
 
 
@@ -41,28 +42,32 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture
-async def gw(tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
-    set_secrets(monkeypatch)
-    gateway = Gateway(load_config(write_site(tmp_path, pki)))
-    await gateway.start()
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> AsyncIterator[Gateway]:
+    """One running gateway for the module (its start dominates each test otherwise)."""
+    with pytest.MonkeyPatch.context() as mp:
+        set_secrets(mp)
+        gateway = Gateway(load_config(write_site(tmp_path_factory.mktemp("site"), pki)))
+        await gateway.start()
+        try:
+            yield gateway
+        finally:
+            await gateway.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def gw(shared_gw: Gateway) -> Gateway:
+    await fresh_start(shared_gw)
+    return shared_gw
 
 
 async def post(http: aiohttp.ClientSession, gw: Gateway, path: str, body: object,
                headers: dict[str, str] | None = None) -> tuple[int, dict, aiohttp.typedefs.LooseHeaders]:
     async with http.post(gw.api.url + path, json=body, headers=headers or {}) as r:
         return r.status, await r.json(), r.headers
-
-
-async def refusals(gw: Gateway) -> list[dict]:
-    """The detail of every counterpart_refused audit entry, oldest first."""
-    rows = await gw.store.audit_entries(limit=10_000)
-    return [dict(r.decoded()["detail"], system=r.decoded()["system"]) for r in rows
-            if r.decoded()["action"] == "counterpart_refused"]
 
 
 async def metric(gw: Gateway, pki: Pki, name: str, **labels: str) -> float:
@@ -358,12 +363,3 @@ async def test_an_hmac_key_that_cannot_be_read_stops_the_start_with_its_name(tmp
         await gateway.start()
     await gateway.stop()
 
-
-def test_the_replay_memory_forgets_only_what_left_the_window_and_refuses_when_full() -> None:
-    now = [0.0]
-    cache = ReplayCache(ttl=600, max_entries=3, clock=lambda: now[0])
-    assert [cache.first_use(n) for n in ("a", "b", "a")] == [True, True, False]
-    assert cache.first_use("c") is True
-    assert cache.first_use("d") is None  # full of nonces still inside their window: refuse, forget none
-    now[0] += 601
-    assert cache.first_use("a") is True and cache.first_use("d") is True  # the window passed: room again

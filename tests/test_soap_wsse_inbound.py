@@ -7,11 +7,21 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from lxml import etree
-from trust_support import WSSE_PASSWORD, Pki, case_item, make_pki, session, set_secrets, write_site
+from trust_support import (
+    WSSE_PASSWORD,
+    Pki,
+    case_item,
+    fresh_start,
+    make_pki,
+    refusals,
+    session,
+    set_secrets,
+    write_site,
+)
 from zeep.wsse.username import UsernameToken
 
 from adapters.soap._wsse import WsseSecurity, X509Signer
@@ -28,15 +38,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture
-async def gw(tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
-    set_secrets(monkeypatch)
-    gateway = Gateway(load_config(write_site(tmp_path, pki)))
-    await gateway.start()
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> AsyncIterator[Gateway]:
+    """One running gateway for the module (its start dominates each test otherwise)."""
+    with pytest.MonkeyPatch.context() as mp:
+        set_secrets(mp)
+        gateway = Gateway(load_config(write_site(tmp_path_factory.mktemp("site"), pki)))
+        await gateway.start()
+        try:
+            yield gateway
+        finally:
+            await gateway.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def gw(shared_gw: Gateway) -> Gateway:
+    await fresh_start(shared_gw)
+    return shared_gw
 
 
 def envelope(case_no: str) -> etree._Element:
@@ -153,6 +174,5 @@ async def test_an_envelope_signed_with_another_systems_key_is_403(gw, pki) -> No
     status, doc, _ = await send(gw, pki, secure(envelope("MIN-2026-0011"), pki, signer="ministry_other",
                                                 username=False), system="other_ministry")
     assert status == 200, etree.tostring(doc)
-    rows = await gw.store.audit_entries(limit=1000)
-    refused = [r.decoded() for r in rows if r.decoded()["action"] == "counterpart_refused"]
-    assert refused[0]["system"] == "ministry" and refused[0]["detail"]["credential_system"] == "other_ministry"
+    (refused,) = await refusals(gw)
+    assert refused["system"] == "ministry" and refused["credential_system"] == "other_ministry"

@@ -156,6 +156,25 @@ def write_site(root: Path, pki: Pki, *, client_certificates: str = "optional") -
     return config
 
 
+SINCE: dict[int, int] = {}
+"""Per shared gateway (by id): the audit seq where the running test started."""
+
+
+async def fresh_start(gw) -> None:
+    """Let a test on a shared gateway see only its own refusals: a new refusal log, the trail position noted."""
+    from gateway.security.refusals import RefusalLog
+
+    gw.refusals = RefusalLog(gw.store.audit_event)
+    SINCE[id(gw)] = (await gw.store.audit_head())[0]
+
+
+async def refusals(gw) -> list[dict]:
+    """The detail (and system) of every counterpart_refused entry since the test started, oldest first."""
+    rows = await gw.store.audit_entries(after_seq=SINCE.get(id(gw), 0), limit=10_000)
+    return [dict(r.decoded()["detail"], system=r.decoded()["system"]) for r in rows
+            if r.decoded()["action"] == "counterpart_refused"]
+
+
 def set_secrets(monkeypatch) -> None:
     monkeypatch.setenv("TRUST_TEST_CITY_HMAC", CITY_HMAC_KEY)
     monkeypatch.setenv("TRUST_TEST_PROV_2026B", HMAC_KEYS["prov-2026b"])
