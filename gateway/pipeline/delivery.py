@@ -27,6 +27,10 @@ log = logging.getLogger("gateway.delivery")
 _WAVES = 4
 
 
+class SealedFields(Exception):
+    """A stored record holds personal fields encrypted at rest that this gateway cannot open."""
+
+
 @dataclass(frozen=True)
 class DeliveryPolicy:
     max_attempts: int = 12
@@ -100,11 +104,13 @@ class DestinationWorker:
         settlements: list[Settlement] = []
         ready: list[tuple[ClaimedDelivery, Delivery]] = []
         for c in claimed:
-            record = json.loads(c.body)
             try:
-                record = self._opened(record)
-            except Exception as exc:  # a key missing from the keyring: retry once the operator restores it
+                record = self._opened(json.loads(c.body))
+            except SealedFields as exc:  # a key missing from the keyring: retry once the operator restores it
                 settlements.append(self._settlement(c, RetryableError(f"cannot open the stored record: {exc}")))
+                continue
+            except ValueError as exc:  # not JSON: no retry will change that
+                settlements.append(self._settlement(c, PermanentError(f"the stored record is unreadable: {exc}")))
                 continue
             try:
                 body = self.renderer.render(record)
@@ -149,10 +155,13 @@ class DestinationWorker:
     def _opened(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record with personal fields encrypted at rest opened; never sends a sealed value on."""
         if self.cipher is not None:
-            return self.cipher.open_record(record)
+            try:
+                return self.cipher.open_record(record)
+            except Exception as exc:  # FieldCryptError, or a body changed under us
+                raise SealedFields(str(exc)) from exc
         data = record.get("data")
         if isinstance(data, dict) and any(isinstance(v, dict) and "$enc" in v for v in data.values()):
-            raise RuntimeError("it holds fields encrypted at rest and this gateway has no [encryption] keyring "
+            raise SealedFields("it holds fields encrypted at rest and this gateway has no [encryption] keyring "
                                "configured")
         return record
 
