@@ -83,6 +83,7 @@ class Components:
     sink_configs: dict[str, Any] = field(default_factory=dict)
     router: Router | None = None
     supervision: Any = None  # SupervisionEngine, when [supervision].enabled
+    cipher: Any = None  # gateway.security.fieldcrypt.FieldCipher, when [encryption].enabled
 
 
 def build(config: GatewayConfig) -> Components:
@@ -174,6 +175,14 @@ def build(config: GatewayConfig) -> Components:
                             "audit_seal")
     if config.supervision.enabled:
         comp.supervision = _supervision_engine(config, problems)
+    from gateway.security.checks import counterpart_problems
+    from gateway.security.fieldcrypt import FieldCryptError, cipher_from_config
+
+    problems.extend(counterpart_problems(config, comp))
+    try:
+        comp.cipher = cipher_from_config(config)
+    except FieldCryptError as exc:
+        problems.append(f"encryption: {exc}")
     if problems:
         raise ConfigError(config.path or "<config>", problems)
     return comp
@@ -249,10 +258,15 @@ class Gateway:
         self.supervision: Any = None  # the SupervisionFollower, when enabled
         self.sealer: Any = None  # the audit Sealer, when sealing is on
         self.alerts: Any = None  # GatewayAlerts: alerts and audit seals the gateway itself originates
+        self.refusals: Any = None  # gateway.security.refusals.RefusalLog of the push API, when it runs
 
     async def start(self) -> None:
         cfg = self.config
         self.components = comp = build(cfg)
+        from gateway.security.checks import security_warnings
+
+        for warning in security_warnings(cfg, comp):
+            log.warning("security: %s", warning)
         self.store = make_store(cfg.gateway.store, base=cfg.base_dir, audit_algorithm=cfg.gateway.audit_hash)
         if self.run_delivery and cfg.gateway.store.startswith("sqlite:///"):
             self._lock = DeliveryLock(Path(str(sqlite_path(cfg.gateway.store, cfg.base_dir)) + ".lock"))
@@ -260,7 +274,8 @@ class Gateway:
         await self.store.open()
         await self._audit_configuration()
         assert comp.router is not None
-        self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers)
+        self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers,
+                                 cipher=comp.cipher if cfg.encryption.enabled else None)
         if self.run_delivery:
             released = await self.store.release_leases()
             if released:
@@ -277,7 +292,7 @@ class Gateway:
                     max_attempts=sink_section.max_attempts or d.max_attempts, max_age=d.max_age,
                     backoff_initial=d.backoff_initial, backoff_max=d.backoff_max, lease_seconds=d.lease_seconds,
                     concurrency=sink_section.concurrency or d.concurrency, poll_interval=d.poll_interval)
-                worker = DestinationWorker(name, sink, comp.outbound[name], self.store, policy)
+                worker = DestinationWorker(name, sink, comp.outbound[name], self.store, policy, cipher=comp.cipher)
                 self.workers[name] = worker
                 self._tasks.append(asyncio.create_task(worker.run(self.stopping), name=f"deliver:{name}"))
         if self.run_sources:
@@ -301,23 +316,23 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
+            from gateway.security.refusals import RefusalLog
 
+            self.refusals = RefusalLog(self.store.audit_event)
+            self._tasks.append(asyncio.create_task(self.refusals.run(self.stopping), name="refusals"))
             self.api = await start_api(self, ssl_context=self._api_tls())
 
     def _api_tls(self) -> Any:
         """HTTPS for the API when [api] names a certificate; mutual TLS when it names a client CA."""
-        import ssl
+        from gateway.api._push_auth import handshake_reporter
+        from gateway.security.tls import server_context
 
         api = self.config.api
         if not api.tls_cert:
             return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.config.resolve(api.tls_cert), self.config.resolve(api.tls_key or ""))
-        if api.client_ca:
-            ctx.load_verify_locations(cafile=str(self.config.resolve(api.client_ca)))
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
+        return server_context(self.config.resolve(api.tls_cert), self.config.resolve(api.tls_key or ""),
+                              client_ca=self.config.resolve(api.client_ca) if api.client_ca else None,
+                              client_certificates=api.client_certificates, on_refused=handshake_reporter(self))
 
     def _make_sealer(self) -> Any:
         """The sealer signs the chain head periodically; a signer that fails only leaves seals pending.
@@ -338,7 +353,14 @@ class Gateway:
             signer = make_signer("external", url=a.signer_url, certificate=str(self.config.resolve(
                 a.signer_certificate or "")), token=os.environ.get("GATEWAY_SIGNER_TOKEN") or None)
         else:
+            from gateway.audit.keys import KEY_FILE
+
+            existed = (certs_dir / KEY_FILE).exists()
             signer = make_signer(a.signer, certs_dir=certs_dir, create=True)
+            if not existed and a.signer == "local":
+                log.warning("security: created a DEVELOPMENT audit seal key %s (Ed25519, self-signed for 10 years, "
+                            "unencrypted on disk) because none existed; replace it for production with `gateway "
+                            "audit keygen --force --cn … --org …` or use a signing service", certs_dir / KEY_FILE)
         try:  # earlier seal certificates (kept by `gateway audit keygen --force`) stay trusted
             trusted = load_certificates(certs_dir) if any(certs_dir.glob("audit-seal*.crt")) else {}
         except SignerError:
@@ -398,6 +420,8 @@ class Gateway:
         if self.api is not None:
             await self.api.stop()
             self.api = None
+        if self.refusals is not None:
+            await self.refusals.close()
         for sink in self.sinks.values():
             try:
                 await sink.close()

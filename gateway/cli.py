@@ -84,9 +84,15 @@ def run(config_path: Path) -> None:
 
 @main.command()
 @config_option
-def check(config_path: Path) -> None:
-    """Check the configuration, adapters, mappings and routes; non-zero exit on any problem."""
+@click.option("--strict", is_flag=True, help="Exit 1 when there are security warnings (for deployment pipelines).")
+def check(config_path: Path, strict: bool) -> None:
+    """Check the configuration, adapters, mappings and routes; non-zero exit on any problem.
+
+    Security warnings (push systems without credentials, development keys, certificates near
+    expiry, key files others can read, an API without TLS off loopback) are listed after it.
+    """
     from gateway.app import build
+    from gateway.security.checks import security_warnings
 
     config = load_or_exit(config_path)
     try:
@@ -104,6 +110,11 @@ def check(config_path: Path) -> None:
     for r in config.routes:
         click.echo(f"  route  {r.name}: {', '.join(r.kinds or ['*'])} from {', '.join(r.sources or ['*'])} "
                    f"→ {', '.join(r.to)}")
+    warnings = security_warnings(config, comp)
+    for w in warnings:
+        click.echo(f"WARNING {w}")
+    if warnings and strict:
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -156,7 +167,8 @@ async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: in
 
     async def go(store: Any) -> dict[str, Any]:
         assert comp.router is not None
-        ingestor = Ingestor(store, comp.router, comp.inbound)
+        ingestor = Ingestor(store, comp.router, comp.inbound,
+                            cipher=comp.cipher if config.encryption.enabled else None)
         try:
             # A cursor per file content: ingesting the same file again is a no-op, a changed file is new.
             digest = await asyncio.to_thread(_file_digest, file)
@@ -318,8 +330,10 @@ def _add_subsystem_groups() -> None:
     from gateway.mapping.commands import mapping
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
+    from gateway.security.commands import certs, counterparts
+    from gateway.security.encryption_commands import encryption
 
-    for group in (schema, mapping, audit, adapters):
+    for group in (schema, mapping, audit, adapters, certs, counterparts, encryption):
         main.add_command(group)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -79,7 +79,9 @@ class ApiSection(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     tls_cert: str | None = None  # PEM certificate (chain) of the API; with tls_key, the API speaks HTTPS
     tls_key: str | None = None
-    client_ca: str | None = None  # with it, clients must present a certificate this CA issued (mutual TLS)
+    client_ca: str | None = None  # with it, clients present a certificate this CA issued (mutual TLS)
+    # required: no certificate, no connection; optional: verified when presented (token/HMAC systems need none)
+    client_certificates: Literal["required", "optional"] = "required"
 
     @model_validator(mode="after")
     def _tls(self) -> ApiSection:
@@ -131,6 +133,34 @@ class AuditSection(_Model):
         return self
 
 
+class KeyringRef(_Model):
+    """Where the encryption keyring is: exactly one of a file (mode 0600) or an environment variable."""
+
+    file: str | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> KeyringRef:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("name exactly one of 'file' (a path) or 'env' (an environment variable)")
+        return self
+
+
+class EncryptionSection(_Model):
+    """Encryption at rest of personal fields in stored records (gateway.security.fieldcrypt)."""
+
+    enabled: bool = False
+    algorithm: Literal["aes-256-gcm", "sm4-gcm"] = "aes-256-gcm"
+    keys: KeyringRef | None = None
+    active_key: str | None = None  # default: the last key of the keyring
+
+    @model_validator(mode="after")
+    def _keys(self) -> EncryptionSection:
+        if self.enabled and self.keys is None:
+            raise ValueError("encryption.enabled needs keys = { file = \"…\" } or { env = \"…\" }")
+        return self
+
+
 class SourceSection(BaseModel):
     """A counterpart we receive from: core keys here, the rest belongs to the adapter."""
 
@@ -172,6 +202,7 @@ class GatewayConfig(_Model):
     api: ApiSection = ApiSection()
     supervision: SupervisionSection = SupervisionSection()
     audit: AuditSection = AuditSection()
+    encryption: EncryptionSection = EncryptionSection()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     sinks: dict[str, SinkSection] = Field(default_factory=dict)
     routes: list[RouteSection] = Field(default_factory=list)

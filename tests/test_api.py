@@ -6,7 +6,15 @@ import json
 import logging
 
 import aiohttp
-from test_api_support import ID_NO, acceptance_item, case_item, gw_fixture, http_fixture, xml_records  # noqa: F401
+from test_api_support import (  # noqa: F401
+    ID_NO,
+    PUSH_AUTH,
+    acceptance_item,
+    case_item,
+    gw_fixture,
+    http_fixture,
+    xml_records,
+)
 
 from gateway.app import Gateway
 
@@ -15,7 +23,7 @@ JSON_URL = "/api/v1/inbound/hall_platform/case"
 
 async def post_json(http: aiohttp.ClientSession, gw: Gateway, body: object, path: str = JSON_URL,
                     **headers: str) -> tuple[int, dict]:
-    async with http.post(gw.api.url + path, json=body, headers=headers) as r:
+    async with http.post(gw.api.url + path, json=body, headers={**PUSH_AUTH, **headers}) as r:
         return r.status, await r.json()
 
 
@@ -112,7 +120,7 @@ async def test_a_body_over_max_body_bytes_is_413_before_and_while_reading(gw, ht
     big = json.dumps([case_item(f"HP-BIG-{i:05d}") for i in range(400)]).encode()
     assert len(big) > gw.config.api.max_body_bytes
     async with http.post(gw.api.url + JSON_URL, data=big,
-                         headers={"Content-Type": "application/json"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "application/json"}) as r:
         assert r.status == 413
         assert "[api].max_body_bytes" in (await r.json())["error"]["message"]
 
@@ -121,7 +129,7 @@ async def test_a_body_over_max_body_bytes_is_413_before_and_while_reading(gw, ht
             yield big[i : i + 8192]
 
     async with http.post(gw.api.url + JSON_URL, data=chunked(),
-                         headers={"Content-Type": "application/json"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "application/json"}) as r:
         assert r.status == 413
     assert not await gw.store.list_records(case_no="HP-BIG-00000")
 
@@ -135,7 +143,7 @@ async def test_more_items_than_max_items_is_413_and_nothing_lands(gw, http) -> N
 
 async def test_an_unknown_content_type_is_415(gw, http) -> None:
     async with http.post(gw.api.url + JSON_URL, data=b"caseNo=1",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "application/x-www-form-urlencoded"}) as r:
         assert r.status == 415
         assert (await r.json())["error"]["accepted"] == ["application/json", "application/xml", "text/xml"]
     # A system that takes JSON only refuses XML the same way.
@@ -149,12 +157,12 @@ async def test_invalid_utf8_and_broken_json_are_400_with_a_clear_message(gw, htt
     prefix = '[{"caseNo": "HP-2026-0060", "applicantName": "张'.encode()
     body = prefix + b"\xff\xfe" + b'"}]'
     async with http.post(gw.api.url + JSON_URL, data=body,
-                         headers={"Content-Type": "application/json"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "application/json"}) as r:
         assert r.status == 400
         message = (await r.json())["error"]["message"]
         assert "not valid UTF-8" in message and f"byte {len(prefix)} (ff fe" in message
     async with http.post(gw.api.url + JSON_URL, data=b'[{"caseNo": "HP-1",}]',
-                         headers={"Content-Type": "application/json"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "application/json"}) as r:
         assert r.status == 400
         error = (await r.json())["error"]
         assert "not valid JSON" in error["message"] and error["line"] == 1
@@ -163,7 +171,7 @@ async def test_invalid_utf8_and_broken_json_are_400_with_a_clear_message(gw, htt
 async def test_json_in_a_named_charset_is_decoded(gw, http) -> None:
     body = json.dumps([case_item("HP-2026-0061")], ensure_ascii=False).encode("gb18030")
     async with http.post(gw.api.url + JSON_URL, data=body,
-                         headers={"Content-Type": "application/json; charset=GB18030"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "application/json; charset=GB18030"}) as r:
         assert r.status == 202
     rows = await gw.store.list_records(case_no="HP-2026-0061")
     assert rows[0]["record"]["data"]["applicant_name"] == "张三"
@@ -178,7 +186,7 @@ async def test_json_items_that_are_not_objects_are_refused_one_by_one(gw, http) 
 
 async def test_xml_items_land_like_json_ones(gw, http) -> None:
     xml = xml_records([case_item("HP-2026-0070"), case_item("HP-2026-0071")])
-    async with http.post(gw.api.url + JSON_URL, data=xml, headers={"Content-Type": "text/xml"}) as r:
+    async with http.post(gw.api.url + JSON_URL, data=xml, headers={**PUSH_AUTH, "Content-Type": "text/xml"}) as r:
         assert r.status == 202
         body = await r.json()
     assert body["accepted"] == 2
@@ -191,7 +199,7 @@ async def test_xml_with_external_entities_is_refused_and_reads_nothing(gw, http,
     secret.write_text("TOP-SECRET-VALUE", encoding="utf-8")
     xxe = (f'<?xml version="1.0"?>\n<!DOCTYPE records [<!ENTITY xxe SYSTEM "file://{secret}">]>\n'
            "<records><record><dataType>CASE</dataType><caseNo>&xxe;</caseNo></record></records>").encode()
-    async with http.post(gw.api.url + JSON_URL, data=xxe, headers={"Content-Type": "application/xml"}) as r:
+    async with http.post(gw.api.url + JSON_URL, data=xxe, headers={**PUSH_AUTH, "Content-Type": "application/xml"}) as r:
         assert r.status == 400
         text = await r.text()
     assert "TOP-SECRET-VALUE" not in text
@@ -200,7 +208,7 @@ async def test_xml_with_external_entities_is_refused_and_reads_nothing(gw, http,
     laughs = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
               + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))
               + "]><records><record><caseNo>&i;</caseNo></record></records>").encode()
-    async with http.post(gw.api.url + JSON_URL, data=laughs, headers={"Content-Type": "text/xml"}) as r:
+    async with http.post(gw.api.url + JSON_URL, data=laughs, headers={**PUSH_AUTH, "Content-Type": "text/xml"}) as r:
         assert r.status == 400
     assert await gw.store.list_records() == []
     assert await gw.store.list_quarantine() == []
@@ -208,7 +216,7 @@ async def test_xml_with_external_entities_is_refused_and_reads_nothing(gw, http,
 
 async def test_xml_that_is_not_well_formed_is_400_with_its_position(gw, http) -> None:
     async with http.post(gw.api.url + JSON_URL, data=b"<records><record><caseNo>1</record></records>",
-                         headers={"Content-Type": "text/xml"}) as r:
+                         headers={**PUSH_AUTH, "Content-Type": "text/xml"}) as r:
         assert r.status == 400
         error = (await r.json())["error"]
     assert error["line"] == 1 and "not well-formed" in error["message"]
@@ -217,7 +225,7 @@ async def test_xml_that_is_not_well_formed_is_400_with_its_position(gw, http) ->
 async def test_the_correlation_id_is_echoed_or_made_up_and_logged(gw, http, caplog) -> None:
     caplog.set_level(logging.INFO, logger="gateway.api.access")
     async with http.post(gw.api.url + JSON_URL, json=[case_item("HP-2026-0080")],
-                         headers={"X-Correlation-Id": "county-batch-42"}) as r:
+                         headers={**PUSH_AUTH, "X-Correlation-Id": "county-batch-42"}) as r:
         assert r.headers["X-Correlation-Id"] == "county-batch-42"
         assert (await r.json())["correlation_id"] == "county-batch-42"
     (line,) = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "gateway.api.access"]

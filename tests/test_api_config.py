@@ -27,6 +27,7 @@ port = 0
 [sources.provincial]
 adapter = "push"
 mapping = "mappings/provincial_approvedatainfo.in.yaml"
+auth = {{ anonymous = true }}
 """
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
-from test_api_support import ID_NO, PHONE, case_item, gw_fixture, http_fixture  # noqa: F401
+from test_api_support import ID_NO, PHONE, PUSH_AUTH, case_item, gw_fixture, http_fixture  # noqa: F401
 
 from gateway.api import build_app, openapi_document, start_api
 from gateway.api._identity import identity_of, mask_tree
@@ -29,7 +29,7 @@ SUPERVISOR = {"X-Gateway-User": "li.jiancha", "X-Gateway-Role": "supervisor"}
 
 
 async def push(http, base_url: str, items: list[dict]) -> dict:
-    async with http.post(base_url + PUSH, json=items) as r:
+    async with http.post(base_url + PUSH, json=items, headers=PUSH_AUTH) as r:
         assert r.status in (202, 400), await r.text()
         return await r.json()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import requests
 import zeep
 from lxml import etree
-from test_api_support import case_item, gw_fixture, http_fixture, write_gateway_dir  # noqa: F401
+from test_api_support import PUSH_AUTH, case_item, gw_fixture, http_fixture, write_gateway_dir  # noqa: F401
 
 from gateway.api._soap import SOAP11, SOAP12, TNS
 from gateway.app import Gateway
@@ -38,7 +39,7 @@ def fault_of(doc: etree._Element) -> tuple[str, str]:
 
 async def soap_post(http, gw: Gateway, body: bytes, system: str = "hall_platform") -> tuple[int, etree._Element]:
     async with http.post(f"{gw.api.url}/soap/{system}", data=body,
-                         headers={"Content-Type": "text/xml; charset=utf-8",
+                         headers={**PUSH_AUTH, "Content-Type": "text/xml; charset=utf-8",
                                   "SOAPAction": f"{TNS}#submitRecords"}) as r:
         return r.status, parse(await r.read())
 
@@ -58,7 +59,10 @@ async def test_the_wsdl_is_served_with_this_endpoints_address(gw, http) -> None:
 
 
 def _zeep_submit(wsdl_url: str, items: list[dict[str, Any]]) -> Any:
-    client = zeep.Client(wsdl_url, settings=zeep.Settings(forbid_external=True, strict=True))
+    session = requests.Session()
+    session.headers.update(PUSH_AUTH)
+    client = zeep.Client(wsdl_url, settings=zeep.Settings(forbid_external=True, strict=True),
+                         transport=zeep.Transport(session=session))
     elements = []
     for item in items:
         fields = []

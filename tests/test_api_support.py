@@ -6,6 +6,7 @@ This module holds fixtures and payload builders only; the test modules import th
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,11 @@ MAPPINGS = REPO / "mappings"
 ID_NO = "11010519491231002X"
 PHONE = "13812345678"
 
+# hall_platform pushes with this bearer token (gateway.toml holds only its SHA-256);
+# hall_json_only is configured for anonymous pushes, the development setting.
+PUSH_TOKEN = "test-push-token-hall-platform-6f1c2a"
+PUSH_AUTH = {"Authorization": f"Bearer {PUSH_TOKEN}"}
+
 CONFIG = """\
 [gateway]
 name = "api-test"
@@ -41,12 +47,14 @@ backoff_initial = "0.1s"
 [sources.hall_platform]
 adapter = "push"
 mapping = "mappings/hall_platform.in.yaml"
+auth = {{ tokens = [{{ sha256 = "{token_sha256}", label = "test" }}] }}
 
 [sources.hall_json_only]
 adapter = "push"
 mapping = "mappings/hall_platform.in.yaml"
 accept = ["json"]
 max_items = 3
+auth = {{ anonymous = true }}
 
 [sources.county_files]
 adapter = "filedrop"
@@ -77,7 +85,8 @@ def write_gateway_dir(root: Path, *, max_body: int = 65536, sinks: bool = True) 
     (root / "drop").mkdir()
     (root / "out").mkdir()
     config = root / "gateway.toml"
-    config.write_text(CONFIG.format(max_body=max_body, sinks=SINKS if sinks else ""), encoding="utf-8")
+    config.write_text(CONFIG.format(max_body=max_body, sinks=SINKS if sinks else "",
+                                    token_sha256=hashlib.sha256(PUSH_TOKEN.encode()).hexdigest()), encoding="utf-8")
     return config
 
 

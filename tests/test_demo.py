@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -15,15 +16,26 @@ def gateway(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
 def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) -> None:
     demo = gateway("demo", "--records", "80", "--dir", str(tmp_path / "site"))
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    summary = dict(line.strip().rsplit(None, 1) for line in demo.stdout.split("summary", 1)[1].splitlines()[1:7]
-                   if line.strip())
-    received, quarantined = int(summary["records received"]), int(summary["quarantined"])
-    assert received + quarantined == 80 and quarantined >= 1
-    assert int(summary["delivered"]) == received + int(summary["supervision alerts"])
-    assert int(summary["supervision alerts"]) >= 3  # the records reported weeks late
+    summary = demo.stdout.split("summary", 1)[1]
+
+    def figure(label: str) -> int:
+        return int(re.search(rf"^  {label}\s+([\d,]+)", summary, re.MULTILINE).group(1).replace(",", ""))
+
+    county = int(re.search(r"\(([\d,]+) from the county drop", summary).group(1))
+    pushed = int(re.search(r"([\d,]+) acceptances pushed by the hall over mutual TLS", summary).group(1))
+    received, quarantined = figure("records received"), figure("quarantined")
+    assert county + quarantined == 80 and quarantined >= 1 and received == county + pushed
+    assert pushed == county  # the hall accepted every case it was sent, and said so as itself
+    assert figure("delivered") == county + figure("supervision alerts")
+    assert figure("supervision alerts") >= 3  # the records reported weeks late
+    assert "0 failing its HMAC check" in summary  # everything the gateway sent was signed
+    assert "pushes refused       1 (a push without the hall's certificate: HTTP 401" in summary
     config = str(tmp_path / "site" / "gateway.toml")
     status = json.loads(gateway("status", "-c", config, "--json").stdout)
     assert status["records"] == received and status["dead"] == 0 and status["pending"] == 0
     verify = gateway("audit", "verify", "-c", config)
     assert verify.returncode == 0 and "RESULT: OK" in verify.stdout, verify.stdout + verify.stderr
-    assert gateway("check", "-c", config).returncode == 0
+    check = gateway("check", "-c", config)
+    assert check.returncode == 0 and "development CA" in check.stdout and "DEVELOPMENT seal key" in check.stdout
+    fields = json.loads(gateway("encryption", "status", "-c", config, "--json").stdout)["fields"]
+    assert set(fields) == {"demo-1"} and fields["demo-1"] >= 2 * county  # ID number and phone of every case

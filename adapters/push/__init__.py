@@ -10,15 +10,25 @@ source task merely keeps the system alive in the gateway's lifecycle until it st
     mapping = "mappings/hall_platform.in.yaml"
     accept = ["json", "soap"]      # optional; default: json, xml and soap
     max_items = 1000               # optional; items per request
+    kinds = ["case", "acceptance"] # optional; default: every kind the mapping produces
+
+    [sources.hall_platform.auth]   # who may push as hall_platform (docs/security.md, "Counterparts")
+    client_certificate = { subject = "CN=hall_platform,O=Yantai Hall,C=CN" }
+    tokens = [{ sha256 = "…", not_after = 2026-12-31T23:59:59+08:00, label = "2026" }]
+
+Without ``auth`` the API refuses every push to the system (403) and ``gateway check``
+says so; ``auth = { anonymous = true }`` admits anyone, for development only.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gateway.adapters import Adapter, AdapterConfig, SourceContext
+from gateway.schema import KINDS
+from gateway.security.counterparts import CounterpartAuth
 
 __version__ = "1.0.0"
 
@@ -34,6 +44,21 @@ class PushConfig(AdapterConfig):
     max_items: int = Field(5000, ge=1, le=100_000)
     """Items one request may carry; a larger batch is refused whole (413), before anything is ingested."""
 
+    auth: CounterpartAuth | None = None
+    """How the counterpart proves it is this system; None: every push is refused until configured."""
+
+    kinds: tuple[str, ...] | None = None
+    """Record kinds the counterpart may send (403 otherwise); None: every kind its mapping produces."""
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            unknown = [k for k in value if k not in KINDS]
+            if unknown:
+                raise ValueError(f"unknown record kind(s) {', '.join(unknown)} (known: {', '.join(KINDS)})")
+        return value
+
 
 class PushSource:
     """Waits for the gateway to stop: the API does the receiving."""
@@ -44,7 +69,10 @@ class PushSource:
 
     async def run(self, ctx: SourceContext) -> None:
         forms = ", ".join(self.config.accept)
-        ctx.log.info("source %s receives pushes through the HTTP API (%s)", self.system, forms)
+        auth = self.config.auth
+        how = ("no credentials configured: every push is refused" if auth is None
+               else "ANONYMOUS (development setting)" if auth.anonymous else ", ".join(auth.methods))
+        ctx.log.info("source %s receives pushes through the HTTP API (%s; %s)", self.system, forms, how)
         await ctx.stopping.wait()
 
 

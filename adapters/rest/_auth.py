@@ -1,21 +1,22 @@
 """Credentials for outbound REST: secrets from env or file, bearer tokens, HMAC signing, TLS contexts.
 
 The HMAC canonical string is a contract with counterparts; it is spelled out in
-adapters/rest/README.md and built only by :func:`canonical_string`.
+adapters/rest/README.md and built only by :func:`gateway.security.request_signing.canonical_string`,
+which the push API uses to check what counterparts sign.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import os
 import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from gateway.security.request_signing import canonical_string, hmac_signature
 
 from ._config import Auth, BearerAuth, HmacAuth, SecretRef, TlsConfig
 
@@ -56,22 +57,6 @@ class SecretReader:
         except OSError as exc:
             raise RestConfigError(f"{self._owner}: cannot read {self._what} file {path}: {exc.strerror}") from exc
         return self._cached
-
-
-def canonical_string(method: str, path_and_query: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    """What the HMAC signature covers, one field per line (see README.md, "Signed requests").
-
-    METHOD (upper case) \\n raw path with query string exactly as sent \\n unix-seconds timestamp
-    \\n nonce \\n lowercase hex SHA-256 of the exact body bytes (of b"" when there is no body).
-    """
-    return "\n".join(
-        (method.upper(), path_and_query, timestamp, nonce, hashlib.sha256(body).hexdigest())
-    ).encode("utf-8")
-
-
-def hmac_signature(key: bytes, canonical: bytes) -> str:
-    """Lowercase hex HMAC-SHA256 of the canonical string."""
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
 HeaderSigner = Callable[[str, str, bytes], Mapping[str, str]]

@@ -2,7 +2,8 @@
 
 Which systems may push is decided by configuration alone: an enabled source whose
 adapter is named ``push``.  The core never imports the plugin; it reads the
-plugin's validated options (``accept``, ``max_items``) off the built components.
+plugin's validated options (``accept``, ``max_items``, ``auth``, ``kinds``) off the
+built components.  Who may push as a system is checked by ``_push_auth``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from gateway.adapters import IngestOutcome, RawRecord
 from gateway.formats import FileRefused, element_to_dict, parse_xml_bytes
+from gateway.security.counterparts import CounterpartAuth, push_auth_options
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -40,6 +42,8 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.detail = detail
+        self.headers: dict[str, str] = {}  # e.g. WWW-Authenticate on a 401
+        self.refusal: Any = None  # the counterpart Refusal behind a 401/403
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ class PushTarget:
     mapping: Any  # gateway.mapping InboundMapping
     accept: tuple[str, ...]
     max_items: int
+    auth: CounterpartAuth | None = None  # None: pushes are refused until credentials are configured
+    permitted_kinds: tuple[str, ...] | None = None  # None: every kind its mapping produces
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -95,12 +101,13 @@ def push_target(gw: Gateway, system: str) -> PushTarget:
         raise ApiError(404, f"{why}; systems that accept pushes: {', '.join(pushing) or 'none'}",
                        system=system, push_systems=pushing)
     options = comp.source_configs.get(system)
+    auth, kinds = push_auth_options(options or {})
     if isinstance(options, BaseModel):
         options = options.model_dump()
     options = options if isinstance(options, Mapping) else {}
     accept = tuple(options.get("accept") or FORMS)
     max_items = int(options.get("max_items") or DEFAULT_MAX_ITEMS)
-    return PushTarget(system, comp.inbound[system], accept, max_items)
+    return PushTarget(system, comp.inbound[system], accept, max_items, auth, kinds)
 
 
 def check_kind(target: PushTarget, kind: str) -> None:

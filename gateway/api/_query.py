@@ -49,6 +49,15 @@ async def _shown(request: web.Request, rows: list[dict[str, Any]], what: str) ->
     return rows, False
 
 
+def _opened(request: web.Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Record rows with personal fields that are encrypted at rest opened (masking comes after)."""
+    comp = request.app[GATEWAY].components
+    cipher = comp.cipher if comp is not None else None
+    if cipher is None:
+        return rows
+    return [{**r, "record": cipher.open_for_reader(r["record"])} for r in rows]
+
+
 def _page(items: list[dict[str, Any]], masked: bool, cursor: str, key: str, limit: int) -> dict[str, Any]:
     last = items[-1][key] if items else None
     return {"items": items, "count": len(items), "masked": masked,
@@ -61,8 +70,8 @@ async def records(request: web.Request) -> web.Response:
     assert store is not None
     kind = choice_param(request, "kind", tuple(KINDS))
     limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
-    rows = await store.list_records(case_no=request.query.get("case_no") or None, kind=kind, limit=limit,
-                                    after_id=int_param(request, "after_id", 0, 0, 2**62))
+    rows = _opened(request, await store.list_records(case_no=request.query.get("case_no") or None, kind=kind,
+                                                     limit=limit, after_id=int_param(request, "after_id", 0, 0, 2**62)))
     shown, masked = await _shown(request, rows, "records")
     return json_response(_page(shown, masked, "after_id", "id", limit))
 
@@ -72,8 +81,9 @@ async def alerts(request: web.Request) -> web.Response:
     store = request.app[GATEWAY].store
     assert store is not None
     limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
-    rows = await store.list_records(case_no=request.query.get("case_no") or None, kind="supervision_alert",
-                                    limit=limit, after_id=int_param(request, "after_id", 0, 0, 2**62))
+    rows = _opened(request, await store.list_records(case_no=request.query.get("case_no") or None,
+                                                     kind="supervision_alert", limit=limit,
+                                                     after_id=int_param(request, "after_id", 0, 0, 2**62)))
     shown, masked = await _shown(request, rows, "alerts")
     return json_response(_page(shown, masked, "after_id", "id", limit))
 

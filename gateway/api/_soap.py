@@ -5,7 +5,9 @@ become one payload dict for the system's inbound mapping.  Answers after commit 
 a ``submitRecordsResponse``; a Client fault for input the counterpart must fix (its
 detail lists every item's result: valid items of a mixed batch were committed); a
 Server fault when nothing could be committed.  Envelopes are parsed with the
-hostile-XML-safe parser: entity declarations are refused.
+hostile-XML-safe parser: entity declarations are refused.  The counterpart authenticates
+(``_push_auth``), with WS-Security where its configuration asks for it; a refusal is a
+401 or 403 fault (``wsse:`` fault codes for WS-Security failures).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from gateway.api._inbound import (
     parse_xml_document,
     push_target,
 )
+from gateway.api._push_auth import PushAuth
 from gateway.api._web import GATEWAY, INBOUND, read_body, refuse_while_stopping
 from gateway.formats import element_to_dict
 
@@ -39,6 +42,7 @@ log = logging.getLogger("gateway.api.soap")
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 TNS = "urn:exchange-gateway:inbound:v1"
 OPERATION = "submitRecords"
 CONTENT_TYPE = "text/xml"
@@ -60,6 +64,7 @@ class SoapFault(Exception):
         self.message = message
         self.results = results
         self.http_status = http_status
+        self.headers: dict[str, str] = {}
 
 
 def _q(name: str) -> str:
@@ -118,9 +123,11 @@ def response_bytes(batch: BatchResult) -> bytes:
 
 def fault_bytes(fault: SoapFault) -> bytes:
     env, body = _envelope()
-    el = etree.SubElement(body, f"{{{SOAP11}}}Fault")
-    # faultcode and faultstring are unqualified in SOAP 1.1; the code is a QName in the envelope namespace.
-    etree.SubElement(el, "faultcode").text = f"soapenv:{fault.code}"
+    wsse = fault.code.startswith("wsse:")
+    el = etree.SubElement(body, f"{{{SOAP11}}}Fault", nsmap={"wsse": WSSE} if wsse else None)
+    # faultcode and faultstring are unqualified in SOAP 1.1; the code is a QName in the envelope namespace
+    # (or, for a WS-Security failure, in the wsse namespace, as WSS 1.1 section 12 defines).
+    etree.SubElement(el, "faultcode").text = fault.code if wsse else f"soapenv:{fault.code}"
     etree.SubElement(el, "faultstring").text = fault.message
     if fault.code != "VersionMismatch":
         detail = etree.SubElement(etree.SubElement(el, "detail"), _q("submitRecordsFault"))
@@ -170,18 +177,23 @@ def read_request(root: etree._Element) -> tuple[str | None, list[Item]]:
     return kind, items
 
 
-async def _submit(gw: Gateway, request: web.Request, target: PushTarget) -> bytes:
+async def _submit(gw: Gateway, request: web.Request, target: PushTarget, auth: PushAuth) -> bytes:
     body = await read_body(request)
+    await auth.body(body)
     try:
         root = await parse_xml_document(body, request.charset)
     except ApiError as exc:
         raise SoapFault("Client", exc.message) from None
+    await auth.envelope(root)
+    await auth.done()
     kind, items = read_request(root)
     if kind is not None:
         try:
             check_kind(target, kind)
         except ApiError as exc:
             raise SoapFault("Client", exc.message) from None
+        await auth.kind(target, kind)
+    await auth.items(target, items)
     try:
         batch = await ingest_items(gw, target, kind, items, f"POST /soap/{target.system}")
     except ApiError as exc:
@@ -202,7 +214,16 @@ async def _submit(gw: Gateway, request: web.Request, target: PushTarget) -> byte
 
 def _fault_response(fault: SoapFault) -> web.Response:
     return web.Response(status=fault.http_status, body=fault_bytes(fault), content_type=CONTENT_TYPE,
-                        charset="utf-8")
+                        charset="utf-8", headers=fault.headers)
+
+
+def _refusal_fault(exc: ApiError) -> SoapFault:
+    """A counterpart refused (401/403): a Client fault, or the WS-Security fault code when WS-Security failed."""
+    refusal = exc.refusal
+    code = f"wsse:{refusal.wsse_code}" if refusal is not None and refusal.wsse_code else "Client"
+    fault = SoapFault(code, exc.message, http_status=exc.status)
+    fault.headers = dict(exc.headers)
+    return fault
 
 
 async def soap_post(request: web.Request) -> web.Response:
@@ -213,6 +234,10 @@ async def soap_post(request: web.Request) -> web.Response:
         target = push_target(gw, system)
     except ApiError as exc:
         return _fault_response(SoapFault("Client", exc.message, http_status=404))
+    try:
+        auth = await PushAuth.begin(request, target, soap=True)
+    except ApiError as exc:
+        return _fault_response(_refusal_fault(exc))
     if "soap" not in target.accept:
         return _fault_response(SoapFault("Client", f"system {system!r} does not accept SOAP pushes "
                                                    f"(push config accept = {list(target.accept)})", http_status=415))
@@ -221,10 +246,13 @@ async def soap_post(request: web.Request) -> web.Response:
             "Client", f"Content-Type {request.content_type!r} is not SOAP 1.1; send text/xml", http_status=415))
     try:
         refuse_while_stopping(gw)
-        return web.Response(body=await _submit(gw, request, target), content_type=CONTENT_TYPE, charset="utf-8")
+        return web.Response(body=await _submit(gw, request, target, auth), content_type=CONTENT_TYPE,
+                            charset="utf-8")
     except SoapFault as fault:
         return _fault_response(fault)
     except ApiError as exc:
+        if exc.refusal is not None:
+            return _fault_response(_refusal_fault(exc))
         return _fault_response(SoapFault("Client" if exc.status < 500 else "Server", exc.message,
                                          http_status=exc.status))
 

@@ -3,6 +3,7 @@
 Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
 
     POST /api/v1/inbound/{system}/{kind}   JSON object / array, or XML; answered after commit
+                                           (the counterpart authenticates first: _push_auth)
     POST /soap/{system}                    SOAP 1.1 submitRecords;  GET /soap/{system}?wsdl
     GET  /api/v1/records | deliveries | quarantine | audit | alerts
     GET  /healthz  /metrics  /api/v1/openapi.json
@@ -41,6 +42,7 @@ from gateway.api._inbound import (
 )
 from gateway.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.api._metrics import ApiMetrics
+from gateway.api._push_auth import COUNTERPART, GUARD, PushAuth, build_guard, refusal_log
 from gateway.api._web import (
     CORRELATION_HEADER,
     CORRELATION_ID,
@@ -91,6 +93,7 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
         response = await handler(request)
     except ApiError as exc:
         response = _error_body(request, exc.status, exc.message, **exc.detail)
+        response.headers.update(exc.headers)
     except web.HTTPException as exc:
         if exc.status >= 400:
             response = _error_body(request, exc.status, exc.text or exc.reason)
@@ -115,6 +118,10 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     ident = identity_of(request)
     if ident.user or ident.role:
         entry["user"], entry["role"] = ident.user, ident.role
+    counterpart = request.get(COUNTERPART)
+    if counterpart is not None:
+        entry["counterpart"] = {"system": counterpart.system, "method": counterpart.method,
+                                "credential": counterpart.credential}
     batch: BatchResult | None = request.get(INBOUND)
     if batch is not None:
         entry.update(system=batch.system, kind=batch.kind, **batch.counts())
@@ -138,8 +145,10 @@ async def inbound(request: web.Request) -> web.Response:
     batch: BatchResult | None = None
     status = 500
     try:
+        auth = await PushAuth.begin(request, target)
         if kind is not None:
             check_kind(target, kind)
+            await auth.kind(target, kind)
         ctype = request.content_type
         if ctype in JSON_TYPES or ctype.endswith("+json"):
             form = "json"
@@ -154,10 +163,13 @@ async def inbound(request: web.Request) -> web.Response:
                                 f"(push config accept = {list(target.accept)})")
         refuse_while_stopping(gw)
         body = await read_body(request)
+        await auth.body(body)
+        await auth.done()
         if form == "json":
             items = await json_items(body, request.charset, target.record_key)
         else:
             items = await xml_items(body, request.charset, target.record_element)
+        await auth.items(target, items)
         try:
             batch = await ingest_items(gw, target, kind, items, f"POST {request.path}")
         except ApiError:
@@ -208,7 +220,7 @@ async def metrics(request: web.Request) -> web.Response:
         counts = await asyncio.wait_for(gw.store.counts(), timeout=10.0)
     except Exception as exc:  # a scrape must still answer, with gateway_store_up 0
         log.warning("metrics: store counts unavailable: %s", exc)
-    body = request.app[METRICS].render(counts)
+    body = request.app[METRICS].render(counts) + refusal_log(gw).render()
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -232,6 +244,7 @@ def build_app(gw: Gateway) -> web.Application:
     app = web.Application(client_max_size=gw.config.api.max_body_bytes, middlewares=[_observe])
     app[GATEWAY] = gw
     app[METRICS] = ApiMetrics()
+    app[GUARD] = build_guard(gw)
     app.router.add_post("/api/v1/inbound/{system}/{kind}", inbound)
     app.router.add_post("/api/v1/inbound/{system}", inbound)
     app.router.add_post("/soap/{system}", _soap.soap_post)

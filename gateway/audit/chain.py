@@ -39,6 +39,8 @@ ACTIONS = frozenset(
         "file_rejected",
         "gateway_started",
         "archived",
+        "counterpart_refused",  # a push refused for who sent it (aggregated: gateway.security.refusals)
+        "fields_reencrypted",  # stored personal fields re-encrypted under the active key
     }
 )
 

@@ -1,19 +1,27 @@
-"""`gateway demo`: a simulated county file drop → the gateway on SQLite → a simulated hall platform.
+"""`gateway demo`: a simulated county file drop → the gateway on SQLite → a simulated hall platform, and back.
 
-Everything runs on loopback in one process. The working directory it leaves
-behind (configuration, mappings, store, drop folders) is a normal gateway
-directory: `gateway status -c DIR/gateway.toml` and the other commands work on it.
+Everything runs on loopback in one process, with real credentials (gateway.demo.credentials):
+the gateway signs what it sends the hall (HMAC), the hall pushes its acceptances (受理) back
+over mutual TLS with its own client certificate, personal fields are encrypted at rest, and
+one push without credentials is refused and audited. The working directory it leaves behind
+(configuration, certificates, mappings, store, drop folders) is a normal gateway directory:
+`gateway status -c DIR/gateway.toml` and the other commands work on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import aiohttp
+
+from gateway.demo.counterparts import HallPlatform
+from gateway.demo.credentials import DemoCredentials, prepare_credentials
 from gateway.demo.generate import generate_items, write_xml_file
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
@@ -22,12 +30,14 @@ BACKFILLED = 3  # records the demo reports late on purpose
 CONFIG_TEMPLATE = """\
 # Written by `gateway demo`. A county front-end machine drops provincial exchange XML
 # into drop/county; the gateway maps it to the common schema, stores it, and delivers
-# it to the hall platform's REST API.
+# it to the hall platform's REST API, signed with HMAC. The hall platform pushes its
+# acceptances (受理) back through the gateway's HTTPS API with its client certificate.
+# Certificates are development ones from `gateway certs`: `gateway check` says so.
 
 [gateway]
 name = "demo"
 store = "sqlite:///gateway.db"
-adapters = ["filedrop", "rest"]
+adapters = ["filedrop", "rest", "push"]
 
 [delivery]
 max_attempts = 8
@@ -36,7 +46,16 @@ backoff_max = "5s"
 poll_interval = "0.5s"
 
 [api]
-enabled = false
+host = "127.0.0.1"
+port = 0
+tls_cert = "certs/server.crt"
+tls_key = "certs/server.key"
+client_ca = "certs/ca.crt"
+client_certificates = "optional"
+
+[encryption]                       # personal fields encrypted at rest (docs/security.md)
+enabled = true
+keys = {{ file = "secrets/field-keys" }}
 
 [supervision]
 destinations = ["hall_platform"]   # electronic-supervision alerts go to the hall too
@@ -49,10 +68,21 @@ include = ["*.xml"]
 stability_seconds = 0.2
 poll_interval = 0.2
 
+[sources.hall_platform]            # the hall pushes its acceptances back, as itself and nothing else
+adapter = "push"
+mapping = "mappings/hall_platform.in.yaml"
+accept = ["json"]
+kinds = ["acceptance"]
+
+[sources.hall_platform.auth.client_certificate]
+fingerprints = ["{hall_fingerprint}"]
+subject = "{hall_subject}"
+
 [sinks.hall_platform]
 adapter = "rest"
 mapping = "mappings/hall_platform.out.yaml"
 url = "{hall_url}/api/records"
+auth = {{ type = "hmac", key = {{ file = "secrets/hall-hmac.key" }}, key_encoding = "hex", key_id = "demo" }}
 
 [[routes]]
 name = "county-to-hall"
@@ -61,13 +91,63 @@ to = ["hall_platform"]
 """
 
 
-def prepare_workdir(workdir: Path, hall_url: str) -> Path:
+def prepare_workdir(workdir: Path, hall_url: str, credentials: DemoCredentials) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(MAPPINGS_DIR, workdir / "mappings", dirs_exist_ok=True)
     (workdir / "drop" / "county").mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.toml"
-    config.write_text(CONFIG_TEMPLATE.format(hall_url=hall_url), encoding="utf-8")
+    config.write_text(CONFIG_TEMPLATE.format(
+        hall_url=hall_url, hall_fingerprint=credentials.hall_certificate.fingerprint_text,
+        hall_subject=credentials.hall_certificate.subject), encoding="utf-8")
     return config
+
+
+class HallPusher:
+    """The hall platform's side of the return flow: it accepts each case it received and pushes the
+    acceptance (受理) to the gateway over mutual TLS, 25 a request."""
+
+    def __init__(self, hall: HallPlatform, api_url: str, credentials: DemoCredentials) -> None:
+        self.hall = hall
+        self.url = f"{api_url}/api/v1/inbound/hall_platform/acceptance"
+        self.credentials = credentials
+        self.pushed = 0
+        self.refused_status: int | None = None
+        self._done: set[str] = set()
+
+    def _context(self, with_certificate: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.credentials.pki.ca.cert))
+        if with_certificate:
+            cert = self.credentials.hall_certificate
+            ctx.load_cert_chain(cert.cert, cert.key)
+        return ctx
+
+    async def intruder(self) -> None:
+        """Someone on the network tries to push as the hall without its certificate: refused, audited."""
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._context(False))) as http:
+            async with http.post(self.url, json=[{"dataType": "ACCEPT", "caseNo": "FORGED-1"}]) as r:
+                self.refused_status = r.status
+
+    def pending(self) -> list[str]:
+        cases = [b.get("caseNo") for b in self.hall.records.values()
+                 if isinstance(b, dict) and b.get("dataType") == "CASE"]
+        return [c for c in cases if c and c not in self._done]
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._context(True))) as http:
+            while not stopping.is_set():
+                todo = self.pending()[:25]
+                if not todo:
+                    await asyncio.sleep(0.2)
+                    continue
+                now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+                items = [{"dataType": "ACCEPT", "caseNo": c, "deptName": "烟台市芝罘区行政审批服务局",
+                          "handler": "王五", "status": "ACCEPTED", "acceptTime": now} for c in todo]
+                async with http.post(self.url, json=items) as r:
+                    if r.status in (200, 202):
+                        self.pushed += len(todo)
+                        self._done.update(todo)
+                    else:
+                        await asyncio.sleep(0.5)
 
 
 async def drop_files(folder: Path, n_records: int, per_file: int = 50, pause: float = 0.05) -> None:
@@ -94,33 +174,43 @@ async def drop_files(folder: Path, n_records: int, per_file: int = 50, pause: fl
 async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: Callable[[str], None] = print) -> bool:
     from gateway.app import Gateway
     from gateway.config import load_config
-    from gateway.demo.counterparts import HallPlatform
-
     workdir = (workdir or Path.cwd() / f"gateway-demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    hall = HallPlatform()
+    workdir.mkdir(parents=True, exist_ok=True)
+    credentials = prepare_credentials(workdir)
+    hall = HallPlatform(hmac_key=credentials.hmac_key)
     await hall.start()
-    config_path = prepare_workdir(workdir, hall.url)
+    config_path = prepare_workdir(workdir, hall.url, credentials)
     echo(f"working directory: {workdir}")
-    echo(f"simulated hall platform listening on {hall.url}")
+    echo(f"simulated hall platform listening on {hall.url} (checks the gateway's HMAC signatures)")
     gateway = Gateway(load_config(config_path))
     started = time.monotonic()
     ok = False
+    pusher: HallPusher | None = None
+    stop_pusher = asyncio.Event()
+    pushing: asyncio.Task[None] | None = None
     try:
         await gateway.start()
-        assert gateway.store is not None
+        assert gateway.store is not None and gateway.api is not None
+        echo(f"gateway API on {gateway.api.url} (HTTPS; the hall pushes with certificate "
+             f"{credentials.hall_certificate.subject})")
+        pusher = HallPusher(hall, gateway.api.url, credentials)
+        await pusher.intruder()
+        pushing = asyncio.create_task(pusher.run(stop_pusher))
         dropper = asyncio.create_task(drop_files(workdir / "drop" / "county", n_records))
         last = ""
         while time.monotonic() - started < timeout:
             await asyncio.sleep(0.25)
             c = await gateway.store.counts()
-            flowed = c.records + c.quarantined
+            flowed = c.records - pusher.pushed + c.quarantined
             line = (f"received {c.records:,}  quarantined {c.quarantined:,}  delivered {c.delivered:,}  "
-                    f"pending {c.pending + c.inflight:,}  dead-lettered {c.dead:,}")
+                    f"pending {c.pending + c.inflight:,}  dead-lettered {c.dead:,}  acceptances pushed back "
+                    f"{pusher.pushed:,}")
             if line != last:
                 echo(line)
                 last = line
             alerts_due = min(BACKFILLED, n_records) if gateway.supervision is not None else 0
-            if dropper.done() and flowed >= n_records and c.alerts >= alerts_due and c.pending + c.inflight == 0:
+            if dropper.done() and flowed >= n_records and c.alerts >= alerts_due and c.pending + c.inflight == 0 \
+                    and not pusher.pending():
                 ok = True
                 break
         if not dropper.done():
@@ -129,18 +219,26 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
         c = await gateway.store.counts()
         echo("")
         echo("summary")
-        echo(f"  records received     {c.records:,}")
+        echo(f"  records received     {c.records:,} ({c.records - pusher.pushed:,} from the county drop, "
+             f"{pusher.pushed:,} acceptances pushed by the hall over mutual TLS)")
         echo(f"  duplicates           {c.duplicates:,}")
         echo(f"  quarantined          {c.quarantined:,}")
         echo(f"  delivered            {c.delivered:,}")
         echo(f"  dead-lettered        {c.dead:,}")
         echo(f"  supervision alerts   {c.alerts:,}")
         echo(f"  audit entries        {c.audit_entries:,}")
-        echo(f"  hall platform got    {hall.unique:,} unique records ({hall.received_raw:,} requests)")
+        echo(f"  hall platform got    {hall.unique:,} unique records ({hall.received_raw:,} requests, "
+             f"{len(hall.auth_failures):,} failing its HMAC check)")
+        echo(f"  pushes refused       {1 if pusher.refused_status in (401, 403) else 0:,} (a push without the "
+             f"hall's certificate: HTTP {pusher.refused_status}, audited as counterpart_refused)")
+        echo("  personal fields      encrypted at rest (aes-256-gcm, key demo-1 in secrets/field-keys)")
         echo(f"  elapsed              {elapsed:.1f}s")
         if not ok:
             echo(f"demo did not finish within {timeout:.0f}s")
     finally:
+        stop_pusher.set()
+        if pushing is not None:
+            await asyncio.gather(pushing, return_exceptions=True)
         await gateway.stop()
         await hall.stop()
     echo("")
@@ -148,4 +246,6 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
     echo(f"  gateway status -c {config_path}")
     echo(f"  gateway deliveries quarantine -c {config_path}")
     echo(f"  gateway audit verify -c {config_path}")
+    echo(f"  gateway check -c {config_path}        (warns: development CA and seal key)")
+    echo(f"  gateway encryption status -c {config_path}")
     return ok

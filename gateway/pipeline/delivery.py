@@ -27,6 +27,10 @@ log = logging.getLogger("gateway.delivery")
 _WAVES = 4
 
 
+class SealedFields(Exception):
+    """A stored record holds personal fields encrypted at rest that this gateway cannot open."""
+
+
 @dataclass(frozen=True)
 class DeliveryPolicy:
     max_attempts: int = 12
@@ -56,12 +60,15 @@ class DestinationWorker:
         renderer: Any,  # OutboundMapping
         store: Store,
         policy: DeliveryPolicy,
+        *,
+        cipher: Any = None,
     ) -> None:
         self.destination = destination
         self.sink = sink
         self.renderer = renderer
         self.store = store
         self.policy = policy
+        self.cipher = cipher  # opens personal fields sealed at rest (gateway.security.fieldcrypt)
         self.wake = asyncio.Event()
         self.sent = 0
         self.failed = 0
@@ -98,7 +105,15 @@ class DestinationWorker:
         ready: list[tuple[ClaimedDelivery, Delivery]] = []
         for c in claimed:
             try:
-                body = self.renderer.render(json.loads(c.body))
+                record = self._opened(json.loads(c.body))
+            except SealedFields as exc:  # a key missing from the keyring: retry once the operator restores it
+                settlements.append(self._settlement(c, RetryableError(f"cannot open the stored record: {exc}")))
+                continue
+            except ValueError as exc:  # not JSON: no retry will change that
+                settlements.append(self._settlement(c, PermanentError(f"the stored record is unreadable: {exc}")))
+                continue
+            try:
+                body = self.renderer.render(record)
             except Exception as exc:  # a record the outbound mapping cannot render will not render on retry
                 settlements.append(self._settlement(c, PermanentError(f"outbound mapping failed: {exc}")))
                 continue
@@ -136,6 +151,19 @@ class DestinationWorker:
         for group in await asyncio.gather(*(send(ch) for ch in chunks)):
             settlements.extend(group)
         await self.store.settle(settlements)
+
+    def _opened(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record with personal fields encrypted at rest opened; never sends a sealed value on."""
+        if self.cipher is not None:
+            try:
+                return self.cipher.open_record(record)
+            except Exception as exc:  # FieldCryptError, or a body changed under us
+                raise SealedFields(str(exc)) from exc
+        data = record.get("data")
+        if isinstance(data, dict) and any(isinstance(v, dict) and "$enc" in v for v in data.values()):
+            raise SealedFields("it holds fields encrypted at rest and this gateway has no [encryption] keyring "
+                               "configured")
+        return record
 
     def _settlement(self, c: ClaimedDelivery, error: DeliveryError | None,
                     result: DeliveryResult | None = None) -> Settlement:

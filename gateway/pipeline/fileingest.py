@@ -140,12 +140,13 @@ class _OneThread:
 
 
 def _worker(conn: Any, path: str, system: str, mapping_path: str, rules: Sequence[Rule], options: dict[str, Any],
-            ref_prefix: str, skip: int, batch: int) -> None:
+            ref_prefix: str, skip: int, batch: int, cipher: Any = None) -> None:
     """Helper process: prepare batches and send them; the last message says how it ended."""
     from gateway.mapping import load_mapping
 
     try:
-        ingestor = Ingestor(None, Router(rules), {system: load_mapping(mapping_path)})  # type: ignore[arg-type]
+        ingestor = Ingestor(None, Router(rules), {system: load_mapping(mapping_path)},  # type: ignore[arg-type]
+                            cipher=cipher)
         for prepared in _prepared_batches(Path(path), system, options, ingestor, ref_prefix, skip, batch):
             conn.send(("batch", *prepared))
         conn.send(("done",))
@@ -208,7 +209,8 @@ async def ingest_file(
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_worker, name=f"ingest:{path.name}", daemon=True,
-        args=(child, str(path), system, str(mapping.path), ingestor.router.rules, options, ref_prefix, skip, batch),
+        args=(child, str(path), system, str(mapping.path), ingestor.router.rules, options, ref_prefix, skip, batch,
+              ingestor.cipher),
     )
     proc.start()
     child.close()

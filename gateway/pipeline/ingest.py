@@ -20,6 +20,7 @@ from typing import Any
 from gateway.adapters import IngestOutcome, RawRecord
 from gateway.pipeline.router import Router
 from gateway.schema import KINDS, SCHEMA_VERSION
+from gateway.security.fieldcrypt import Place
 from gateway.store import AcceptItem, QuarantineItem, Store
 from gateway.store.sqlite import CHINA
 
@@ -58,11 +59,13 @@ class Ingestor:
         mappings: Mapping[str, Any],
         *,
         on_commit: Callable[[], None] | None = None,
+        cipher: Any = None,
     ) -> None:
         self.store = store
         self.router = router
         self.mappings = dict(mappings)  # system -> InboundMapping
         self.on_commit = on_commit
+        self.cipher = cipher  # gateway.security.fieldcrypt.FieldCipher: personal fields sealed in stored bodies
 
     async def ingest(
         self, system: str, raws: Sequence[RawRecord], cursor: tuple[str, str] | None = None
@@ -131,10 +134,12 @@ class Ingestor:
                 case_no = kind.case_no(data)
                 business_time = kind.business_time(data)
                 rid = receipt_id(system, m.kind, key, version)
+                stored = data if self.cipher is None else self.cipher.seal_data(
+                    Place(system, m.kind, key, version), data)
                 body = _dumps({
                     "kind": m.kind,
                     "schema_version": SCHEMA_VERSION,
-                    "data": data,
+                    "data": stored,
                     "provenance": {
                         "source_system": system,
                         "source_id": key,

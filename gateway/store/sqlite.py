@@ -39,6 +39,7 @@ from gateway.store.base import (
     StoreCounts,
     StoreError,
 )
+from gateway.store.encryption import SqliteEncryptionMixin
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin
 
 T = TypeVar("T")
@@ -164,7 +165,7 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteAuditMixin, Store):
+class SqliteStore(SqliteAuditMixin, SqliteEncryptionMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:

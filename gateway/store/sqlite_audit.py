@@ -43,7 +43,8 @@ def _seal(row: tuple[Any, ...]) -> SealRow:
                    row[6], row[7], row[8] or 0, row[9])
 
 
-def _append(conn: sqlite3.Connection, chain: ChainWriter, action: str, **fields: Any) -> int:
+def append_audit(conn: Any, chain: ChainWriter, action: str, **fields: Any) -> int:
+    """Chain one entry and store it, inside the caller's transaction; returns its seq."""
     seq, _, _, digest, body = chain.append(_now(), action, **fields)
     conn.execute(AUDIT_INSERT, (seq, digest, body))
     return seq
@@ -158,7 +159,7 @@ class SqliteAuditMixin:
                 "INSERT INTO audit_seals(seal, from_seq, to_seq, statement, statement_hash) VALUES (?,?,?,?,?)",
                 (seal, from_seq, to_seq, statement, statement_hash),
             )
-            _append(conn, chain, "seal_made", detail={"seal": seal, "from_seq": from_seq, "to_seq": to_seq,
+            append_audit(conn, chain, "seal_made", detail={"seal": seal, "from_seq": from_seq, "to_seq": to_seq,
                                                       "statement_hash": statement_hash})
             return SealRow(seal, from_seq, to_seq, statement, statement_hash, None, None, None)
 
@@ -220,7 +221,7 @@ class SqliteAuditMixin:
             conn.execute("UPDATE audit_seals SET signature=?, key_id=?, signature_algorithm=? WHERE seal=?",
                          (signature, key_id, algorithm, seal))
             conn.execute("DELETE FROM audit_seal_attempts WHERE seal=?", (seal,))
-            _append(conn, chain, "seal_signed", detail={
+            append_audit(conn, chain, "seal_signed", detail={
                 "seal": seal, "statement_hash": row[0], "key_id": key_id, "signature_algorithm": algorithm,
                 "signature_hash": digest(signature).hex()})
             return True
@@ -281,7 +282,7 @@ class SqliteAuditMixin:
             detail = {"archive": row.archive, "file": row.file, "manifest_hash": row.manifest_hash,
                       "from_seq": row.from_seq, "to_seq": row.to_seq, "entries": row.entries,
                       "seals": [row.first_seal, row.last_seal]}
-            return _append(conn, chain, "archived", detail=detail)
+            return append_audit(conn, chain, "archived", detail=detail)
 
         return await self._write(op)
 
