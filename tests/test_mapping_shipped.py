@@ -231,7 +231,7 @@ def test_mapping_test_prints_each_record_as_json() -> None:
     )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["ref"] for line in lines] == [f"shuanggongshi_xk.csv row {i}" for i in range(1, 5)]
+    assert [line["ref"] for line in lines] == [f"shuanggongshi_xk.csv line {i}" for i in range(2, 6)]
     assert lines[2]["data"]["valid_until"] == "2099-12-31"
     assert "4 items, 4 records, 0 errors" in result.stderr
 

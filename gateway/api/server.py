@@ -155,7 +155,7 @@ async def inbound(request: web.Request) -> web.Response:
         refuse_while_stopping(gw)
         body = await read_body(request)
         if form == "json":
-            items = await json_items(body, request.charset, target.record_key)
+            items = await json_items(body, request.charset, target.record_key, target.mapping.input)
         else:
             items = await xml_items(body, request.charset, target.record_element)
         try:
