@@ -332,7 +332,8 @@ async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items:
     results = []
     for i, raw in enumerate(raws):
         mine = by_ref.get(raw.ref, [])
-        records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status, "receipt_id": o.receipt_id}
+        records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status, "receipt_id": o.receipt_id,
+                    **({"findings": o.findings} if o.findings else {})}
                    for o in mine if o.status != "quarantined"]
         errors = [dict(e) for o in mine if o.status == "quarantined" for e in o.errors]
         if not mine:

@@ -211,7 +211,8 @@ def _rows(
             if problems:
                 raise FileRefused(
                     path,
-                    f"the header row cannot be decoded: {problems[0][1]}; set input.encoding in the mapping",
+                    f"the header row cannot be decoded: {problems[0][1]}; set input.encoding in the mapping, or "
+                    "input = {encoding = …} under the source in gateway.toml",
                 )
             keys = _header_names(path, fields)
             continue

@@ -306,6 +306,7 @@ def _records(path: Path, stream: BinaryIO, record: str | None, encoding: str | N
             f"line {line} column {column}",
             error=f"XML is not well-formed at line {line}, column {column}: {message}; "
             f"the {count} records before it were read",
+            rule="xml_syntax",
         )
 
 

@@ -34,9 +34,17 @@ TEXT_RULES = ("control_char", "bidi_char", "invisible_char", "invalid_char")
 """Rule names a character check can give."""
 
 
+# Unicode gives control characters no names; these are the ones data actually carries.
+_CONTROL_NAMES = {
+    0x00: "NULL", 0x07: "BELL", 0x08: "BACKSPACE", 0x09: "CHARACTER TABULATION", 0x0A: "LINE FEED",
+    0x0B: "LINE TABULATION", 0x0C: "FORM FEED", 0x0D: "CARRIAGE RETURN", 0x1A: "SUBSTITUTE", 0x1B: "ESCAPE",
+    0x7F: "DELETE", 0x85: "NEXT LINE",
+}
+
+
 def describe_char(char: str) -> str:
     """``U+202E RIGHT-TO-LEFT OVERRIDE``: a character named the way a user can look it up."""
-    name = unicodedata.name(char, "")
+    name = unicodedata.name(char, "") or _CONTROL_NAMES.get(ord(char), "")
     if not name:
         name = {"Cc": "a control character", "Cs": "a lone surrogate", "Co": "a private-use character"}.get(
             unicodedata.category(char), "an unassigned code point"

@@ -115,13 +115,14 @@ def emit_value_checks(
         w.emit(depth, f"{r} = _chk_{t}({var})")
         w.emit(depth, f"if {r} is not None: {errs}.append(_E({s}, {r}, {var}))")
     elif t == "code":
-        codes = w.bind(frozenset(tables[spec.code_table or ""].codes), "_CODES")
+        table = tables[spec.code_table or ""]
+        codes = w.bind(frozenset(table.codes), "_CODES", f"the {len(table.codes)} codes of table {table.id}")
         if spec.multiple:
             w.emit(depth, f"if _bad_code({var}, {codes}) is not None: {errs}.append(_E({s}, 'code_invalid', {var}))")
         else:
             w.emit(depth, f"if {var} not in {codes}: {errs}.append(_E({s}, 'code_invalid', {var}))")
     elif t == "enum":
-        allowed = w.bind(frozenset(spec.enum), "_ENUM")
+        allowed = w.bind(frozenset(spec.enum), "_ENUM", f"the values of {spec.name}: {', '.join(spec.enum)}")
         w.emit(depth, f"if {var} not in {allowed}: {errs}.append(_E({s}, 'enum_invalid', {var}))")
 
 

@@ -38,6 +38,7 @@ ALERT_TYPES: dict[str, AlertType] = {
         AlertType("outside_system_no_acceptance", "outside_system", "red", "体外循环：无受理即办结"),
         AlertType("disclosure_overdue", "credit_disclosure", "yellow", "双公示超期"),
         AlertType("changed_after_completion", "change_after_completion", "yellow", "办结后修改"),
+        AlertType("data_quality_finding", "data_quality", "info", "数据质量：带问题接收"),
     )
 }
 
