@@ -301,3 +301,18 @@ async def test_a_push_answer_tells_the_counterpart_which_findings_its_record_was
         assert bad_id not in json.dumps(body)
     finally:
         await gw.stop()
+
+
+def test_mapping_test_prints_accepted_findings_and_still_succeeds(tmp_path: Path) -> None:
+    from gateway.mapping.commands import mapping as mapping_cli
+
+    m = mapping(tmp_path, top="on_invalid: {credit_code_check: accept_with_finding}\n")
+    sample = tmp_path / "acc.jsonl"
+    sample.write_text(json.dumps(PAYLOAD, ensure_ascii=False) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(mapping_cli, ["test", str(m.path), str(sample)])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert json.loads(line)["findings"][0]["rule"] == "credit_code_check"
+    assert ("FINDING acc.jsonl line 1: acceptance.department_credit_code: credit_code_check:" in result.stderr
+            and "(accepted: on_invalid)" in result.stderr)
+    assert "1 items, 1 records, 0 errors, 1 findings accepted" in result.stderr
