@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,15 @@ SAMPLES = Path(__file__).resolve().parent / "samples" / "mapping"
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(SETTINGS, max_examples=40)
 
-_scratch = Path(tempfile.mkdtemp(prefix="gateway-properties-"))
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the whole module: hypothesis runs each test many times over, a fresh tmp_path each is waste."""
+    return tmp_path_factory.mktemp("properties")
 
 
-def read_all(data: bytes, options: dict[str, Any], suffix: str) -> list[RawItem] | None:
+def read_all(scratch: Path, data: bytes, options: dict[str, Any], suffix: str) -> list[RawItem] | None:
     """Every item of ``data`` read as a file; None when the whole file is refused."""
-    path = _scratch / f"input{suffix}"
+    path = scratch / f"input{suffix}"
     path.write_bytes(data)
     try:
         items = list(read_items(path, options))
@@ -70,30 +72,30 @@ CUTS = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 8), st.binary(m
 
 @SETTINGS
 @given(st.binary(max_size=3000))
-def test_the_csv_reader_survives_any_bytes(data: bytes) -> None:
-    read_all(data, {"format": "csv"}, ".csv")
-    read_all(data, {"format": "csv", "encoding": "gb18030", "delimiter": "|"}, ".csv")
+def test_the_csv_reader_survives_any_bytes(scratch: Path, data: bytes) -> None:
+    read_all(scratch, data, {"format": "csv"}, ".csv")
+    read_all(scratch, data, {"format": "csv", "encoding": "gb18030", "delimiter": "|"}, ".csv")
 
 
 @SETTINGS
 @given(st.binary(max_size=3000))
-def test_the_json_readers_survive_any_bytes(data: bytes) -> None:
-    read_all(data, {"format": "json"}, ".json")
-    read_all(data, {"format": "json", "record": "DATA"}, ".json")
-    read_all(data, {"format": "jsonl"}, ".jsonl")
+def test_the_json_readers_survive_any_bytes(scratch: Path, data: bytes) -> None:
+    read_all(scratch, data, {"format": "json"}, ".json")
+    read_all(scratch, data, {"format": "json", "record": "DATA"}, ".json")
+    read_all(scratch, data, {"format": "jsonl"}, ".jsonl")
 
 
 @SETTINGS
 @given(st.binary(max_size=3000))
-def test_the_xml_reader_survives_any_bytes(data: bytes) -> None:
-    read_all(data, {"format": "xml", "record": "APPROVEDATAINFO"}, ".xml")
-    read_all(data, {"format": "xml"}, ".xml")
+def test_the_xml_reader_survives_any_bytes(scratch: Path, data: bytes) -> None:
+    read_all(scratch, data, {"format": "xml", "record": "APPROVEDATAINFO"}, ".xml")
+    read_all(scratch, data, {"format": "xml"}, ".xml")
 
 
 @SETTINGS
 @given(CUTS, st.sampled_from(["provincial_approvedatainfo.xml", "shuanggongshi_xk.csv", "shuanggongshi_cf.csv",
                               "haochaping.json", "ministry_progress.jsonl", "hall_platform.jsonl"]))
-def test_readers_survive_damaged_real_exports(cuts: list[tuple[int, int, bytes]], sample: str) -> None:
+def test_readers_survive_damaged_real_exports(scratch: Path, cuts: list[tuple[int, int, bytes]], sample: str) -> None:
     options = {
         ".xml": {"format": "xml", "record": "APPROVEDATAINFO"},
         ".csv": {"format": "csv", "encoding": "gb18030"},
@@ -101,7 +103,7 @@ def test_readers_survive_damaged_real_exports(cuts: list[tuple[int, int, bytes]]
         ".jsonl": {"format": "jsonl"},
     }
     suffix = Path(sample).suffix
-    read_all(mutate((SAMPLES / sample).read_bytes(), cuts), options[suffix], suffix)
+    read_all(scratch, mutate((SAMPLES / sample).read_bytes(), cuts), options[suffix], suffix)
 
 
 # --------------------------------------------------------------------------- strict JSON against the standard library
