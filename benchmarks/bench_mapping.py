@@ -37,6 +37,7 @@ from gateway.demo.generate import case_fields
 from gateway.mapping import Mapped, load_mapping
 from gateway.mapping._runtime import AUTO_DATETIME, CHINA, Bad, make_datetime_parser, text, to_int
 from gateway.schema import KINDS, FieldError, code_tables
+from gateway.schema._text import nfc, unsafe_in_identifier, unsafe_in_text
 from gateway.schema._types import make_error
 from gateway.schema.identifiers import (
     check_credit_code,
@@ -120,9 +121,15 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
     if sec.__class__ is not dict:
         sec = {}
 
-    def get(key: str) -> str:
+    def get(key: str, identifier: bool = True) -> str:
+        # the strict-input rules every compiled mapping applies: unsafe characters refused, text in NFC
         v = sec.get(key)
-        return (v if v.__class__ is str else text(v)).strip()
+        v = (v if v.__class__ is str else text(v)).strip()
+        if not v.isprintable():
+            problem = unsafe_in_identifier(v) if identifier else unsafe_in_text(v)
+            if problem is not None:
+                raise Bad(problem[0], v, problem[1])
+        return v if v.isascii() else nfc(v)
 
     try:
         v = get("SBLSH")
@@ -133,7 +140,7 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
                 errs.append(E("case", S["case_no"], "max_length", v))
             data["case_no"] = v
         for name, key, limit in (("item_code", "SXBM", 10), ("item_name", "SXMC", 200), ("implementation_code", "SSXBM", 36)):
-            v = get(key)
+            v = get(key, name != "item_name")
             if v:
                 if len(v) > limit:
                     errs.append(E("case", S[name], "max_length", v))
@@ -150,7 +157,7 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
             if v not in APPLICANT_TYPES:
                 errs.append(E("case", S["applicant_type"], "code_invalid", v))
             data["applicant_type"] = v
-        v = get("SQRMC")
+        v = get("SQRMC", False)
         if not v:
             errs.append(E("case", S["applicant_name"], "required", None))
         else:
@@ -174,7 +181,7 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
             if len(v) > 64:
                 errs.append(E("case", S["applicant_id_no"], "max_length", v))
             data["applicant_id_no"] = v
-        v = get("LXRXM")
+        v = get("LXRXM", False)
         if v:
             if len(v) > 50:
                 errs.append(E("case", S["contact_name"], "max_length", v))
@@ -193,7 +200,7 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
                 errs.append(E("case", S["contact_id_no"], "max_length", v))
             data["contact_id_no"] = v
         for name, key, limit in (("contact_phone", "LXRSJ", 32), ("contact_address", "LXRDZ", 200)):
-            v = get(key)
+            v = get(key, name == "contact_phone")
             if v:
                 if len(v) > limit:
                     errs.append(E("case", S[name], "max_length", v))
@@ -221,7 +228,7 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
             if r is not None:
                 errs.append(E("case", S["region_code"], r, v))
             data["region_code"] = v
-        v = get("SLBMMC")
+        v = get("SLBMMC", False)
         if v:
             if len(v) > 200:
                 errs.append(E("case", S["department_name"], "max_length", v))
@@ -233,19 +240,22 @@ def map_by_hand(payload: dict[str, Any]) -> list[Mapped]:
             if r is not None:
                 errs.append(E("case", S["department_credit_code"], r, v))
             data["department_credit_code"] = v
-        v = get("SQNR")
+        v = get("SQNR", False)
         if v:
             if len(v) > 2000:
                 errs.append(E("case", S["application_content"], "max_length", v))
             data["application_content"] = v
-        for name, key in (("material_count", "CLSL"), ("version", "VERSION")):
-            v = get(key)
+        for name, key, low in (("material_count", "CLSL", 0), ("version", "VERSION", 1)):
+            v = get(key, False)
             if v:
                 try:
-                    data[name] = to_int(v)
+                    n = to_int(v)
+                    if not low <= n <= 2**63 - 1:
+                        raise Bad("int_range", n)
+                    data[name] = n
                 except Bad as e:
                     errs.append(E("case", S[name], e.rule, e.value, e.detail))
-        v = get("BZ")
+        v = get("BZ", False)
         if v:
             if len(v) > 1000:
                 errs.append(E("case", S["remark"], "max_length", v))

@@ -45,11 +45,16 @@ class RawRecord:
     raw: bytes | None = None
     error: str | None = None
     field: str | None = None  # the field a source-level error concerns, if any
+    rule: str | None = None  # the rule a source-level error breaks ("json_depth", "csv_columns" …), if named
 
 
 @dataclass(slots=True)
 class IngestOutcome:
-    """What happened to one RawRecord (one per mapped record; a raw item may map to several)."""
+    """What happened to one RawRecord (one per mapped record; a raw item may map to several).
+
+    ``findings`` are the data-quality findings a stored record was accepted with (the
+    mapping's or the source's ``on_invalid`` allowed them); the stored body carries them too.
+    """
 
     ref: str
     status: str  # accepted | duplicate | superseded | quarantined
@@ -57,6 +62,7 @@ class IngestOutcome:
     kind: str | None = None
     record_key: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FileUnreadable(Exception):
@@ -169,7 +175,8 @@ class SourceContext(Protocol):
         ...
 
     def input_options(self) -> Mapping[str, Any]:
-        """The inbound mapping's ``input`` block (format, encoding, record element …)."""
+        """The inbound mapping's ``input`` block (format, encoding, record element …), with the
+        source's own overrides from gateway.toml (``[sources.NAME] input = {…}``) laid over it."""
         ...
 
 

@@ -88,7 +88,7 @@ class Components:
 
 def build(config: GatewayConfig) -> Components:
     """Load adapters, validate their configs, compile mappings; raise ConfigError listing every problem."""
-    from gateway.mapping import MappingError, load_mapping
+    from gateway.mapping import MappingError, OverrideError, load_mapping
     from gateway.schema import KINDS
 
     problems: list[str] = []
@@ -144,7 +144,10 @@ def build(config: GatewayConfig) -> Components:
             comp.source_configs[name] = validate("sources", name, adapter.source_config, src.adapter_options())
         m = mapping("sources", name, src.mapping, "inbound")
         if m is not None:
-            comp.inbound[name] = m
+            try:  # the source's own reader options and on_invalid, laid over the mapping's
+                comp.inbound[name] = m.for_source(input=src.input, on_invalid=src.on_invalid)
+            except OverrideError as exc:
+                problems.extend(f"sources.{name}.{problem}" for problem in exc.problems)
     for name, sink in config.sinks.items():
         if not sink.enabled:
             continue

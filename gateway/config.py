@@ -162,12 +162,20 @@ class EncryptionSection(_Model):
 
 
 class SourceSection(BaseModel):
-    """A counterpart we receive from: core keys here, the rest belongs to the adapter."""
+    """A counterpart we receive from: core keys here, the rest belongs to the adapter.
+
+    ``input`` overrides reader options of the mapping's input block for this source
+    (``{encoding = "utf-8-sig", delimiter = ";"}``); ``on_invalid`` lays this source's
+    accept-with-finding policy over the mapping's.  Both are checked against the
+    mapping when the gateway is built (gateway.formats._options, gateway.mapping._policy).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
     adapter: str
     mapping: str
     enabled: bool = True
+    input: dict[str, Any] = Field(default_factory=dict)
+    on_invalid: dict[str, Any] = Field(default_factory=dict)
 
     def adapter_options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

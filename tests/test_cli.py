@@ -20,7 +20,7 @@ def test_check_passes_a_good_configuration_and_describes_it(tmp_path) -> None:
     site = _site(tmp_path)
     result = CliRunner().invoke(main, ["check", "-c", str(site.config_path)])
     assert result.exit_code == 0, result.output
-    assert "source county_drop: adapter filedrop, mapping provincial_approvedatainfo@1" in result.output
+    assert "source county_drop: adapter filedrop, mapping provincial_approvedatainfo@2" in result.output
     assert "route  everything-to-the-hall" in result.output
 
 

@@ -182,13 +182,14 @@ async def test_bad_rows_are_quarantined_with_row_field_and_rule_while_good_rows_
         finally:
             await gw.stop()
     rows = {r[0]: json.loads(r[1]) for r in site.query("SELECT ref, errors FROM quarantine")}
-    by_row = {ref.split(" row ")[-1]: errs for ref, errs in rows.items()}
-    assert set(by_row) == {"2", "3", "4", "5"}, rows
-    assert "column" in by_row["2"][0]["message"]
-    assert by_row["3"][0]["field"] == "counterpart_credit_code" and by_row["3"][0]["rule"].startswith("credit_code")
-    assert by_row["4"][0]["field"] in ("decided_on", "valid_from") and "date" in by_row["4"][0]["rule"]
-    assert by_row["5"][0]["rule"] == "readable" and "not valid GB18030" in by_row["5"][0]["message"]
-    assert all(ref.startswith("licences.csv row ") for ref in rows)
+    # quarantine names the line an editor shows: data row N is line N + 1 under the header
+    by_line = {ref.split(" line ")[-1]: errs for ref, errs in rows.items()}
+    assert set(by_line) == {"3", "4", "5", "6"}, rows
+    assert by_line["3"][0]["rule"] == "csv_columns" and "27 columns where the header has 25" in by_line["3"][0]["message"]
+    assert by_line["4"][0]["field"] == "counterpart_credit_code" and by_line["4"][0]["rule"].startswith("credit_code")
+    assert by_line["5"][0]["field"] in ("decided_on", "valid_from") and "date" in by_line["5"][0]["rule"]
+    assert by_line["6"][0]["rule"] == "encoding" and "not valid GB18030" in by_line["6"][0]["message"]
+    assert all(ref.startswith("licences.csv line ") for ref in rows)
     assert {b.get("licenceNo") or b.get("decisionNo") for b in hall.records.values()}
 
 

@@ -169,7 +169,7 @@ async def test_rename_convention_ignores_temporary_names_and_takes_the_renamed_f
     ctx.stopping.set()
     await task
 
-    assert store.refs() == ["cases.csv row 1", "cases.csv row 2"]
+    assert store.refs() == ["cases.csv line 2", "cases.csv line 3"]
     assert store.records[0].payload == {"SBLSH": "000001", "SQRMC": "申请人1"}
     assert store.records[0].system == "county"
     assert [original_name(name) for name in listing(root / "done")] == ["cases.csv"]
@@ -242,7 +242,7 @@ async def test_csv_exports_in_each_encoding_arrive_with_chinese_fields(tmp_path:
 
     assert [r.payload["申请人名称"] for r in store.records][0] == "烟台市某某食品有限公司"
     assert store.records[2].payload["申请人名称"] == '某某"商贸"有限公司'
-    assert store.refs() == [f"{sample} row {n}" for n in (1, 2, 3)]
+    assert store.refs() == [f"{sample} line {n}" for n in (2, 3, 5)]  # row 2 spans lines 3-4
 
 
 async def test_bad_csv_rows_are_error_records_and_the_file_still_goes_to_done(tmp_path: Path) -> None:
@@ -260,11 +260,12 @@ async def test_bad_csv_rows_are_error_records_and_the_file_still_goes_to_done(tm
 
     by_ref = {r.ref: r for r in store.records}
     assert len(store.records) == 6
-    assert by_ref["export.csv row 3"].error == "row has 3 columns, header has 2"
-    assert by_ref["export.csv row 3"].payload == {}
-    assert "row 5" in by_ref["export.csv row 5"].error and "byte offset" in by_ref["export.csv row 5"].error
-    assert by_ref["export.csv row 6"].payload == {"SBLSH": "6", "SQRMC": "申请人6"}
-    assert by_ref["export.csv row 6"].raw == "6,申请人6".encode("gb18030")
+    assert by_ref["export.csv line 4"].error.startswith("line 4 has 3 columns where the header has 2: 1 extra value")
+    assert by_ref["export.csv line 4"].rule == "csv_columns"
+    assert by_ref["export.csv line 4"].payload == {}
+    assert by_ref["export.csv line 6"].error.startswith("line 6: ") and "byte offset" in by_ref["export.csv line 6"].error
+    assert by_ref["export.csv line 7"].payload == {"SBLSH": "6", "SQRMC": "申请人6"}
+    assert by_ref["export.csv line 7"].raw == "6,申请人6".encode("gb18030")
     assert listing(root / "error") == []
 
 
@@ -358,7 +359,7 @@ def ten_items(root: Path) -> Path:
     return csv_file(root / "cases.csv", 10)
 
 
-EXPECTED = [f"cases.csv row {n}" for n in range(1, 11)]
+EXPECTED = [f"cases.csv line {n}" for n in range(2, 12)]
 
 
 @pytest.mark.parametrize(
@@ -501,7 +502,7 @@ async def test_stop_is_prompt_between_batches_and_the_next_start_continues(tmp_p
     await run_until(
         FiledropSource("county", config), FakeContext(store), lambda: bool(listing(root / "done"))
     )
-    assert store.refs() == [f"big.csv row {n}" for n in range(1, 5001)]
+    assert store.refs() == [f"big.csv line {n}" for n in range(2, 5002)]
 
 
 async def test_two_gateways_on_one_drop_folder_never_take_the_same_file(tmp_path: Path) -> None:
@@ -520,7 +521,7 @@ async def test_two_gateways_on_one_drop_folder_never_take_the_same_file(tmp_path
     ctx2.stopping.set()
     await asyncio.gather(*tasks)
 
-    assert sorted(store.refs()) == sorted(f"f{n:02d}.csv row {r}" for n in range(30) for r in range(1, 6))
+    assert sorted(store.refs()) == sorted(f"f{n:02d}.csv line {r}" for n in range(30) for r in range(2, 7))
     assert first.stats.done + second.stats.done == 30
 
 
@@ -539,7 +540,7 @@ async def test_a_missing_drop_folder_is_waited_for_not_created(tmp_path: Path, c
         await asyncio.sleep(0.01)
     ctx.stopping.set()
     await task
-    assert store.refs() == ["late.csv row 1", "late.csv row 2"]
+    assert store.refs() == ["late.csv line 2", "late.csv line 3"]
 
 
 async def test_a_file_that_cannot_be_claimed_is_reported_once_and_the_others_go_on(
@@ -560,7 +561,7 @@ async def test_a_file_that_cannot_be_claimed_is_reported_once_and_the_others_go_
         lambda: bool(listing(root / "done")) and loop.time() - started > 0.5,
     )
 
-    assert store.refs() == ["ok.csv row 1"]
+    assert store.refs() == ["ok.csv line 2"]
     assert (root / long_name).exists()
     assert caplog.text.count("cannot claim") == 1
 

@@ -23,7 +23,8 @@ def read(path: Path, **options) -> list[RawItem]:
 def test_each_windows_export_encoding_reads_the_same_cases_with_chinese_headers(sample: str) -> None:
     items = read(SAMPLES / sample)
 
-    assert [item.ref for item in items] == ["row 1", "row 2", "row 3"]
+    # refs are the lines an editor shows: the header is line 1, the second row spans lines 3 and 4
+    assert [item.ref for item in items] == ["line 2", "line 3", "line 5"]
     assert all(item.error is None for item in items)
     assert list(items[0].payload) == HEADER  # no BOM glued to the first column name
     assert items[0].payload["申请人名称"] == "烟台市某某食品有限公司"
@@ -61,14 +62,19 @@ def test_bad_rows_become_error_items_and_their_neighbours_still_parse(tmp_path: 
 
     assert len(items) == 20
     errors = {item.ref: item.error for item in items if item.error}
-    assert errors["row 17"] == "row has 27 columns, header has 25"
-    assert set(errors) == {"row 9", "row 17"}
-    assert f"byte offset {offsets[9]}" in errors["row 9"] and "row 9" in errors["row 9"]
+    # data row 17 is line 18 of the file, data row 9 line 10
+    assert errors["line 18"] == (
+        "line 18 has 27 columns where the header has 25: 2 extra values after the last column '列25' "
+        "(columns 26–27); an unquoted delimiter inside a value shifts the columns after it"
+    )
+    assert {item.rule for item in items if item.error} == {"csv_columns", "encoding"}
+    assert set(errors) == {"line 10", "line 18"}
+    assert f"byte offset {offsets[9]}" in errors["line 10"] and errors["line 10"].startswith("line 10: ")
     assert data[offsets[9]] == 0xFF
-    assert "GB18030" in errors["row 9"]
+    assert "GB18030" in errors["line 10"]
     good_items = [item for item in items if item.error is None]
     assert len(good_items) == 18
-    assert good_items[7].ref == "row 8" and good_items[8].ref == "row 10"
+    assert good_items[7].ref == "line 9" and good_items[8].ref == "line 11"
     assert good_items[8].payload["列1"] == "值10-1"
     assert all(item.payload is None for item in items if item.error)
     assert items[16].raw.startswith("值17-1,".encode("gb18030"))
@@ -82,9 +88,9 @@ def test_undecodable_utf8_row_is_an_error_naming_row_and_offset(tmp_path: Path) 
     items = read(path)
 
     assert [(item.ref, item.error is None) for item in items] == [
-        ("row 1", True),
-        ("row 2", False),
-        ("row 3", True),
+        ("line 2", True),
+        ("line 3", False),
+        ("line 4", True),
     ]
     bad_offset = data.index(b"\xe4\xb8,")
     assert f"byte offset {bad_offset}" in items[1].error
@@ -123,19 +129,19 @@ def test_delimiter_is_configurable_even_when_gb18030_bytes_contain_it(tmp_path: 
     path = tmp_path / "pipe.csv"
     path.write_bytes(f'名称|备注\r\n{tricky}公司|"a|b"\r\n'.encode("gb18030"))
     assert read(path, delimiter="|", encoding="gb18030") == [
-        RawItem({"名称": f"{tricky}公司", "备注": "a|b"}, "row 1", f'{tricky}公司|"a|b"'.encode("gb18030"))
+        RawItem({"名称": f"{tricky}公司", "备注": "a|b"}, "line 2", f'{tricky}公司|"a|b"'.encode("gb18030"))
     ]
     tab = tmp_path / "tab.csv"
     tab.write_bytes(b"a\tb\n1\t2\n")
     assert read(tab, delimiter="\\t")[0].payload == {"a": "1", "b": "2"}
 
 
-def test_blank_lines_are_not_rows_and_rows_are_counted_from_one_after_the_header(tmp_path: Path) -> None:
+def test_blank_lines_are_not_rows_but_still_count_as_lines_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "blank.csv"
     path.write_bytes(b"\r\na,b\r\n\r\n1,2\r\n\r\n3,4\r\n")
     assert [(item.ref, item.payload) for item in read(path)] == [
-        ("row 1", {"a": "1", "b": "2"}),
-        ("row 2", {"a": "3", "b": "4"}),
+        ("line 4", {"a": "1", "b": "2"}),
+        ("line 6", {"a": "3", "b": "4"}),
     ]
 
 
@@ -144,7 +150,11 @@ def test_without_header_keys_are_column_numbers_and_the_first_row_sets_the_width
     path.write_bytes(b"1,2,3\n4,5\n")
     items = read(path, header=False)
     assert items[0].payload == {"1": "1", "2": "2", "3": "3"}
-    assert items[1].error == "row has 2 columns, the first row has 3"
+    assert items[1].error == (
+        "line 2 has 2 columns where the first row has 3: no value for 3; a lost delimiter or a line break "
+        "inside an unquoted value shifts the columns after it"
+    )
+    assert items[1].rule == "csv_columns" and items[1].field == "3"
 
 
 def test_header_problems_refuse_the_whole_file(tmp_path: Path) -> None:
@@ -171,7 +181,7 @@ def test_an_oversized_line_is_one_error_item_not_a_memory_spike(tmp_path: Path, 
     path = tmp_path / "long.csv"
     path.write_bytes(b"a,b\n1,2\n" + b"x" * 5000 + b",y\n3,4\n")
     items = read(path)
-    assert [item.ref for item in items] == ["row 1", "row 2", "row 3"]
+    assert [item.ref for item in items] == ["line 2", "line 3", "line 4"]
     assert "longer than 1000 bytes" in items[1].error
     assert items[2].payload == {"a": "3", "b": "4"}
 
@@ -182,10 +192,8 @@ def test_unterminated_quote_does_not_swallow_unbounded_memory(tmp_path: Path) ->
     path.write_bytes(body)
     items = read(path)
     # The runaway field is cut at the csv module's field limit (128 KiB) and reported...
-    assert (
-        items[0].ref == "row 1"
-        and "row 1 (line 2) is not valid CSV: field larger than field limit" in items[0].error
-    )
+    assert items[0].ref == "line 2" and "line 2 is not valid CSV: field larger than field limit" in items[0].error
+    assert items[0].rule == "csv_syntax"
     assert len(items[0].raw) < 200_000
     # ...and reading picks up again on the following lines.
     assert items[-1].payload == {"a": "39999", "b": "39999"}

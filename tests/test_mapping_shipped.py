@@ -64,7 +64,10 @@ def test_provincial_xml_sample_maps_to_cases_acceptances_and_a_completion() -> N
     assert [(ref.split(" (")[0], r.kind) for ref, r in results] == [
         ("record 1", "case"), ("record 1", "acceptance"),
         ("record 2", "case"), ("record 2", "acceptance"), ("record 2", "completion"),
+        ("record 2", "process_step"), ("record 2", "process_step"), ("record 2", "process_step"),
         ("record 3", "case"), ("record 3", "acceptance"),
+        ("record 4", "case"), ("record 4", "acceptance"), ("record 4", "process_step"), ("record 4", "process_step"),
+        ("record 4", "correction"), ("record 4", "special_procedure"),
     ]
     for _, mapped in results:
         assert mapped.errors == [], mapped.errors
@@ -83,10 +86,10 @@ def test_provincial_xml_sample_maps_to_cases_acceptances_and_a_completion() -> N
     assert completion["result_code"] == "6"
     assert completion["license_valid_until"] == "2031-09-29"
     assert completion["fee_amount"] == "0.00"
-    third_case = results[5][1].data
+    third_case = results[8][1].data
     assert third_case is not None
     assert third_case["applicant_id_no"] == "370602199207184020"  # full-width digits normalised
-    assert results[6][1].data is not None and results[6][1].data["status"] == "2"
+    assert results[9][1].data is not None and results[9][1].data["status"] == "2"
 
 
 def test_provincial_mapping_reads_the_demo_generators_layout() -> None:
@@ -163,12 +166,100 @@ def test_hall_platform_sample_maps_every_demo_kind() -> None:
     assert completion["fee_amount"] == "0"
 
 
+# --------------------------------------------------------------------------- the kinds with a mapping of their own
+
+
+def test_provincial_repeated_sections_become_one_record_each_with_its_own_key() -> None:
+    m = load_in("provincial_approvedatainfo.in.yaml")
+    results = [r for _, r in map_sample(m, "provincial_approvedatainfo.xml")]
+    steps = [r.data for r in results if r.kind == "process_step"]
+    assert all(not r.errors for r in results)
+    # record 2: three SPGUOCHENG, two without their own SBLSH (they take the report's), VERSION 2 on the element
+    assert [(d["case_no"], d["step_code"], d["handled_at"], d["action"], d["version"]) for d in steps[:3]] == [
+        ("SD37060020260921000342", "1", "2026-09-24T10:12:00+08:00", "pass", 2),
+        ("SD37060020260921000342", "2", "2026-09-28T15:30:00+08:00", "pass", 2),
+        ("SD37060020260921000342", "3", "2026-09-30T16:30:00+08:00", "pass", 2),
+    ]
+    assert steps[4]["action"] == "other" and steps[3]["opinion"] == "补正材料已齐，转审核"
+    keys = [KINDS["process_step"].record_key(d) for d in steps]
+    assert len(set(keys)) == len(keys) == 5
+    (correction,) = [r.data for r in results if r.kind == "correction"]
+    assert correction == {
+        "case_no": "SD37060020261012000118", "item_code": "0120110003",
+        "notice_reason": "建设工程设计方案总平面图缺少规划指标表，请补充后重新提交",
+        "material_list": "设计方案总平面图（含规划指标表）", "notifier_name": "陈静",
+        "notified_at": "2026-10-12T10:05:00+08:00", "resubmitted_at": "2026-10-15T14:30:00+08:00", "version": 1,
+    }
+    (special,) = [r.data for r in results if r.kind == "special_procedure"]
+    assert (special["procedure_type"], special["time_limit"], special["time_limit_unit"]) == ("B", 5, "G")
+    assert (special["started_at"], special["ended_at"]) == ("2026-10-20T09:00:00+08:00", "2026-10-23T17:00:00+08:00")
+    assert special["fee_amount"] == "0"
+
+
+def test_shuanggongshi_penalty_csv_is_gb18030_and_maps_to_supervision_results() -> None:
+    raw = (SAMPLES / "shuanggongshi_cf.csv").read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    assert "行政处罚决定书文号".encode("gb18030") in raw and b"\r\n" in raw
+    m = load_in("shuanggongshi_cf.in.yaml")
+    results = map_sample(m, "shuanggongshi_cf.csv")
+    assert [ref for ref, _ in results] == [f"line {n}" for n in range(2, 6)]
+    assert all(r.kind == "supervision_result" and not r.errors for _, r in results), [r.errors for _, r in results]
+    first, second, person, last = (r.data for _, r in results)
+    assert first["decision_no"] == "芝市监处罚〔2026〕0215号" and first["result_type"] == "penalty"
+    assert first["penalty_category"] == "警告;罚款" and first["fine_amount"] == "0.5"
+    assert first["legal_rep_id_type"] == "111" and first["decided_on"] == "2026-10-15"
+    assert second["penalty_category"] == "罚款;没收违法所得" and second["confiscated_amount"] == "1.286"
+    assert person["counterpart_category"] == "自然人" and person["counterpart_id_no"] == "370602198811031528"
+    assert person["valid_until"] == "2099-12-31" and person["decided_on"] == "2026-10-28"
+    assert last["penalty_category"] == "警告;罚款;暂扣许可证件"
+    assert last["affected_license"] == "药品经营许可证 鲁AA5350217"
+    assert {d["authority_code"] for d in (first, second, person, last)} == {"11370602MB2857374W"}
+
+
+def test_haochaping_evaluations_turn_the_national_satisfaction_coding_around() -> None:
+    m = load_in("haochaping.in.yaml")
+    results = [r for _, r in map_sample(m, "haochaping.json")]
+    assert all(r.kind == "evaluation" and not r.errors for r in results)
+    # national interface 5 = 非常满意 is GB/T 39046 1; 1 = 非常不满意 is 5 (the raw digit is kept)
+    assert [(r.data["satisfaction"], r.original["satisfaction"]) for r in results] == [
+        ("1", "5"), ("5", "1"), ("3", "3"), ("2", "4")
+    ]
+    assert [r.data["channel"] for r in results] == ["window", "mobile", "qr", "other"]
+    assert results[0].data["comment"] == "窗口工作人员一次性告知所需材料，当天受理。"
+    assert results[1].data["comment"] == "不予受理理由不清楚"  # the short appraisal when there is no text
+    assert results[3].data["comment"] == "网上 申报 指引清楚"
+    assert "case_no" not in results[3].data
+    assert results[1].data["evaluated_at"] == "2026-10-16T18:33:44+08:00"
+
+
+def test_ministry_progress_lines_give_steps_corrections_special_procedures_and_completions() -> None:
+    m = load_in("ministry_progress.in.yaml")
+    results = map_sample(m, "ministry_progress.jsonl")
+    assert all(not r.errors for _, r in results), [r.errors for _, r in results]
+    assert [(ref, r.kind) for ref, r in results] == [
+        ("line 1", "process_step"), ("line 1", "process_step"), ("line 1", "process_step"), ("line 1", "completion"),
+        ("line 2", "process_step"), ("line 2", "process_step"), ("line 2", "correction"),
+        ("line 3", "process_step"), ("line 3", "special_procedure"),
+    ]
+    completion = results[3][1].data
+    assert (completion["result_code"], completion["license_valid_until"], completion["fee_amount"]) == ("6", "2031-10-09", "0")
+    assert completion["department_credit_code"] == "11370000004317AB9P"
+    returned = results[5][1].data
+    assert (returned["action"], returned["version"], returned["department_name"]) == ("return", 2, "烟台市市场监督管理局")
+    extension = results[8][1].data
+    assert (extension["procedure_type"], extension["time_limit"], extension["time_limit_unit"]) == ("A", 10, "G")
+
+
 @pytest.mark.parametrize(
     ("mapping", "sample"),
     [
         ("provincial_approvedatainfo.in.yaml", "provincial_approvedatainfo.xml"),
         ("shuanggongshi_xk.in.yaml", "shuanggongshi_xk.csv"),
         ("hall_platform.in.yaml", "hall_platform.jsonl"),
+        ("shuanggongshi_cf.in.yaml", "shuanggongshi_cf.csv"),
+        ("haochaping.in.yaml", "haochaping.json"),
+        ("ministry_progress.in.yaml", "ministry_progress.jsonl"),
     ],
 )
 def test_mapped_samples_validate_against_the_exported_json_schema(mapping: str, sample: str) -> None:
@@ -231,7 +322,7 @@ def test_mapping_test_prints_each_record_as_json() -> None:
     )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["ref"] for line in lines] == [f"shuanggongshi_xk.csv row {i}" for i in range(1, 5)]
+    assert [line["ref"] for line in lines] == [f"shuanggongshi_xk.csv line {i}" for i in range(2, 6)]
     assert lines[2]["data"]["valid_until"] == "2099-12-31"
     assert "4 items, 4 records, 0 errors" in result.stderr
 

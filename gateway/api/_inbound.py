@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pydantic import BaseModel
 
 from gateway.adapters import IngestOutcome, RawRecord
 from gateway.formats import FileRefused, element_to_dict, parse_xml_bytes
+from gateway.formats._charset import CharsetRefused, decode_body, xml_body_bytes
+from gateway.formats._json import read_json_text
 from gateway.security.counterparts import CounterpartAuth, push_auth_options
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ FORMS = ("json", "xml", "soap")
 DEFAULT_MAX_ITEMS = 5000
 _OFFLOAD_BYTES = 256 * 1024  # parse bodies larger than this off the event loop
 _OFFLOAD_ITEMS = 64  # pre-map batches larger than this off the event loop (as the ingestor does)
-_XML_DECL_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=", re.IGNORECASE)
 
 
 class ApiError(Exception):
@@ -131,67 +131,46 @@ class Item:
     payload: Mapping[str, Any] | None
     raw: bytes | None = None
     error: str | None = None
+    rule: str | None = None  # the reading rule an item breaks (json_duplicate_key, json_depth …)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+_BODY_BREAK = re.compile(r"^line (\d+) column (\d+)$")
 
 
-def _decode_json(body: bytes, charset: str | None) -> str:
-    encoding = "utf-8"
-    if charset:
-        try:
-            encoding = codecs.lookup(charset).name
-        except LookupError:
-            raise ApiError(415, f"unknown charset {charset!r} in Content-Type; send UTF-8 JSON") from None
-    if encoding == "utf-8" and body.startswith(codecs.BOM_UTF8):
-        encoding = "utf-8-sig"
+def _json_items_sync(body: bytes, charset: str | None, record_key: str | None,
+                     options: Mapping[str, Any] | None = None) -> list[Item]:
+    """Items of a JSON body, each read strictly on its own (gateway.formats: limits, duplicate keys …).
+
+    The charset rule and a body that is not JSON at all refuse the request; an item
+    that breaks a reading rule becomes an item with that error, and its neighbours land.
+    """
     try:
-        return body.decode(encoding)
-    except UnicodeDecodeError as exc:
-        shown = body[exc.start : exc.start + 4].hex(" ")
-        raise ApiError(
-            400,
-            f"the body is not valid {encoding.upper().removesuffix('-SIG')}: byte {exc.start} ({shown}) "
-            f"{exc.reason}; JSON must be sent as UTF-8 (or name its charset in Content-Type)",
-            encoding=encoding, byte_offset=exc.start,
-        ) from None
-
-
-def _json_items_sync(body: bytes, charset: str | None, record_key: str | None) -> list[Item]:
-    text = _decode_json(body, charset)
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                       line=exc.lineno, column=exc.colno) from None
-    except ValueError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    if isinstance(value, dict):
-        # An envelope as the counterpart's JSON files have it: {"<input.record>": [items …]}.
-        if record_key is not None and isinstance(value.get(record_key), list):
-            value = value[record_key]
-        else:
-            return [Item(value)]
-    if not isinstance(value, list):
-        raise ApiError(400, f"the body must be a JSON object or an array of objects, not a {type(value).__name__}")
+        text = decode_body(body, charset, "JSON")
+    except CharsetRefused as exc:
+        raise ApiError(exc.status, exc.message, rule=exc.rule, **exc.detail) from None
     items = []
-    for i, entry in enumerate(value):
-        if isinstance(entry, dict):
-            items.append(Item(entry))
-        else:
-            items.append(Item(None, error=f"item {i} is a JSON {type(entry).__name__}, not an object"))
+    try:
+        for read in read_json_text(text, {**(options or {}), "record": record_key}):
+            broken = _BODY_BREAK.match(read.ref)
+            if broken is not None:  # the body itself stops being JSON: nothing of it is taken
+                message = (read.error or "").split(": ", 1)[-1].removeprefix("not valid JSON: ")
+                line, column = int(broken.group(1)), int(broken.group(2))
+                raise ApiError(400, f"the body is not valid JSON: {message} at line {line}, column {column}",
+                               line=line, column=column, rule=read.rule)
+            error = read.error
+            if error is not None and error.startswith(read.ref + ": "):
+                error = error[len(read.ref) + 2 :]  # the API numbers items itself
+            items.append(Item(read.payload, read.raw, error, read.rule))
+    except FileRefused as exc:
+        raise ApiError(400, f"the body must be a JSON object or an array of objects: {exc.reason}") from None
     return items
 
 
 def _parse_xml(body: bytes, charset: str | None) -> etree._Element:
-    if charset and codecs.lookup(charset).name not in ("utf-8", "utf-16", "utf-32") \
-            and not _XML_DECL_ENCODING.match(body):
-        # The header names the encoding and the document does not: believe the header.
-        try:
-            body = body.decode(charset).encode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, f"the body is not valid {charset}: byte {exc.start} {exc.reason}") from None
+    try:
+        body = xml_body_bytes(body, charset)
+    except CharsetRefused as exc:
+        raise ApiError(exc.status, exc.message, rule=exc.rule, **exc.detail) from None
     try:
         return parse_xml_bytes(body)
     except FileRefused as exc:
@@ -226,10 +205,12 @@ def _valid_charset(charset: str | None) -> str | None:
     return charset
 
 
-async def json_items(body: bytes, charset: str | None, record_key: str | None = None) -> list[Item]:
+async def json_items(body: bytes, charset: str | None, record_key: str | None = None,
+                     options: Mapping[str, Any] | None = None) -> list[Item]:
+    """``options``: the source's input block, for its reading limits (input.max_depth …)."""
     if len(body) > _OFFLOAD_BYTES:
-        return await asyncio.to_thread(_json_items_sync, body, charset, record_key)
-    return _json_items_sync(body, charset, record_key)
+        return await asyncio.to_thread(_json_items_sync, body, charset, record_key, options)
+    return _json_items_sync(body, charset, record_key, options)
 
 
 async def xml_items(body: bytes, charset: str | None, record: str | None) -> list[Item]:
@@ -324,7 +305,8 @@ def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], re
         if error is None and item.payload is not None and check_kinds:
             assert kind is not None
             error = _kind_mismatch(target, kind, item.payload)
-        raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error))
+        raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error,
+                              rule=item.rule if error == item.error else None))
     return raws
 
 
@@ -357,7 +339,8 @@ async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items:
     results = []
     for i, raw in enumerate(raws):
         mine = by_ref.get(raw.ref, [])
-        records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status, "receipt_id": o.receipt_id}
+        records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status, "receipt_id": o.receipt_id,
+                    **({"findings": o.findings} if o.findings else {})}
                    for o in mine if o.status != "quarantined"]
         errors = [dict(e) for o in mine if o.status == "quarantined" for e in o.errors]
         if not mine:

@@ -166,7 +166,7 @@ async def inbound(request: web.Request) -> web.Response:
         await auth.body(body)
         await auth.done()
         if form == "json":
-            items = await json_items(body, request.charset, target.record_key)
+            items = await json_items(body, request.charset, target.record_key, target.mapping.input)
         else:
             items = await xml_items(body, request.charset, target.record_element)
         await auth.items(target, items)

@@ -7,6 +7,10 @@ character), each line is decoded on its own, and the decoded lines are handed to
 standard ``csv`` parser, which joins the lines of a quoted field with embedded
 newlines.  A row touched by an undecodable or oversized line becomes an error item;
 its neighbours still parse.
+
+A UTF-8 byte-order mark wins over the mapping's ``encoding``: an export tool that
+writes one is writing UTF-8, whatever the mapping expected (the case of a UTF-8-with-BOM
+file arriving for a mapping that says GB18030).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from gateway.formats._items import (
     normalise_encoding,
     strip_line_end,
 )
+from gateway.formats._options import delimiter_char
 
 SAMPLE_BYTES = 256 * 1024
 """How much of a file ``encoding: auto`` looks at when the header row alone cannot decide."""
@@ -77,14 +82,12 @@ def detect_encoding(sample: bytes) -> str:
 
 
 def _delimiter(path: Path, value: Any) -> str:
-    text = str(value if value is not None else ",")
-    if text.lower() in ("\\t", "tab"):
-        text = "\t"
-    if len(text) != 1 or text in '\r\n"':
+    char = delimiter_char(value if value is not None else ",")
+    if char is None:
         raise FileRefused(
             path, f"input.delimiter {value!r} must be one character other than a quote or newline"
         )
-    return text
+    return char
 
 
 def _flag(value: Any, default: bool) -> bool:
@@ -116,11 +119,11 @@ def _header_names(path: Path, fields: list[str]) -> list[str]:
 def read_csv(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
     """Rows of a CSV file as items keyed by the header row.
 
-    ``ref`` is ``"row N"`` where N counts data rows from 1: the header row and blank
-    lines are not counted, and a row whose quoted field spans several lines is one
-    row.  Without a header (``header: false``) the keys are the column numbers
-    ``"1"``, ``"2"`` … and the first row sets the expected width.  ``raw`` is the
-    row's bytes without its line ending.
+    ``ref`` is ``"line N"``: the line an editor shows for the row, counting every
+    physical line of the file from 1 (the header is line 1); a row whose quoted field
+    spans several lines is named by the line it starts on.  Without a header
+    (``header: false``) the keys are the column numbers ``"1"``, ``"2"`` … and the first
+    row sets the expected width.  ``raw`` is the row's bytes without its line ending.
     """
     delimiter = _delimiter(path, options.get("delimiter", ","))
     has_header = _flag(options.get("header"), True)
@@ -133,7 +136,9 @@ def read_csv(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
                 raise FileRefused(
                     path, f"the file is {name} (byte-order mark); export it as UTF-8 or GB18030"
                 )
-        if encoding == "auto":
+        if sample.startswith(codecs.BOM_UTF8):
+            encoding = "utf-8-sig"  # the BOM wins over whatever the mapping declared
+        elif encoding == "auto":
             encoding = detect_encoding(sample)
         codec = "utf-8" if encoding == "utf-8-sig" else encoding
         # Skip the BOM by position so that reported byte offsets stay offsets into the file.
@@ -146,50 +151,39 @@ def _rows(
 ) -> Iterator[RawItem]:
     label = _LABELS.get(codec, codec)
     # Physical lines the csv parser has pulled but whose row we have not emitted yet:
-    # (byte offset, bytes, problem or None).
-    pending: deque[tuple[int, bytes, str | None]] = deque()
+    # (line number, byte offset, bytes, (rule, problem) or None).
+    pending: deque[tuple[int, int, bytes, tuple[str, str] | None]] = deque()
 
     def decoded_lines() -> Iterator[str]:
         for number, (offset, data, too_long) in enumerate(iter_lines(stream), start=1):
             if too_long:
-                pending.append(
-                    (
-                        offset,
-                        data,
-                        f"line {number} at byte offset {offset} is longer than {_items.MAX_LINE_BYTES} bytes",
-                    )
-                )
+                problem = f"line {number} at byte offset {offset} is longer than {_items.MAX_LINE_BYTES} bytes"
+                pending.append((number, offset, data, ("line_length", problem)))
                 yield "\n"
                 continue
             try:
                 text = data.decode(codec)
             except UnicodeDecodeError as exc:
                 bad = data[exc.start : exc.end].hex(" ")
-                pending.append(
-                    (
-                        offset,
-                        data,
-                        f"bytes {bad} at byte offset {offset + exc.start} (line {number}) are not valid {label}",
-                    )
-                )
+                problem = f"bytes {bad} at byte offset {offset + exc.start} (line {number}) are not valid {label}"
+                pending.append((number, offset, data, ("encoding", problem)))
                 # Decode with replacement so the csv parser stays in step with the file:
                 # neither codec turns a quote or a line feed into part of a bad sequence.
                 text = data.decode(codec, "replace")
             else:
-                pending.append((offset, data, None))
+                pending.append((number, offset, data, None))
             yield text
 
     reader = csv.reader(decoded_lines(), delimiter=delimiter, quotechar=quotechar, strict=False)
     consumed = 0
 
-    def take() -> list[tuple[int, bytes, str | None]]:
+    def take() -> list[tuple[int, int, bytes, tuple[str, str] | None]]:
         nonlocal consumed
         count = reader.line_num - consumed
         consumed = reader.line_num
         return [pending.popleft() for _ in range(count)]
 
     keys: list[str] | None = None
-    row = 0
     while True:
         try:
             fields = next(reader)
@@ -199,37 +193,60 @@ def _rows(
             lines = take()
             if keys is None and has_header:
                 raise FileRefused(path, f"the header row is not valid CSV: {exc}") from exc
-            row += 1
-            first_line = reader.line_num - len(lines) + 1
+            first = lines[0][0] if lines else reader.line_num
             yield RawItem(
                 None,
-                f"row {row}",
-                strip_line_end(b"".join(data for _, data, _ in lines)),
-                error=f"row {row} (line {first_line}) is not valid CSV: {exc}",
+                f"line {first}",
+                strip_line_end(b"".join(data for _, _, data, _ in lines)),
+                error=f"line {first} is not valid CSV: {exc}",
+                rule="csv_syntax",
             )
             continue
         lines = take()
-        problems = [problem for _, _, problem in lines if problem]
+        problems = [problem for _, _, _, problem in lines if problem]
         if not fields and not problems:
             continue  # a blank line is not a row
-        raw = strip_line_end(b"".join(data for _, data, _ in lines))
+        raw = strip_line_end(b"".join(data for _, _, data, _ in lines))
         if keys is None and has_header:
             if problems:
                 raise FileRefused(
                     path,
-                    f"the header row cannot be decoded: {problems[0]}; set input.encoding in the mapping",
+                    f"the header row cannot be decoded: {problems[0][1]}; set input.encoding in the mapping, or "
+                    "input = {encoding = …} under the source in gateway.toml",
                 )
             keys = _header_names(path, fields)
             continue
-        row += 1
-        ref = f"row {row}"
+        first = lines[0][0]
+        ref = f"line {first}"
         if problems:
-            yield RawItem(None, ref, raw, error=f"row {row}: {problems[0]}")
+            rule, problem = problems[0]
+            yield RawItem(None, ref, raw, error=f"line {first}: {problem}", rule=rule)
             continue
         if keys is None:
             keys = [str(number) for number in range(1, len(fields) + 1)]
         if len(fields) != len(keys):
-            against = "header has" if has_header else "the first row has"
-            yield RawItem(None, ref, raw, error=f"row has {len(fields)} columns, {against} {len(keys)}")
+            error, missing = _column_count(first, fields, keys, has_header)
+            yield RawItem(None, ref, raw, error=error, field=missing, rule="csv_columns")
             continue
         yield RawItem(dict(zip(keys, fields, strict=True)), ref, raw)
+
+
+def _column_count(line: int, fields: list[str], keys: list[str], has_header: bool) -> tuple[str, str | None]:
+    """The error for a row of the wrong width, naming the columns without a value or the extra values.
+
+    Columns are matched by position, so the missing ones are the last ones; where the
+    fault really lies (a lost delimiter, an unquoted delimiter inside a value) can be
+    anywhere before them, which the message says.
+    """
+    expected, found = len(keys), len(fields)
+    against = "the header has" if has_header else "the first row has"
+    head = f"line {line} has {found} columns where {against} {expected}"
+    if found < expected:
+        missing = keys[found:]
+        shown = ", ".join(missing[:6]) + (f" … ({len(missing)} in all)" if len(missing) > 6 else "")
+        return (f"{head}: no value for {shown}; a lost delimiter or a line break inside an unquoted value "
+                "shifts the columns after it", missing[0])
+    extra = found - expected
+    return (f"{head}: {extra} extra value{'s' if extra > 1 else ''} after the last column {keys[-1]!r} "
+            f"(columns {expected + 1}–{found}); an unquoted delimiter inside a value shifts the columns after it",
+            None)

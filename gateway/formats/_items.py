@@ -26,12 +26,14 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 class RawItem:
     """One item read from a file: a parsed ``payload`` or, when the item itself is bad, an ``error``.
 
-    ``ref`` locates the item inside its file ("row 17", "line 4", "record 3 (line 40)",
-    "item 2"); the caller prefixes the file name.  ``raw`` holds the item's own bytes:
+    ``ref`` locates the item inside its file ("line 17" for CSV and JSON lines, "record 3
+    (line 40)", "item 2 (line 5)"); the caller prefixes the file name.  ``raw`` holds the item's own bytes:
     the CSV row or JSON line without its line ending, the JSON array element's text,
     the XML element re-serialised as UTF-8.  It is ``None`` only where no bytes belong
     to the item (an error that stops a document, an oversized line).
-    ``field`` names the field a per-item error concerns, when there is one.
+    ``field`` names the field a per-item error concerns, when there is one, and
+    ``rule`` the rule it breaks (``json_duplicate_key``, ``csv_columns`` …; see
+    docs/strict-input.md).
     """
 
     payload: dict[str, Any] | None
@@ -39,6 +41,7 @@ class RawItem:
     raw: bytes | None = None
     error: str | None = None
     field: str | None = None
+    rule: str | None = None
 
 
 class FileRefused(Exception):

@@ -1,12 +1,19 @@
 """JSON readers: JSON lines (one object per line) and a JSON document holding an array of items.
 
 Both stream: JSON lines line by line, a JSON document element by element through an
-incremental decoder, so a large export never sits in memory whole.
+incremental decoder, so a large export never sits in memory whole.  Every item is
+decoded strictly (gateway.formats._strict): an item that breaks a rule becomes an
+error item naming the rule, and the items around it are still read.
+
+JSON is UTF-8 (RFC 8259 §8.1).  A UTF-8 byte-order mark is skipped; a file whose
+mapping says ``encoding: gb18030`` is read as GB18030 unless it starts with a UTF-8
+BOM, which wins; a UTF-16 or UTF-32 file is refused.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,13 +27,15 @@ from gateway.formats._items import (
     normalise_encoding,
     strip_line_end,
 )
+from gateway.formats._options import InputLimits
+from gateway.formats._strict import StrictJson, TooDeep
 
 MAX_ITEM_CHARS = 64 * 1024 * 1024
 """One JSON item larger than this is reported as an error instead of being buffered further."""
 
 _CHUNK = 1024 * 1024
 _WHITESPACE = " \t\r\n"
-_DECODER = json.JSONDecoder()
+_WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def _kind(value: Any) -> str:
@@ -35,22 +44,33 @@ def _kind(value: Any) -> str:
     )
 
 
-def _codec(path: Path, options: Mapping[str, Any]) -> str:
+def _codec(path: Path | None, options: Mapping[str, Any], head: bytes) -> str:
+    """The codec a JSON file is read with: UTF-8 (BOM skipped), or GB18030 when the mapping says so and no BOM."""
     encoding = normalise_encoding(path, options.get("encoding", "auto"))
-    # JSON is UTF-8 by RFC 8259; a BOM is tolerated.  GB18030 only when the mapping says so.
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"  # the BOM wins over a declared encoding
+    if head.startswith(_WIDE_BOMS):
+        raise FileRefused(path, "the file is UTF-16 or UTF-32 (byte-order mark); JSON must be UTF-8 (RFC 8259)")
     return "utf-8-sig" if encoding in ("auto", "utf-8", "utf-8-sig") else encoding
+
+
+def _head(stream: BinaryIO) -> bytes:
+    head = stream.read(4)
+    stream.seek(0)
+    return head
 
 
 def read_jsonl(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
     """One item per non-blank line; ``ref`` is ``"line N"`` counting every physical line from 1."""
-    codec = _codec(path, options)
+    strict = StrictJson(InputLimits.from_options(options))
     with open(path, "rb") as stream:
+        codec = _codec(path, options, _head(stream))
+        label = "UTF-8" if codec == "utf-8-sig" else codec.upper()
         for number, (offset, data, too_long) in enumerate(iter_lines(stream), start=1):
             ref = f"line {number}"
             if too_long:
-                yield RawItem(
-                    None, ref, None, error=f"line {number} is longer than {_items.MAX_LINE_BYTES} bytes"
-                )
+                yield RawItem(None, ref, None, error=f"line {number} is longer than {_items.MAX_LINE_BYTES} bytes",
+                              rule="line_length")
                 continue
             raw = strip_line_end(data)
             if number == 1 and codec == "utf-8-sig" and raw.startswith(codecs.BOM_UTF8):
@@ -66,41 +86,48 @@ def read_jsonl(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
                     ref,
                     raw,
                     error=f"line {number}: bytes {raw[exc.start : exc.end].hex(' ')} at byte offset "
-                    f"{offset + exc.start} are not valid {'UTF-8' if codec == 'utf-8-sig' else codec.upper()}",
+                    f"{offset + exc.start} are not valid {label}",
+                    rule="encoding",
                 )
                 continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield RawItem(
-                    None, ref, raw, error=f"line {number} column {exc.colno} is not valid JSON: {exc.msg}"
-                )
-                continue
-            if not isinstance(value, dict):
-                yield RawItem(
-                    None, ref, raw, error=f"line {number} is {_kind(value)}, expected a JSON object"
-                )
-                continue
-            yield RawItem(value, ref, raw)
+            yield _line_item(strict, text, raw, number, ref)
+
+
+def _line_item(strict: StrictJson, text: str, raw: bytes, number: int, ref: str) -> RawItem:
+    try:
+        value, problem = strict.loads(text)
+    except json.JSONDecodeError as exc:
+        return RawItem(None, ref, raw, error=f"line {number} column {exc.colno} is not valid JSON: {exc.msg}",
+                       rule="json_syntax")
+    except TooDeep as exc:
+        return RawItem(None, ref, raw, error=f"line {number}: {exc.message}", rule="json_depth")
+    if problem is not None:
+        return RawItem(None, ref, raw, error=f"line {number}: {problem[1]}", rule=problem[0])
+    if not isinstance(value, dict):
+        return RawItem(None, ref, raw, error=f"line {number}: {_kind(value)} is not an object; each line must be "
+                       "a JSON object", rule="json_not_object")
+    return RawItem(value, ref, raw)
 
 
 class _Stream:
     """A window of decoded text over a binary file, with positions reported as line and column."""
 
-    def __init__(self, path: Path, stream: BinaryIO, codec: str) -> None:
+    def __init__(self, path: Path | None, stream: BinaryIO | None, codec: str, strict: StrictJson,
+                 text: str | None = None) -> None:
         self.path = path
         self.stream = stream
+        self.strict = strict
         self.decoder = codecs.getincrementaldecoder(codec)()
         self.label = "UTF-8" if codec == "utf-8-sig" else codec.upper()
-        self.buf = ""
+        self.buf = text or ""
         self.pos = 0
-        self.eof = False
+        self.eof = stream is None  # text given whole: nothing more to read
         self.bytes_read = 0
         self.lines_before = 0  # line feeds in text already dropped from the window
 
     def fill(self) -> bool:
         """Read more text; False at end of file.  Grows geometrically so a big item is not re-parsed often."""
-        if self.eof:
+        if self.eof or self.stream is None:
             return False
         data = self.stream.read(max(_CHUNK, len(self.buf) - self.pos))
         try:
@@ -109,6 +136,7 @@ class _Stream:
             raise _Broken(
                 f"bytes at byte offset {self.bytes_read + exc.start} are not valid {self.label}",
                 self.where(len(self.buf)),
+                "encoding",
             ) from exc
         self.bytes_read += len(data)
         if not data:
@@ -136,12 +164,24 @@ class _Stream:
             if not self.fill():
                 return ""
 
-    def value(self) -> tuple[Any, str]:
-        """Decode the JSON value at the next non-blank position; returns it with its source text."""
+    def value(self) -> tuple[Any, str, tuple[str, str] | None]:
+        """Decode the JSON value at the next non-blank position: ``(value, its text, problem or None)``.
+
+        A value that breaks a rule of :class:`StrictJson` comes back with the problem (and
+        ``None`` as value); reading goes on after it.  Text that is not JSON raises _Broken.
+        """
         self.peek()
         while True:
             try:
-                value, end = _DECODER.raw_decode(self.buf, self.pos)
+                value, end, problem = self.strict.raw_decode(self.buf, self.pos)
+            except TooDeep as exc:
+                if exc.end is None and len(self.buf) - self.pos <= MAX_ITEM_CHARS and self.fill():
+                    continue
+                if exc.end is None:
+                    raise _Broken(exc.message, self.where(self.pos), "json_depth") from None
+                text = self.buf[self.pos : exc.end]
+                self.pos = exc.end
+                return None, text, ("json_depth", exc.message)
             except json.JSONDecodeError as exc:
                 # Only an error at the end of the window (or an open string) may be a cut, not a fault.
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 6
@@ -151,26 +191,28 @@ class _Stream:
                     raise _Broken(
                         f"an item is larger than {MAX_ITEM_CHARS} characters or never ends",
                         self.where(self.pos),
+                        "json_item_size",
                     ) from exc
-                raise _Broken(f"not valid JSON: {exc.msg}", self.where(exc.pos)) from exc
+                raise _Broken(f"not valid JSON: {exc.msg}", self.where(exc.pos), "json_syntax") from exc
             if end == len(self.buf) and not self.eof and self.fill():
                 continue  # a number or literal may go on in the next chunk
             text = self.buf[self.pos : end]
             self.pos = end
-            return value, text
+            return (None if problem else value), text, problem
 
     def expect(self, char: str, context: str) -> None:
         found = self.peek()
         if found != char:
             shown = repr(found) if found else "end of file"
-            raise _Broken(f"expected {char!r} {context}, found {shown}", self.where(self.pos))
+            raise _Broken(f"expected {char!r} {context}, found {shown}", self.where(self.pos), "json_syntax")
         self.pos += 1
 
 
 class _Broken(Exception):
-    def __init__(self, reason: str, where: tuple[int, int]) -> None:
+    def __init__(self, reason: str, where: tuple[int, int], rule: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.rule = rule
         self.line, self.column = where
 
 
@@ -181,78 +223,123 @@ def read_json(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
     part-way yields the items before the break, then one error item naming the line
     and column.  A document of another shape raises :class:`FileRefused`.
     """
-    record = options.get("record")
+    strict = StrictJson(InputLimits.from_options(options))
     with open(path, "rb") as stream:
-        doc = _Stream(path, stream, _codec(path, options))
-        count = 0
-        try:
-            first = doc.peek()
-            if first == "{" and record:
-                doc.pos += 1
-                found = _seek_key(doc, str(record))
-                if not found:
+        doc = _Stream(path, stream, _codec(path, options, _head(stream)), strict)
+        yield from _document(doc, path, options.get("record"), record_optional=False)
+
+
+def read_json_text(text: str, options: Mapping[str, Any], *, record_optional: bool = True) -> Iterator[RawItem]:
+    """:func:`read_json` over a text already decoded (an HTTP body), item by item, with the same rules.
+
+    With ``record_optional`` an object without ``options["record"]`` is one item
+    itself (a push of a single record) instead of a refusal.
+    """
+    strict = StrictJson(InputLimits.from_options(options))
+    doc = _Stream(None, None, "utf-8", strict, text=text[1:] if text.startswith("\ufeff") else text)
+    yield from _document(doc, None, options.get("record"), record_optional=record_optional)
+
+
+def _item(count: int, value: Any, text: str, problem: tuple[str, str] | None) -> RawItem:
+    ref = f"item {count}"
+    raw = text.encode("utf-8", "surrogatepass")
+    if problem is not None:
+        return RawItem(None, ref, raw, error=f"item {count}: {problem[1]}", rule=problem[0])
+    if not isinstance(value, dict):
+        return RawItem(None, ref, raw, error=f"item {count}: {_kind(value)} is not an object; each item must be "
+                       "a JSON object", rule="json_not_object")
+    return RawItem(value, ref, raw)
+
+
+def _document(doc: _Stream, path: Path | None, record: Any, *, record_optional: bool) -> Iterator[RawItem]:
+    count = 0
+    try:
+        first = doc.peek()
+        if first == "{" and record:
+            start = doc.pos
+            doc.pos += 1
+            found = _seek_key(doc, str(record))
+            if not found:
+                if record_optional:
+                    doc.pos = start
+                else:
                     raise FileRefused(
                         path, f"the JSON object has no key {record!r}; check input.record in the mapping"
                     )
-                if doc.peek() != "[":
-                    value, text = doc.value()
-                    if not isinstance(value, dict):
-                        raise FileRefused(
-                            path,
-                            f"the value under {record!r} is {_kind(value)}, expected an array of objects",
-                        )
-                    yield RawItem(value, "item 1", text.encode("utf-8"))
-                    return
-            if doc.peek() == "[":
+            elif doc.peek() != "[":
+                value, text, problem = doc.value()
+                if problem is None and not isinstance(value, dict):
+                    raise FileRefused(
+                        path,
+                        f"the value under {record!r} is {_kind(value)}, expected an array of objects",
+                    )
+                yield _item(1, value, text, problem)
+                return
+            else:
                 doc.pos += 1
-                for value, text in _array(doc):
+                for value, text, problem in _array(doc):
                     count += 1
-                    ref = f"item {count}"
-                    if isinstance(value, dict):
-                        yield RawItem(value, ref, text.encode("utf-8"))
-                    else:
-                        yield RawItem(
-                            None,
-                            ref,
-                            text.encode("utf-8"),
-                            error=f"item {count} is {_kind(value)}, expected a JSON object",
-                        )
+                    yield _item(count, value, text, problem)
+                # the rest of the envelope: a second array under the same key would otherwise go unread
+                if _seek_key(doc, str(record), after_value=True):
+                    count += 1
+                    yield RawItem(None, f"item {count}", None, rule="json_duplicate_key",
+                                  error=f"the envelope names {record!r} twice; the items of the second one were "
+                                  f"not read (the {count - 1} items of the first were)")
                 return
-            if doc.peek() == "{":
-                value, text = doc.value()
-                yield RawItem(value, "item 1", text.encode("utf-8"))
-                return
-            shown = "empty" if not doc.peek() else f"starts with {doc.peek()!r}"
-            raise FileRefused(path, f"the JSON document is {shown}; expected an array or an object")
-        except _Broken as broken:
-            yield RawItem(
-                None,
-                f"line {broken.line} column {broken.column}",
-                None,
-                error=f"JSON breaks at line {broken.line}, column {broken.column}: {broken.reason}; "
-                f"the {count} items before it were read",
-            )
+        if doc.peek() == "[":
+            doc.pos += 1
+            for value, text, problem in _array(doc):
+                count += 1
+                yield _item(count, value, text, problem)
+            return
+        if doc.peek() == "{":
+            value, text, problem = doc.value()
+            yield _item(1, value, text, problem)
+            return
+        shown = "empty" if not doc.peek() else f"starts with {doc.peek()!r}"
+        raise FileRefused(path, f"the JSON document is {shown}; expected an array or an object")
+    except _Broken as broken:
+        yield RawItem(
+            None,
+            f"line {broken.line} column {broken.column}",
+            None,
+            error=f"JSON breaks at line {broken.line}, column {broken.column}: {broken.reason}; "
+            f"the {count} items before it were read",
+            rule=broken.rule,
+        )
 
 
-def _seek_key(doc: _Stream, key: str) -> bool:
-    """Advance through an object's members to the value of ``key``; False when the object ends first."""
+def _seek_key(doc: _Stream, key: str, *, after_value: bool = False) -> bool:
+    """Advance through an object's members to the value of ``key``; False when the object ends first.
+
+    With ``after_value`` the position is just after a member's value (a comma or the
+    closing brace comes next).
+    """
+    if after_value:
+        if doc.peek() == "}":
+            doc.pos += 1
+            return False
+        doc.expect(",", "between members")
     if doc.peek() == "}":
+        doc.pos += 1
         return False
     while True:
         if doc.peek() != '"':
-            raise _Broken("expected a member name", doc.where(doc.pos))
-        name, _ = doc.value()
+            raise _Broken("expected a member name", doc.where(doc.pos), "json_syntax")
+        name, _, _ = doc.value()
         doc.expect(":", "after a member name")
         if name == key:
             doc.peek()
             return True
-        doc.value()  # a sibling member: decoded and dropped
+        doc.value()  # a sibling member: decoded and dropped (a problem inside it is not an item's)
         if doc.peek() == "}":
+            doc.pos += 1
             return False
         doc.expect(",", "between members")
 
 
-def _array(doc: _Stream) -> Iterator[tuple[Any, str]]:
+def _array(doc: _Stream) -> Iterator[tuple[Any, str, tuple[str, str] | None]]:
     if doc.peek() == "]":
         doc.pos += 1
         return
@@ -263,3 +350,11 @@ def _array(doc: _Stream) -> Iterator[tuple[Any, str]]:
             doc.pos += 1
             return
         doc.expect(",", "between array items")
+
+
+def read_json_bytes(data: bytes, options: Mapping[str, Any]) -> Iterator[RawItem]:
+    """:func:`read_json` over bytes in memory (UTF-8 or the mapping's encoding), for tests and small bodies."""
+    strict = StrictJson(InputLimits.from_options(options))
+    stream = io.BytesIO(data)
+    doc = _Stream(None, stream, _codec(None, options, data[:4]), strict)
+    yield from _document(doc, None, options.get("record"), record_optional=False)

@@ -10,6 +10,7 @@ an exchange file, and refusing is safer than parsing around them.
 
 from __future__ import annotations
 
+import codecs
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,6 +41,8 @@ _BODY_CHUNK = 64 * 1024
 _ENTITY_MARKERS = tuple(
     "<!ENTITY".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
 )
+
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 _TRAILING_POSITION = re.compile(r",? line \d+, column \d+$")
 
@@ -262,6 +265,9 @@ def read_xml(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
     # A file declares its own encoding; an explicit setting overrides a missing or wrong declaration.
     override = None if encoding == "auto" else ("utf-8" if encoding == "utf-8-sig" else encoding)
     with open(path, "rb") as stream:
+        if stream.read(4).startswith(_BOMS):
+            override = None  # a byte-order mark wins over the mapping's encoding; the parser reads it
+        stream.seek(0)
         _inspect(path, _chunks(stream), record, override)
         stream.seek(0)
         yield from _records(path, stream, record, override)
@@ -300,6 +306,7 @@ def _records(path: Path, stream: BinaryIO, record: str | None, encoding: str | N
             f"line {line} column {column}",
             error=f"XML is not well-formed at line {line}, column {column}: {message}; "
             f"the {count} records before it were read",
+            rule="xml_syntax",
         )
 
 

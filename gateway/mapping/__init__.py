@@ -8,7 +8,7 @@ Public surface::
 """
 
 from gateway.mapping._errors import MappingError
-from gateway.mapping._inbound import InboundMapping
+from gateway.mapping._inbound import InboundMapping, OverrideError
 from gateway.mapping._load import load_mapping
 from gateway.mapping._model import Mapped, MappedRecord
 from gateway.mapping._outbound import OutboundMapping
@@ -22,5 +22,6 @@ __all__ = [
     "MappedRecord",
     "MappingError",
     "OutboundMapping",
+    "OverrideError",
     "load_mapping",
 ]

@@ -16,13 +16,16 @@ class Mapped:
     when there are errors, so that a finding can be accepted where configuration
     allows; None only when no output applied at all).  ``original`` holds the raw
     values of coded fields before their code table translated them.  Non-empty
-    ``errors`` means the caller quarantines this record.
+    ``errors`` means the caller quarantines this record.  ``findings`` are field
+    errors the mapping's on_invalid policy accepts: the record is stored and carries
+    them (``findings`` in its stored body); they are never set beside ``errors``.
     """
 
     kind: str
     data: dict[str, Any] | None
     original: dict[str, Any] = field(default_factory=dict)
     errors: list[FieldError] = field(default_factory=list)
+    findings: list[FieldError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

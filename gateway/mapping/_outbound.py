@@ -88,14 +88,15 @@ class _RenderWriter:
 
     def emit_field(self, rule: Rule) -> None:
         w = self.w
-        fail = w.bind(_Failure(self.plan, self.output, rule), "_fail")
+        fail = w.bind(_Failure(self.plan, self.output, rule), "_fail", f"reports a failure of {rule.name} as a MappingError "
+                      f"naming {Path(self.plan.file).name}:{rule.line}")
         source = rule.source
         paths = [source.path] if source.type == "path" else [i.path for i in source.items if i.type == "path"]
         for path in paths:
             self.node_var(path[:-1])
         parts = tuple(rule.name.split("."))
         target = self.group_var(parts[:-1])
-        w.emit(1, f"# {rule.name}")
+        w.emit(1, f"# {rule.name} ← {Path(self.plan.file).name}:{rule.line}")
         w.emit(1, "try:")
         d = 2
         if source.type == "path":
@@ -134,7 +135,8 @@ class _RenderWriter:
             d += 1
         if rule.lookup is not None:
             lk = rule.lookup
-            table = w.bind(lk.table, "_T")
+            table = w.bind(lk.table, "_T", f"{'code table ' + lk.name if lk.name != 'inline map' else 'the inline map'} "
+                           f"({len(lk.table)} entries)")
             r = w.temp("r")
             w.emit(d, f"{r} = {table}.get(v if v.__class__ is str else _text(v))")
             w.emit(d, f"if {r} is None:")
@@ -146,7 +148,8 @@ class _RenderWriter:
                 w.emit(d + 1, f"{r} = v")
             w.emit(d, f"v = {r}")
         if rule.formats is not None:
-            formatter = w.bind(rt.make_datetime_formatter(rule.formats[0], rule.zone), "_F")
+            formatter = w.bind(rt.make_datetime_formatter(rule.formats[0], rule.zone), "_F",
+                               f"writes dates as {rule.formats[0]} in UTC{rt.zone_text(rule.zone)}")
             w.emit(d, f"v = {formatter}(v)")
         if rule.fns:
             w.emit(d, "if v.__class__ is not str: v = _text(v)")
@@ -200,7 +203,9 @@ def compile_outbound(plan: Plan, tables: Mapping[str, CodeTable]) -> tuple[dict[
             renderers[output.kind.name] = render_xml
         else:
             renderers[output.kind.name] = render
-        sources.append(w.source())
+        legend = "".join(f"#   {line}\n" for line in w.legend())
+        sources.append(f"# {output.kind.name} ({output.kind.title}), {Path(plan.file).name}:{output.line}\n"
+                       + (f"# bound values:\n{legend}" if legend else "") + w.source())
     return renderers, "\n".join(sources)
 
 

@@ -93,8 +93,41 @@ def resolve(payload: Any, path: tuple[str | int, ...]) -> Any:
     return current
 
 
+_BOOLEAN = "a boolean (true / false) is not a value of this field; send the code or text the field holds"
+
+
+def occurrences(payload: Mapping[str, Any], path: tuple[str | int, ...]) -> list[Any]:
+    """Every occurrence of a repeated section (``each:``), in document order.
+
+    A repeated XML element or a JSON array gives its elements; a single section gives
+    itself; a repeated section on the way (``SPGUOCHENGS/SPGUOCHENG`` with several
+    wrappers) is flattened.  Empty occurrences (``<SPGUOCHENG/>``, ``{}``) are left out.
+    """
+    current: list[Any] = [payload]
+    for step in path:
+        found: list[Any] = []
+        for value in current:
+            if isinstance(value, _Many):
+                value = value.items
+            if isinstance(value, list):
+                found.extend(v.get(step) if isinstance(v, Mapping) else None for v in value)
+            elif isinstance(value, Mapping):
+                found.append(value.get(step))
+        current = []
+        for value in found:
+            if isinstance(value, list):
+                current.extend(value)
+            elif value is not None:
+                current.append(value)
+    return [value for value in current if present(value)]
+
+
 def text(value: Any) -> str:
-    """The text of a non-str value: "" for nothing, digits for numbers; structures are errors."""
+    """The text of a non-str value for a number field: "" for nothing, digits for numbers.
+
+    Booleans and structures are errors: ``true`` is not a number, and a path that ends
+    at a section instead of a value is a mapping mistake to report, not to guess at.
+    """
     if value is None:
         return ""
     cls = value.__class__
@@ -105,7 +138,7 @@ def text(value: Any) -> str:
             raise Bad("value_type", value, "not a finite number")
         return repr(value) if not value.is_integer() else str(int(value))
     if cls is bool:
-        return "1" if value else "0"
+        raise Bad("type", value, _BOOLEAN)
     if isinstance(value, str):
         return str(value)
     if isinstance(value, _Many):
@@ -122,6 +155,18 @@ def text(value: Any) -> str:
             return ""
         raise Bad("path_ambiguous", f"{len(value)} repeated values")
     raise Bad("value_type", value, f"unexpected {cls.__name__}")
+
+
+def text_strict(value: Any) -> str:
+    """:func:`text` for identifier, code and date fields: whole numbers only, no booleans or fractions.
+
+    A JSON ``12345`` may be a case number (its digits are exact); ``true`` or ``1.5e3``
+    may not, because the text the counterpart meant cannot be recovered from them.
+    """
+    cls = value.__class__
+    if (cls is float and value == value and value not in (float("inf"), float("-inf"))) or cls is Decimal:
+        raise Bad("type", value, "a number with a fraction or an exponent is not text; send it as a JSON string")
+    return text(value)  # which refuses booleans, structures and non-finite numbers in its own words
 
 
 def present(value: Any) -> bool:
@@ -166,14 +211,20 @@ _INT_RE = re.compile(r"[+-]?\d+(?:\.0*)?\Z", re.ASCII)
 _DEC_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 
 
+_INT_DIGITS = 19  # 2**63 - 1 has 19 digits: anything longer is out of range before int() is asked
+
+
 def to_int(value: Any) -> int:
     if value.__class__ is int:
         return value
     s = value if isinstance(value, str) else text(value)
-    if s.isdigit() and s.isascii():
+    if s.isdigit() and s.isascii() and len(s) <= _INT_DIGITS:
         return int(s)
     if _INT_RE.match(s) is None:
         raise Bad("int_format", value)
+    whole = s.split(".", 1)[0].lstrip("+-").lstrip("0")
+    if len(whole) > _INT_DIGITS:
+        raise Bad("int_range", value, "more than 64 bits")
     return int(s.split(".", 1)[0])
 
 
@@ -250,6 +301,14 @@ DATETIME_FORMATS = (
 
 AUTO_DATETIME = ("YYYYMMDDhhmmss", "YYYY-MM-DD hh:mm:ss", "ISO8601")
 AUTO_DATE = ("YYYY-MM-DD", "YYYYMMDD", "YYYYMMDDhhmmss", "YYYY-MM-DD hh:mm:ss", "ISO8601")
+
+
+def zone_text(zone: _dt.timezone) -> str:
+    """``+08:00`` for a zone (as mappings write it)."""
+    offset = zone.utcoffset(None)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def parse_zone(spec: str) -> _dt.timezone | None:

@@ -7,7 +7,8 @@ offending value.
 
 Vocabulary of one field rule (a string alone is a ``path``)::
 
-    path: SPSHENQIN/SBLSH          # or dotted, or a list of keys and indexes
+    path: SPSHENQIN/SBLSH          # or dotted, or a list of keys and indexes; /VERSION starts at the item
+                                   # itself inside an output with each: (other paths start at the occurrence)
     const: "1"                     # or one of these three sources instead
     concat: [A/B, {const: "-"}, A/C]   separator: ""
     first_nonempty: [A/B, A/C]
@@ -19,6 +20,10 @@ Vocabulary of one field rule (a string alone is a ``path``)::
     zone: "+08:00"                 # how naive times are read (inbound) / written (outbound)
     default: "9"                   # used when the source is empty
     required: true                 # outbound only: refuse to render without a value
+    on_invalid: accept_with_finding   # inbound: or {rule: action}; see gateway.mapping._policy
+
+An inbound output may carry ``each: PATH``: one record per occurrence of a repeated
+section (several SPGUOCHENG steps in one APPROVEDATAINFO, a JSON array of steps).
 """
 
 from __future__ import annotations
@@ -30,24 +35,32 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.formats._options import ENCODINGS, LIMIT_KEYS, delimiter_char, option_problem
 from gateway.mapping._errors import MappingError
+from gateway.mapping._policy import EMPTY, InvalidPolicy, PolicyError, parse_field_policy, parse_policy
 from gateway.mapping._runtime import CHINA, DATETIME_FORMATS, TEXT_FUNCTIONS, parse_zone
 from gateway.schema import KINDS, PROVENANCE_FIELDS, CodeTable, FieldSpec, RecordKind
+from gateway.schema._text import nfc
 from gateway.schema._yaml import Document, Location
 
 DIRECTIONS = ("inbound", "outbound")
 INPUT_FORMATS = ("xml", "csv", "jsonl", "json")
-ENCODINGS = ("auto", "utf-8", "utf-8-sig", "gb18030")
 OUTPUT_FORMATS = ("json", "xml")
 ON_MISSING = ("error", "default", "keep")
 
-_TOP_INBOUND = frozenset({"name", "version", "direction", "description", "system", "zone", "input", "outputs"})
-_TOP_OUTBOUND = frozenset({"name", "version", "direction", "description", "system", "zone", "format", "root", "outputs"})
-_INPUT_KEYS = frozenset({"format", "encoding", "delimiter", "header", "record"})
-_OUTPUT_KEYS = frozenset({"kind", "when", "fields", "description"})
+_TOP_INBOUND = frozenset(
+    {"name", "version", "direction", "description", "system", "zone", "input", "outputs", "on_invalid", "codetables"}
+)
+_TOP_OUTBOUND = frozenset(
+    {"name", "version", "direction", "description", "system", "zone", "format", "root", "outputs", "codetables"}
+)
+_INPUT_KEYS = frozenset({"format", "encoding", "delimiter", "header", "record", "quotechar", *LIMIT_KEYS})
+_OUTPUT_KEYS = frozenset({"kind", "when", "each", "fields", "description"})
 _SOURCES = ("path", "const", "concat", "first_nonempty")
-_RULE_KEYS_IN = frozenset({*_SOURCES, "separator", "fn", "lookup", "format", "zone", "default", "description"})
-_RULE_KEYS_OUT = _RULE_KEYS_IN | {"required"}
+_RULE_KEYS_IN = frozenset(
+    {*_SOURCES, "separator", "fn", "lookup", "format", "zone", "default", "description", "on_invalid"}
+)
+_RULE_KEYS_OUT = (_RULE_KEYS_IN - {"on_invalid"}) | {"required"}
 _LOOKUP_KEYS_IN = frozenset({"table", "map", "on_missing", "default", "value"})
 _LOOKUP_KEYS_OUT = _LOOKUP_KEYS_IN | {"reverse"}
 _WHEN_KEYS = frozenset({"exists", "absent", "equals"})
@@ -57,6 +70,16 @@ _OUT_ROOTS = ("data", "provenance", "kind", "schema_version")
 _TEXT_ONLY_FNS = frozenset(TEXT_FUNCTIONS) - {"int", "decimal"}
 
 Path_ = tuple[str | int, ...]
+
+ROOT = "/"
+"""First step of a path anchored at the item itself (``/VERSION``) rather than at the occurrence of ``each:``."""
+
+
+def path_text(path: Path_) -> str:
+    """A path as a mapping file writes it: ``SPSHENQIN/SBLSH``, ``/VERSION``."""
+    if path[:1] == (ROOT,):
+        return "/" + "/".join(map(str, path[1:]))
+    return "/".join(map(str, path))
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,7 @@ class Rule:
     default: str | int | None = None
     required: bool = False
     spec: FieldSpec | None = None  # inbound: the schema field; outbound: the data field read, if any
+    on_invalid: InvalidPolicy = EMPTY  # inbound: this field's own entries
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,7 @@ class Output:
     rules: list[Rule]
     when: When | None = None
     line: int | None = None
+    each: Path_ | None = None  # one record per occurrence of this repeated section
 
 
 @dataclass
@@ -129,14 +154,16 @@ class Plan:
     input: dict[str, Any] = field(default_factory=dict)
     format: str = "json"
     root: str | None = None
+    on_invalid: InvalidPolicy = EMPTY  # the whole policy: top-level entries with every field's own laid over them
 
 
 class _Ctx:
     """Where we are in the file, for error messages."""
 
-    def __init__(self, doc: Document, tables: Mapping[str, CodeTable]) -> None:
+    def __init__(self, doc: Document, tables: Mapping[str, CodeTable], searched: tuple[str, ...] = ()) -> None:
         self.doc = doc
         self.tables = tables
+        self.searched = searched  # where code tables were looked for, in words (for unknown_table)
 
     def fail(
         self,
@@ -166,20 +193,25 @@ def _check_keys(ctx: _Ctx, raw: Mapping[str, Any], allowed: frozenset[str], loc:
 
 
 def _parse_path(ctx: _Ctx, raw: Any, loc: Location, **kw: Any) -> Path_:
+    anchored = False
     if isinstance(raw, str):
         text = raw.strip()
+        if text.startswith("/") and len(text) > 1:
+            anchored, text = True, text[1:]
         parts: list[str | int] = []
         for seg in text.split("/") if "/" in text else text.split("."):
             seg = seg.strip()
             parts.append(int(seg) if seg.isdigit() and seg.isascii() else seg)
     elif isinstance(raw, list) and raw:
         parts = list(raw)
+        if parts[0] == ROOT and len(parts) > 1:
+            anchored, parts = True, parts[1:]
     else:
         raise ctx.fail(loc, "bad_path", "a path is text (A/B or A.B) or a list of keys and indexes", value=raw, **kw)
     for seg in parts:
-        if isinstance(seg, bool) or not isinstance(seg, (str, int)) or seg == "":
+        if isinstance(seg, bool) or not isinstance(seg, (str, int)) or seg == "" or seg == ROOT:
             raise ctx.fail(loc, "bad_path", f"path step {seg!r} is not a key or an index", value=raw, **kw)
-    return tuple(parts)
+    return (ROOT, *parts) if anchored else tuple(parts)
 
 
 def _parse_item(ctx: _Ctx, raw: Any, loc: Location, **kw: Any) -> Source:
@@ -273,6 +305,27 @@ def _allowed_codes(spec: FieldSpec | None, tables: Mapping[str, CodeTable]) -> f
     return None
 
 
+def _unknown_table(ctx: _Ctx, table_id: Any) -> str:
+    """Why a table id was not found: every place looked in, and how to fix it."""
+    local = sorted(t for t in ctx.tables if "." in t)
+    national = sorted(t for t in ctx.tables if "." not in t)
+    looked = "; ".join(ctx.searched) or "the schema's national tables"
+    text = f"no code table {table_id!r}. Looked in: {looked}. "
+    if isinstance(table_id, str) and "." in table_id:
+        prefix = table_id.split(".", 1)[0]
+        text += (
+            f"A counterpart table ({prefix}.…) is defined in a YAML file in a codetables/ folder beside the mapping "
+            "file (or in a folder the mapping names with codetables:); a mapping copied without that folder "
+            "cannot find it: copy the table file along (the shipped ones are in mappings/codetables/), or add "
+            "codetables: [path/to/folder] to the mapping. "
+        )
+        similar = [t for t in local if t.startswith(prefix + ".")]
+        if similar:
+            text += f"Tables with that prefix: {', '.join(similar)}. "
+    text += f"Counterpart tables found: {', '.join(local) or 'none'}; national tables: {', '.join(national)}"
+    return text
+
+
 def _parse_lookup(ctx: _Ctx, raw: Any, loc: Location, spec: FieldSpec | None, outbound: bool, **kw: Any) -> Lookup:
     if isinstance(raw, str):
         raw = {"table": raw}
@@ -301,8 +354,7 @@ def _parse_lookup(ctx: _Ctx, raw: Any, loc: Location, spec: FieldSpec | None, ou
         table_id = raw["table"]
         table = ctx.tables.get(table_id) if isinstance(table_id, str) else None
         if table is None:
-            known = ", ".join(sorted(ctx.tables))
-            raise ctx.fail(loc + ("table",), "unknown_table", f"no code table with this id; known: {known}", value=table_id, **kw)
+            raise ctx.fail(loc + ("table",), "unknown_table", _unknown_table(ctx, table_id), value=table_id, **kw)
         name = table.id
         if give == "label" and table.map is not None:
             raise ctx.fail(loc + ("value",), "unknown_rule", "value: label needs a domain table (codes:)", value=table_id, **kw)
@@ -346,7 +398,7 @@ def _parse_lookup(ctx: _Ctx, raw: Any, loc: Location, spec: FieldSpec | None, ou
                 raise ctx.fail(
                     loc + ("map", k), "bad_const", "inline map keys and values must be quoted text", value=k, **kw
                 )
-            entries[k] = v
+            entries[k if k.isascii() else nfc(k)] = v  # values are NFC by the time they are looked up
         name = "inline map"
     if allowed is not None:
         for k, v in entries.items():
@@ -382,6 +434,12 @@ def parse_rule(
         raise ctx.fail(loc + ("required",), "unknown_rule", "required is true or false", value=required, **kw)
     if required and default is not None:
         raise ctx.fail(loc + ("required",), "unknown_rule", "a required field cannot also have a default", **kw)
+    policy = EMPTY
+    if "on_invalid" in raw and spec is not None:
+        try:
+            policy = parse_field_policy(raw["on_invalid"], kind, spec)
+        except PolicyError as exc:
+            raise ctx.fail(loc + ("on_invalid",), "on_invalid", exc.message, value=raw["on_invalid"], **kw) from None
     return Rule(
         name=name,
         loc=loc,
@@ -394,6 +452,7 @@ def parse_rule(
         default=default,
         required=required,
         spec=spec,
+        on_invalid=policy,
     )
 
 
@@ -438,16 +497,27 @@ def _parse_input(ctx: _Ctx, raw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"format": fmt, "encoding": encoding}
     if fmt == "csv":
         delimiter = raw.get("delimiter", ",")
-        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
-            raise ctx.fail(loc + ("delimiter",), "bad_input", "input.delimiter is one character", value=delimiter)
+        if delimiter_char(delimiter) is None:
+            raise ctx.fail(loc + ("delimiter",), "bad_input", "input.delimiter is one character (or tab)", value=delimiter)
         header = raw.get("header", True)
         if header is not True:
             raise ctx.fail(loc + ("header",), "bad_input", "CSV input needs a header row (header: true): fields are addressed by column name", value=header)
-        out.update(delimiter=delimiter, header=True)
+        out.update(delimiter=delimiter_char(delimiter), header=True)
+        if "quotechar" in raw:
+            problem = option_problem("quotechar", raw["quotechar"], fmt)
+            if problem:
+                raise ctx.fail(loc + ("quotechar",), "bad_input", problem, value=raw["quotechar"])
+            out["quotechar"] = raw["quotechar"]
     else:
-        for key in ("delimiter", "header"):
+        for key in ("delimiter", "header", "quotechar"):
             if key in raw:
                 raise ctx.fail(loc + (key,), "bad_input", f"input.{key} applies to csv only", value=raw[key])
+    for key in LIMIT_KEYS:
+        if key in raw:
+            problem = option_problem(key, raw[key], fmt)
+            if problem:
+                raise ctx.fail(loc + (key,), "bad_input", problem, value=raw[key])
+            out[key] = raw[key]
     record = raw.get("record")
     if fmt == "xml" and (not isinstance(record, str) or not _XML_NAME_RE.match(record)):
         raise ctx.fail(loc + ("record",), "bad_input", "XML input needs record: the element tag of one item", value=record)
@@ -511,9 +581,12 @@ def _output_keys(ctx: _Ctx, keys: list[tuple[str, Location]], xml: bool, kind: s
             raise ctx.fail((), "bad_path", f"{'.'.join(parts)} is both a value and a group of values", kind=kind)
 
 
-def parse_plan(doc: Document, tables: Mapping[str, CodeTable], path: Path) -> Plan:
-    """Validate the whole document; raise MappingError at the first problem."""
-    ctx = _Ctx(doc, tables)
+def parse_plan(doc: Document, tables: Mapping[str, CodeTable], path: Path, searched: tuple[str, ...] = ()) -> Plan:
+    """Validate the whole document; raise MappingError at the first problem.
+
+    ``searched`` says where the code tables were looked for, so an unknown table id can name every place.
+    """
+    ctx = _Ctx(doc, tables, searched)
     top = doc.value
     if not isinstance(top, dict):
         raise ctx.fail((), "mapping_format", "a mapping file is a YAML mapping with name, version, direction and outputs")
@@ -580,6 +653,16 @@ def parse_plan(doc: Document, tables: Mapping[str, CodeTable], path: Path) -> Pl
             if outbound:
                 raise ctx.fail(loc + ("when",), "unknown_key", "when applies to inbound outputs", kind=kind.name)
             when = _parse_when(ctx, raw["when"], loc + ("when",), kind.name)
+        each = None
+        if "each" in raw:
+            if outbound:
+                raise ctx.fail(loc + ("each",), "unknown_key", "each applies to inbound outputs", kind=kind.name)
+            each = _parse_path(ctx, raw["each"], loc + ("each",), kind=kind.name)
+            if each[0] == ROOT:
+                each = each[1:]  # each: always starts at the item
+            if any(isinstance(step, int) for step in each):
+                raise ctx.fail(loc + ("each",), "bad_path", "each names a repeated section, not one occurrence of it: "
+                               "leave out the index", kind=kind.name, value=raw["each"])
         fields_raw = raw.get("fields")
         if not isinstance(fields_raw, dict) or not fields_raw:
             raise ctx.fail(loc + ("fields",), "mapping_format", "fields is a non-empty mapping of field: rule", kind=kind.name)
@@ -622,5 +705,35 @@ def parse_plan(doc: Document, tables: Mapping[str, CodeTable], path: Path) -> Pl
                         f"the output does not map required field {req!r} ({kind.field_map[req].title})",
                         kind=kind.name, field_name=req,
                     )
-        plan.outputs.append(Output(kind, rules, when, doc.line(loc)))
+        if each is None:
+            # outside each: the occurrence is the item, so /A and A are the same path
+            rules = [_unanchor(rule) for rule in rules]
+            if when is not None and when.path[:1] == (ROOT,):
+                when = replace(when, path=when.path[1:])
+        plan.outputs.append(Output(kind, rules, when, doc.line(loc), each))
+    if not outbound:
+        plan.on_invalid = _plan_policy(ctx, top.get("on_invalid"), plan.outputs)
     return plan
+
+
+def _unanchor(rule: Rule) -> Rule:
+    def strip(source: Source) -> Source:
+        if source.type == "path":
+            return replace(source, path=source.path[1:]) if source.path[:1] == (ROOT,) else source
+        return replace(source, items=tuple(strip(item) for item in source.items))
+
+    return replace(rule, source=strip(rule.source))
+
+
+def _plan_policy(ctx: _Ctx, raw: Any, outputs: list[Output]) -> InvalidPolicy:
+    """The top-level on_invalid block with every field's own entries laid over it (a field's own word wins)."""
+    kinds = list({o.kind.name: o.kind for o in outputs}.values())
+    try:
+        policy = parse_policy(raw, kinds)
+    except PolicyError as exc:
+        raise ctx.fail(("on_invalid", exc.key), "on_invalid", exc.message, value=exc.key) from None
+    for output in outputs:
+        for rule in output.rules:
+            if rule.on_invalid:
+                policy = rule.on_invalid.over(policy)
+    return policy

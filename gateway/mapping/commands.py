@@ -30,7 +30,7 @@ def _load_or_exit(path: Path) -> InboundMapping | OutboundMapping:
 
 @click.group("mapping")
 def mapping_group() -> None:
-    """Mapping files: check them and try them on sample files."""
+    """Mapping files: check them, try them on sample files, show the code they compile to."""
 
 
 @mapping_group.command("check")
@@ -48,6 +48,23 @@ def check_command(mappings: tuple[Path, ...]) -> None:
         click.echo(f"ok   {path}: {m.direction} {m.name}@{m.version} ({', '.join(m.kinds)})")
     if failed:
         sys.exit(1)
+
+
+@mapping_group.command("show")
+@click.argument("mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def show_command(mapping: Path) -> None:
+    """Print the Python that MAPPING compiles to, to read what it does.
+
+    Each output is one function; its comments name the YAML file and line of every
+    field, and say what each bound name holds (a code table, a date parser, a field).
+    A mapping that does not load is reported with its file and line (exit code 1).
+    """
+    m = _load_or_exit(mapping)
+    if isinstance(m, InboundMapping):
+        click.echo(m.show())
+    else:
+        click.echo(f"# {m.ref}: outbound mapping compiled from {m.path}\n# renders: {', '.join(m.kinds)}\n")
+        click.echo(m.source)
 
 
 def _outbound_records(sample: Path) -> Iterator[tuple[str, Any]]:
@@ -87,7 +104,7 @@ def test_command(mapping: Path, sample: Path, errors_only: bool) -> None:
 def _test_inbound(m: InboundMapping, sample: Path, errors_only: bool) -> None:
     from gateway.formats import FileRefused, read_items  # lazy: the readers pull in lxml and csv machinery
 
-    items = records = errors = 0
+    items = records = errors = findings = 0
     try:
         for item in read_items(sample, m.input):
             items += 1
@@ -95,26 +112,40 @@ def _test_inbound(m: InboundMapping, sample: Path, errors_only: bool) -> None:
             if item.error is not None or item.payload is None:
                 errors += 1
                 field = f" field {item.field}:" if item.field else ""
-                click.echo(f"ERROR {where}:{field} read: {item.error or 'no payload'}", err=True)
+                rule = item.rule or "read"
+                click.echo(f"ERROR {where}:{field} {rule}: {item.error or 'no payload'}", err=True)
                 continue
             for mapped in m.map(item.payload):
                 records += 1
                 if mapped.errors:
                     for e in mapped.errors:
                         errors += 1
-                        shown = f" (value {e.value!r})" if e.value else ""
-                        click.echo(f"ERROR {where}: {e.kind or mapped.kind}.{e.field}: {e.rule}: {e.message}{shown}", err=True)
-                elif not errors_only:
-                    click.echo(_dumps({"ref": where, "kind": mapped.kind, "data": mapped.data, "original": mapped.original}))
+                        click.echo(f"ERROR {where}: {_describe(e, mapped.kind)}", err=True)
+                    continue
+                for e in mapped.findings:
+                    findings += 1
+                    click.echo(f"FINDING {where}: {_describe(e, mapped.kind)} (accepted: on_invalid)", err=True)
+                if not errors_only:
+                    out = {"ref": where, "kind": mapped.kind, "data": mapped.data, "original": mapped.original}
+                    if mapped.findings:
+                        out["findings"] = [e.as_dict() for e in mapped.findings]
+                    click.echo(_dumps(out))
     except FileRefused as exc:
         errors += 1
         click.echo(f"ERROR {sample.name}: file refused: {exc.reason}", err=True)
     except OSError as exc:
         errors += 1
         click.echo(f"ERROR {sample}: cannot read: {exc.strerror or exc}", err=True)
-    click.echo(f"{m.ref}: {items} items, {records} records, {errors} errors", err=True)
+    tail = f", {findings} findings accepted" if findings else ""
+    click.echo(f"{m.ref}: {items} items, {records} records, {errors} errors{tail}", err=True)
     if errors:
         sys.exit(1)
+
+
+def _describe(e: Any, kind: str) -> str:
+    shown = f" (value {e.value!r})" if e.value else ""
+    where = f"{e.where}: " if getattr(e, "where", None) else ""
+    return f"{where}{e.kind or kind}.{e.field}: {e.rule}: {e.message}{shown}"
 
 
 def _test_outbound(m: OutboundMapping, sample: Path, errors_only: bool) -> None:

@@ -46,7 +46,7 @@ def raw_batches(
             if consumed <= skip:
                 continue
             pending.append(RawRecord(system, item.payload or {}, f"{ref_prefix} {item.ref}", item.raw, item.error,
-                                     item.field))
+                                     item.field, item.rule))
             if len(pending) >= batch:
                 yield consumed, pending
                 pending = []
@@ -139,14 +139,15 @@ class _OneThread:
         self._closed.set()
 
 
-def _worker(conn: Any, path: str, system: str, mapping_path: str, rules: Sequence[Rule], options: dict[str, Any],
+def _worker(conn: Any, path: str, system: str, mapping: Any, rules: Sequence[Rule], options: dict[str, Any],
             ref_prefix: str, skip: int, batch: int, cipher: Any = None) -> None:
-    """Helper process: prepare batches and send them; the last message says how it ended."""
-    from gateway.mapping import load_mapping
+    """Helper process: prepare batches and send them; the last message says how it ended.
 
+    ``mapping`` arrives pickled: the InboundMapping compiles its file again here, with the
+    source's overrides (gateway.toml ``input`` and ``on_invalid``).
+    """
     try:
-        ingestor = Ingestor(None, Router(rules), {system: load_mapping(mapping_path)},  # type: ignore[arg-type]
-                            cipher=cipher)
+        ingestor = Ingestor(None, Router(rules), {system: mapping}, cipher=cipher)  # type: ignore[arg-type]
         for prepared in _prepared_batches(Path(path), system, options, ingestor, ref_prefix, skip, batch):
             conn.send(("batch", *prepared))
         conn.send(("done",))
@@ -209,7 +210,7 @@ async def ingest_file(
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_worker, name=f"ingest:{path.name}", daemon=True,
-        args=(child, str(path), system, str(mapping.path), ingestor.router.rules, options, ref_prefix, skip, batch,
+        args=(child, str(path), system, mapping, ingestor.router.rules, options, ref_prefix, skip, batch,
               ingestor.cipher),
     )
     proc.start()

@@ -81,6 +81,10 @@ class Ingestor:
     ) -> list[IngestOutcome]:
         """Commit a prepared batch (see ``prepare``) and wake whoever waits for new records."""
         outcomes = await self.store.commit_ingest(accepted, quarantined, cursor)
+        # the store answers one outcome per accepted item first, in order: say which carry findings
+        for item, outcome in zip(accepted, outcomes, strict=False):
+            if item.findings:
+                outcome.findings = list(item.findings)
         if self.on_commit is not None and accepted:
             self.on_commit()
         return outcomes
@@ -101,7 +105,8 @@ class Ingestor:
         for raw in raws:
             if raw.error is not None:
                 quarantined.append(_quarantine(system, raw, None, [{
-                    "field": raw.field, "rule": "readable", "value": None, "message": raw.error}], receipt_time))
+                    "field": raw.field, "rule": raw.rule or "readable", "value": None, "message": raw.error}],
+                    receipt_time))
                 continue
             try:
                 mapped = mapping.map(raw.payload)
@@ -136,7 +141,8 @@ class Ingestor:
                 rid = receipt_id(system, m.kind, key, version)
                 stored = data if self.cipher is None else self.cipher.seal_data(
                     Place(system, m.kind, key, version), data)
-                body = _dumps({
+                findings = tuple(f.as_dict() for f in m.findings)
+                record: dict[str, Any] = {
                     "kind": m.kind,
                     "schema_version": SCHEMA_VERSION,
                     "data": stored,
@@ -152,14 +158,17 @@ class Ingestor:
                         "mapping": mapping_id,
                         "receipt": rid,
                     },
-                })
+                }
+                if findings:  # accepted under on_invalid: the record says what is wrong with it
+                    record["findings"] = findings
+                body = _dumps(record)
                 dests = route(m.kind, system, data)
                 accepted.append(AcceptItem(
                     system=system, kind=m.kind, record_key=key, version=version, case_no=case_no,
                     business_time=business_time, receipt_time=receipt_time, payload_hash=phash, body=body,
                     ref=raw.ref, receipt_id=rid, destinations=dests,
                     idempotency_keys=tuple(idempotency_key(system, m.kind, key, version, d) for d in dests),
-                    mapping=mapping_id,
+                    mapping=mapping_id, findings=findings,
                 ))
         return accepted, quarantined
 

@@ -43,6 +43,7 @@ class SupervisionFollower:
         self.tick_interval = tick_interval
         self.wake = asyncio.Event()
         self.alerts_raised = 0
+        self.findings_counted = 0  # data-quality findings on the records folded (accepted under on_invalid)
 
     async def run(self, stopping: asyncio.Event) -> None:
         next_tick = 0.0
@@ -85,6 +86,9 @@ class SupervisionFollower:
                 continue
             states[key] = state
             alerts.extend(raised)
+            findings = rec.get("findings")
+            if isinstance(findings, list):
+                self.findings_counted += len(findings)
         await self._commit(states, alerts, now, (CURSOR, str(rows[-1][0])))
         return True
 

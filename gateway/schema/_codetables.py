@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from gateway.schema._text import nfc
 from gateway.schema._yaml import Document, YamlLoadError, load_with_lines
 
 SCHEMA_TABLE_DIR = Path(__file__).with_name("codetables")
@@ -85,7 +86,8 @@ def _str_key(doc: Document, loc: tuple, key: Any, table: str, what: str) -> str:
             doc.line(loc),
             f"table {table!r}: {what} {key!r} must be a quoted string (write \"{key}\" with the exact digits)",
         )
-    return key
+    # values are compared after the mapping normalised them to NFC, so the table's keys are too
+    return key if key.isascii() else nfc(key)
 
 
 def _parse_table(doc: Document, raw: Any, loc: tuple, local: bool) -> CodeTable:

@@ -41,7 +41,7 @@ def _field_schema(spec: FieldSpec, tables: Mapping[str, CodeTable]) -> dict[str,
         out["x-wire"] = spec.wire
     t = spec.type
     if t == "int":
-        out["type"] = "integer"
+        out.update(type="integer", minimum=spec.minimum, maximum=spec.maximum)
     elif t == "decimal":
         out.update(type="string", pattern=r"^-?\d{1,28}(\.\d{1,10})?$")
     elif t == "datetime":
@@ -106,6 +106,31 @@ def _provenance_schema() -> dict[str, Any]:
     }
 
 
+def _findings_schema() -> dict[str, Any]:
+    return {
+        "type": "array",
+        "title": "findings (数据质量问题)",
+        "description": (
+            "data-quality findings the record was accepted with, because the mapping's or the source's "
+            "on_invalid says accept_with_finding; absent when there are none. A field whose value lost its "
+            "shape is left out of data; values of personal fields are masked here."
+        ),
+        "items": {
+            "type": "object",
+            "properties": {
+                "field": {"type": "string"},
+                "rule": {"type": "string"},
+                "value": {"type": "string"},
+                "message": {"type": "string"},
+                "kind": {"type": ["string", "null"]},
+                "where": {"type": "string", "description": "the occurrence of a repeated section (each:)"},
+            },
+            "required": ["field", "rule", "message"],
+        },
+        "minItems": 1,
+    }
+
+
 def kind_json_schema(kind: RecordKind, tables: Mapping[str, CodeTable] | None = None) -> dict[str, Any]:
     """The JSON Schema of one stored record of ``kind``."""
     tables = tables if tables is not None else code_tables()
@@ -127,6 +152,7 @@ def kind_json_schema(kind: RecordKind, tables: Mapping[str, CodeTable] | None = 
             "schema_version": {"const": SCHEMA_VERSION},
             "data": data,
             "provenance": _provenance_schema(),
+            "findings": _findings_schema(),
         },
         "required": ["kind", "schema_version", "data", "provenance"],
         "x-key-fields": list(kind.key_fields),

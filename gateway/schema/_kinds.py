@@ -18,6 +18,11 @@ def _str(name: str, title: str, wire: str | None = None, n: int = 200, req: bool
     return FieldSpec(name, "str", title, wire, req, n, **kw)  # type: ignore[arg-type]
 
 
+def _ident(name: str, title: str, wire: str | None = None, n: int = 100, req: bool = False, **kw: object) -> FieldSpec:
+    """A text field that names something (a number, a key): identifier characters only."""
+    return FieldSpec(name, "str", title, wire, req, n, identifier=True, **kw)  # type: ignore[arg-type]
+
+
 def _code(name: str, title: str, table: str, wire: str | None = None, req: bool = False, **kw: object) -> FieldSpec:
     return FieldSpec(name, "code", title, wire, req, code_table=table, **kw)  # type: ignore[arg-type]
 
@@ -30,10 +35,12 @@ def _enum(name: str, title: str, values: tuple[str, ...], wire: str | None = Non
     return FieldSpec(name, "enum", title, wire, req, enum=values, **kw)  # type: ignore[arg-type]
 
 
-_CASE_NO = _str("case_no", "申办流水号", "SBLSH", 64, req=True)
-_CASE_NO_OPT = _str("case_no", "申办流水号（关联办件）", "SBLSH", 64)
-_VERSION = _typed("int", "version", "数据版本号", "VERSION", description="1 on first report, +1 on every re-report")
-_ITEM_CODE = _str("item_code", "事项编码（基本编码）", "SXBM", 10)
+_CASE_NO = _ident("case_no", "申办流水号", "SBLSH", 64, req=True)
+_CASE_NO_OPT = _ident("case_no", "申办流水号（关联办件）", "SBLSH", 64)
+_VERSION = _typed(
+    "int", "version", "数据版本号", "VERSION", description="1 on first report, +1 on every re-report", minimum=1
+)
+_ITEM_CODE = _ident("item_code", "事项编码（基本编码）", "SXBM", 10)
 
 
 def _identity_block(prefix: str) -> tuple[FieldSpec, ...]:
@@ -42,8 +49,8 @@ def _identity_block(prefix: str) -> tuple[FieldSpec, ...]:
         _str("counterpart_name", "行政相对人名称", f"{prefix}_XDR_MC", 200, req=True),
         _code("counterpart_category", "行政相对人类别", "counterpart_category", f"{prefix}_XDR_LB", req=True),
         _typed("credit_code", "counterpart_credit_code", "行政相对人统一社会信用代码", f"{prefix}_XDR_SHXYM"),
-        _str("business_reg_no", "工商注册号", f"{prefix}_XDR_GSZC", 50),
-        _str("org_code", "组织机构代码", f"{prefix}_XDR_ZZJG", 9),
+        _ident("business_reg_no", "工商注册号", f"{prefix}_XDR_GSZC", 50),
+        _ident("org_code", "组织机构代码", f"{prefix}_XDR_ZZJG", 9),
         _str("legal_representative", "法定代表人", f"{prefix}_FRDB", 50),
         _code("legal_rep_id_type", "法定代表人证件类型", "id_type", f"{prefix}_FR_ZJLX"),
         _typed(
@@ -64,7 +71,7 @@ CASE = RecordKind(
     (
         _CASE_NO,
         _ITEM_CODE,
-        _str("implementation_code", "实施编码", "SSXBM", 36),
+        _ident("implementation_code", "实施编码", "SSXBM", 36),
         _str("item_name", "事项名称", "SXMC", 200),
         _code("item_type", "事项类型", "item_type", "SXLX"),
         _code("exercise_level", "行使层级", "exercise_level", "XSCJ"),
@@ -83,7 +90,7 @@ CASE = RecordKind(
         _typed(
             "id_number", "contact_id_no", "联系人证件号码", "LXRZJHM", personal=True, id_type_field="contact_id_type"
         ),
-        _str("contact_phone", "联系人手机", "LXRSJ", 32, personal=True),
+        _ident("contact_phone", "联系人手机", "LXRSJ", 32, personal=True),
         _str("contact_address", "联系人通讯地址", "LXRDZ", 200, personal=True),
         _str("application_content", "申请内容", "SQNR", 2000),
         _str("material_list", "申报材料清单", "SBCLQD", 2000),
@@ -118,7 +125,7 @@ ACCEPTANCE = RecordKind(
         _str("handler_name", "受理人姓名", "BLRXM", 50),
         _code("status", "受理状态", "acceptance_status", "SLZTDM", req=True),
         _str("refusal_reason", "不受理原因", "BSLYY", 1000),
-        _str("document_no", "受理文书编号", "SLWSBH", 100),
+        _ident("document_no", "受理文书编号", "SLWSBH", 100),
         _typed("datetime", "accepted_at", "受理时间", "SLSJ", req=True),
         _typed("int", "promised_time_limit", "承诺时限", "CNSX"),
         _code("time_limit_unit", "时限单位", "time_unit", "CNSXDW"),
@@ -207,7 +214,7 @@ COMPLETION = RecordKind(
         _code("result_code", "办结结果", "completion_result", "BJJGDM", req=True),
         _str("result_description", "办结结果描述", "BJJGMS", 2000),
         _str("license_name", "证照名称", "ZJMC", 200),
-        _str("license_no", "证照编号", "ZJBH", 100),
+        _ident("license_no", "证照编号", "ZJBH", 100),
         _typed("license_id", "license_id", "电子证照标识", "DZZZBS"),
         _typed("date", "license_valid_until", "证照有效期限", "ZJYXQX"),
         _str("issuer", "发证单位", "FZDW", 200),
@@ -225,14 +232,14 @@ APPROVAL_RESULT = RecordKind(
     "approval_result",
     "行政许可决定",
     (
-        _str("decision_no", "行政许可决定文书号", "XK_WSH", 100, req=True),
+        _ident("decision_no", "行政许可决定文书号", "XK_WSH", 100, req=True),
         _CASE_NO_OPT,
         _ITEM_CODE,
         *_identity_block("XK"),
         _str("document_name", "行政许可决定文书名称", "XK_XKWS", 200),
         _code("license_category", "许可类别", "license_category", "XK_XKLB", req=True),
         _str("license_name", "许可证书名称", "XK_XKZS", 200),
-        _str("license_no", "许可编号", "XK_XKBH", 100),
+        _ident("license_no", "许可编号", "XK_XKBH", 100),
         _typed("license_id", "license_id", "电子证照标识", None),
         _str("content", "许可内容", "XK_NR", 4000, req=True),
         _typed("date", "decided_on", "许可决定日期", "XK_JDRQ", req=True),
@@ -256,7 +263,7 @@ SUPERVISION_RESULT = RecordKind(
     "supervision_result",
     "监管结果",
     (
-        _str("decision_no", "处罚（监管）决定书文号", "CF_WSH", 100, req=True),
+        _ident("decision_no", "处罚（监管）决定书文号", "CF_WSH", 100, req=True),
         _CASE_NO_OPT,
         _enum(
             "result_type", "监管结果类型", ("inspection", "penalty", "revocation", "suspension", "other"), req=True,
@@ -271,7 +278,7 @@ SUPERVISION_RESULT = RecordKind(
         _typed("decimal", "fine_amount", "罚款金额（万元）", "CF_NR_FK"),
         _typed("decimal", "confiscated_amount", "没收违法所得、没收非法财物的金额（万元）", "CF_NR_WFFF"),
         _str("affected_license", "暂扣或吊销证照名称及编号", "CF_NR_ZKDX", 500),
-        _str("affected_license_no", "受影响的许可编号", None, 100),
+        _ident("affected_license_no", "受影响的许可编号", None, 100),
         _enum("license_effect", "对许可的影响", ("none", "suspend", "revoke"), description="无 / 暂扣 / 吊销撤销"),
         _typed("date", "decided_on", "处罚决定日期", "CF_JDRQ", req=True),
         _typed("date", "valid_until", "处罚有效期", "CF_YXQ"),
@@ -293,8 +300,8 @@ SUPERVISION_ALERT = RecordKind(
     "supervision_alert",
     "电子监察预警",
     (
-        _str("alert_id", "预警编号", None, 100, req=True),
-        _str("case_no", "办件编号", "SBLSH", 64),
+        _ident("alert_id", "预警编号", None, 100, req=True),
+        _ident("case_no", "办件编号", "SBLSH", 64),
         _str("rule", "监察规则", None, 100, req=True),
         _code("alert_type", "预警类型", "supervision_alert_type", None, req=True),
         _enum("severity", "预警级别", ("red", "yellow", "info"), req=True, description="红牌 red / 黄牌 yellow / 提示 info"),
@@ -314,8 +321,8 @@ EVALUATION = RecordKind(
     "evaluation",
     "好差评",
     (
-        _str("evaluation_id", "评价编号", None, 100, req=True),
-        _str("case_no", "申办流水号", "SBLSH", 64),
+        _ident("evaluation_id", "评价编号", None, 100, req=True),
+        _ident("case_no", "申办流水号", "SBLSH", 64),
         _ITEM_CODE,
         _str("department_name", "被评价部门", None, 200),
         _enum(
@@ -338,7 +345,7 @@ AUDIT_SEAL = RecordKind(
     "audit_seal",
     "审计封印",
     (
-        _str("chain", "审计链（网关名称）", None, 100, req=True),
+        _str("chain", "审计链（网关名称）", None, 100, req=True, identifier=True),
         _typed("int", "seal", "封印序号", None, req=True),
         _typed("int", "from_seq", "起始条目序号", None, req=True),
         _typed("int", "to_seq", "截止条目序号", None, req=True),

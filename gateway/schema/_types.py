@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gateway.schema._text import escape_unprintable
 from gateway.schema.identifiers import RULE_MESSAGES, mask
 
 FIELD_TYPES = frozenset(
@@ -22,6 +23,12 @@ identifiers (upper-case, half-width, no spaces).
 
 # Identifier types: their lengths are fixed by their standards, not per field.
 _DEFAULT_MAX = {"credit_code": 18, "region_code": 12, "id_number": 64, "license_id": 200, "code": 64, "enum": 64}
+
+INT64_MAX = 2**63 - 1
+"""Whole numbers are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL bigint)."""
+
+IDENTIFIER_TYPES = frozenset({"credit_code", "id_number", "region_code", "license_id", "code", "enum"})
+"""Types whose values are always identifiers (see FieldSpec.is_identifier)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,9 @@ class FieldSpec:
     personal: bool = False
     id_type_field: str | None = None
     description: str = ""
+    identifier: bool = False
+    minimum: int | None = None
+    maximum: int | None = None
 
     def __post_init__(self) -> None:
         if self.type not in FIELD_TYPES:
@@ -60,6 +70,18 @@ class FieldSpec:
             raise ValueError(f"field {self.name}: only code fields may hold several values")
         if self.max_length is None and self.type in _DEFAULT_MAX:
             object.__setattr__(self, "max_length", _DEFAULT_MAX[self.type])
+        if self.type == "int":
+            if self.minimum is None:
+                object.__setattr__(self, "minimum", 0)
+            if self.maximum is None:
+                object.__setattr__(self, "maximum", INT64_MAX)
+        elif self.minimum is not None or self.maximum is not None:
+            raise ValueError(f"field {self.name}: only int fields have a minimum or maximum")
+
+    @property
+    def is_identifier(self) -> bool:
+        """True for business keys, codes and identifiers: stricter characters, see gateway.schema._text."""
+        return self.identifier or self.type in IDENTIFIER_TYPES
 
     @property
     def doc(self) -> str:
@@ -80,6 +102,8 @@ class FieldError:
     """One data-quality finding on one field of one record: what users read and quarantine keeps.
 
     ``value`` is already masked for personal fields, so an error can be logged and shown.
+    ``where`` names the occurrence of a repeated section the record came from
+    ("SPGUOCHENG #2"), for records a mapping's ``each:`` made.
     """
 
     field: str
@@ -87,12 +111,18 @@ class FieldError:
     value: str
     message: str
     kind: str | None = None
+    where: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.where is None:
+            del out["where"]
+        return out
 
     def __str__(self) -> str:
         where = f"{self.kind}.{self.field}" if self.kind else self.field
+        if self.where:
+            where = f"{self.where}: {where}"
         shown = f" (value {self.value!r})" if self.value else ""
         return f"{where}: {self.rule}: {self.message}{shown}"
 
@@ -102,6 +132,11 @@ GENERIC_MESSAGES: dict[str, str] = {
     "max_length": "is longer than allowed",
     "type": "has the wrong type",
     "int_format": "is not a whole number",
+    "int_range": "is outside the allowed range",
+    "control_char": "contains a control character",
+    "bidi_char": "contains a bidirectional control character",
+    "invisible_char": "contains an invisible (zero-width or format) character",
+    "invalid_char": "contains a code point that is not a character it may hold",
     "decimal_format": "is not a decimal number",
     "datetime_format": "is not a date and time in an accepted format",
     "date_format": "is not a date in an accepted format",
@@ -125,6 +160,8 @@ def error_message(spec: FieldSpec | None, rule: str, detail: str | None = None) 
             base = f"is not a code of table {spec.code_table}"
         elif rule == "enum_invalid":
             base = f"is not one of {', '.join(spec.enum)}"
+        elif rule == "int_range" and spec.minimum is not None:
+            base = f"must be between {spec.minimum} and {spec.maximum}"
         base = f"{spec.title}: {base}"
     return f"{base}: {detail}" if detail else base
 
@@ -135,7 +172,8 @@ def show_value(value: Any, personal: bool) -> str:
     text = value if isinstance(value, str) else repr(value)
     if len(text) > 200:  # a wrong path can pull in a whole document; keep errors readable
         text = text[:200] + "…"
-    return mask(text) if personal else text
+    # masked first (it counts characters), then made safe to print: no control or bidi character reaches a reader
+    return escape_unprintable(mask(text) if personal else text)
 
 
 def make_error(kind: str | None, spec: FieldSpec, rule: str, value: Any, detail: str | None = None) -> FieldError:
@@ -174,6 +212,9 @@ class RecordKind:
         for key in key_fields:
             if not self.field_map[key].required:
                 raise ValueError(f"kind {name}: key field {key!r} must be required")
+            spec = self.field_map[key]
+            if spec.type == "str" and not spec.identifier:
+                raise ValueError(f"kind {name}: key field {key!r} is free text; mark it identifier=True")
         for f in fields:
             if f.id_type_field is not None and f.id_type_field not in self.field_map:
                 raise ValueError(f"kind {name}: {f.name}.id_type_field names no field")

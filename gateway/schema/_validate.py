@@ -15,6 +15,7 @@ from typing import Any
 from gateway.schema import identifiers as _ids
 from gateway.schema._codegen import CodeWriter, lit
 from gateway.schema._codetables import CodeTable, code_tables
+from gateway.schema._text import unsafe_in_identifier, unsafe_in_text
 from gateway.schema._types import FieldError, FieldSpec, RecordKind, make_error, show_value
 
 _DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})\Z", re.ASCII)
@@ -74,7 +75,24 @@ def runtime_namespace(kind: RecordKind) -> dict[str, Any]:
         "_chk_license_id": _ids.check_license_id,
         "_chk_document": _ids.check_document,
         "_CHECKED_DOCUMENTS": CHECKED_DOCUMENTS,
+        "_unsafe_id": unsafe_in_identifier,
+        "_unsafe_text": unsafe_in_text,
     }
+
+
+def emit_char_check(w: CodeWriter, spec: FieldSpec, var: str, depth: int, errs: str) -> None:
+    """Refuse the characters gateway.schema._text keeps out of this field (only non-printable values are looked at)."""
+    s = w.bind(spec, "_S")
+    r = w.temp("r")
+    check = "_unsafe_id" if spec.is_identifier else "_unsafe_text"
+    w.emit(depth, f"if not {var}.isprintable():")
+    w.emit(depth + 1, f"{r} = {check}({var})")
+    w.emit(depth + 1, f"if {r} is not None: {errs}.append(_E({s}, {r}[0], {var}, {r}[1]))")
+
+
+def emit_int_range(w: CodeWriter, spec: FieldSpec, var: str, depth: int, errs: str) -> None:
+    s = w.bind(spec, "_S")
+    w.emit(depth, f"if not {lit(spec.minimum)} <= {var} <= {lit(spec.maximum)}: {errs}.append(_E({s}, 'int_range', {var}))")
 
 
 def emit_value_checks(
@@ -97,13 +115,14 @@ def emit_value_checks(
         w.emit(depth, f"{r} = _chk_{t}({var})")
         w.emit(depth, f"if {r} is not None: {errs}.append(_E({s}, {r}, {var}))")
     elif t == "code":
-        codes = w.bind(frozenset(tables[spec.code_table or ""].codes), "_CODES")
+        table = tables[spec.code_table or ""]
+        codes = w.bind(frozenset(table.codes), "_CODES", f"the {len(table.codes)} codes of table {table.id}")
         if spec.multiple:
             w.emit(depth, f"if _bad_code({var}, {codes}) is not None: {errs}.append(_E({s}, 'code_invalid', {var}))")
         else:
             w.emit(depth, f"if {var} not in {codes}: {errs}.append(_E({s}, 'code_invalid', {var}))")
     elif t == "enum":
-        allowed = w.bind(frozenset(spec.enum), "_ENUM")
+        allowed = w.bind(frozenset(spec.enum), "_ENUM", f"the values of {spec.name}: {', '.join(spec.enum)}")
         w.emit(depth, f"if {var} not in {allowed}: {errs}.append(_E({s}, 'enum_invalid', {var}))")
 
 
@@ -152,6 +171,8 @@ def compile_validator(
         if t == "int":
             w.emit(1, "elif v.__class__ is not int:")
             w.emit(2, f"errs.append(_E({s}, 'int_format', v))")
+            w.emit(1, "else:")
+            emit_int_range(w, spec, "v", 2, "errs")
             continue
         w.emit(1, "elif v.__class__ is not str:")
         w.emit(2, f"errs.append(_E({s}, 'type', v, 'expected text'))")
@@ -166,9 +187,8 @@ def compile_validator(
             w.emit(2, f"errs.append(_E({s}, 'decimal_format', v))")
         else:
             w.emit(1, "else:")
+            emit_char_check(w, spec, "v", 2, "errs")
             emit_value_checks(w, spec, "v", 2, "errs", tables)
-            if w.lines[-1].endswith("else:"):
-                w.emit(2, "pass")
     emit_cross_checks(w, kind, set(kind.field_map), "data", "errs", 1)
     w.emit(1, "return errs")
     return w.build("validate", f"validator {kind.name}")

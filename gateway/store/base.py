@@ -33,6 +33,7 @@ class AcceptItem:
     destinations: tuple[str, ...]
     idempotency_keys: tuple[str, ...]  # one per destination, same order
     mapping: str
+    findings: tuple[dict[str, Any], ...] = ()  # accepted data-quality findings (also in ``body``)
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ ALERT_TYPES: dict[str, AlertType] = {
         AlertType("disclosure_overdue", "credit_disclosure", "yellow", "双公示超期"),
         AlertType("changed_after_completion", "change_after_completion", "yellow", "办结后修改"),
         AlertType("audit_integrity", "audit_integrity", "red", "审计链完整性受损：封印已拒签"),
+        AlertType("data_quality_finding", "data_quality", "info", "数据质量：带问题接收"),
     )
 }
 

@@ -147,6 +147,8 @@ class _Record:
         self.kind: str = str(record.get("kind", ""))
         self.data: dict[str, Any] = record["data"]
         self.provenance: dict[str, Any] = record.get("provenance") or {}
+        found = record.get("findings")
+        self.findings: list[dict[str, Any]] = [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
         self.system = str(self.provenance.get("source_system") or "unknown system")
         self.source_id = str(self.provenance.get("source_id") or "?")
 
@@ -306,6 +308,10 @@ class SupervisionEngine:
         was_completed = state.completion is not None
 
         self._apply(state, rec, subject, received_at)
+        if rec.findings:
+            state.findings[subject] = [f"{f.get('field')}:{f.get('rule')}" for f in rec.findings]
+        else:
+            state.findings.pop(subject, None)  # a corrected version clears what the earlier one carried
         if version is not None:
             state.versions[subject] = max(version, seen or version)
 
@@ -568,7 +574,37 @@ class SupervisionEngine:
 
         if rec.kind in _DECISION_KINDS:
             alerts.extend(self._disclosure_on_receipt(state, rec, subject, received_at))
+        if rec.findings:
+            alerts.append(self._data_quality(state, rec, subject, received_at))
         return alerts
+
+    def _data_quality(self, state: CaseState, rec: _Record, subject: str, received_at: datetime) -> dict[str, Any]:
+        """A record accepted with findings: supervisors see it once per record (values never in the text)."""
+        shown = "；".join(
+            f"{f.get('field')}（{f.get('rule')}）" for f in rec.findings[:5]
+        ) + ("……" if len(rec.findings) > 5 else "")
+        return make_alert(
+            "data_quality_finding",
+            case_no=state.case_no,
+            raised_at=received_at,
+            department=self._responsible(state, rec),
+            description=(
+                f"办件 {state.case_no} 的{_KIND_TITLES.get(rec.kind, rec.kind)}记录按配置带 {len(rec.findings)} 项"
+                f"数据质量问题接收：{shown}。来源系统：{rec.system}，记录：{rec.source_id}。"
+            ),
+            subject_kind=rec.kind,
+            subject_key=subject,
+            distinct_subject=True,
+        )
+
+    def finding_counts(self, state: CaseState) -> dict[str, int]:
+        """The case's data-quality findings by rule (what its current records were accepted with)."""
+        counts: dict[str, int] = {}
+        for found in state.findings.values():
+            for entry in found:
+                rule = entry.rsplit(":", 1)[-1]
+                counts[rule] = counts.get(rule, 0) + 1
+        return counts
 
     def _disclosure_on_receipt(
         self, state: CaseState, rec: _Record, subject: str, received_at: datetime

@@ -49,6 +49,13 @@ class CaseState:
     versions: dict[str, int] = field(default_factory=dict)
     # Ids of alerts already raised for this case, so a re-evaluation does not raise them again.
     raised: list[str] = field(default_factory=list)
+    # Data-quality findings the case's records were accepted with (on_invalid), as "field:rule" per
+    # subject key; a later version of a record replaces its entry, so each finding counts once.
+    findings: dict[str, list[str]] = field(default_factory=dict)
+
+    def finding_count(self) -> int:
+        """How many data-quality findings the case's current records carry."""
+        return sum(len(found) for found in self.findings.values())
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy as plain JSON types, tagged with the state format."""
