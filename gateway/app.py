@@ -87,6 +87,7 @@ class Components:
 
 def build(config: GatewayConfig) -> Components:
     """Load adapters, validate their configs, compile mappings; raise ConfigError listing every problem."""
+    from gateway.checks import cursor_collisions
     from gateway.mapping import MappingError, load_mapping
     from gateway.schema import KINDS
 
@@ -169,6 +170,7 @@ def build(config: GatewayConfig) -> Components:
                                 f"kind(s) {', '.join(uncovered)}")
     if config.supervision.enabled:
         comp.supervision = _supervision_engine(config, problems)
+    problems.extend(cursor_collisions(comp))
     if problems:
         raise ConfigError(config.path or "<config>", problems)
     return comp

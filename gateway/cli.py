@@ -85,16 +85,28 @@ def run(config_path: Path) -> None:
 @main.command()
 @config_option
 def check(config_path: Path) -> None:
-    """Check the configuration, adapters, mappings and routes; non-zero exit on any problem."""
+    """Check the configuration, adapters, mappings, routes, folders and files; non-zero exit on any problem.
+
+    Deprecated settings (old key names, durations as bare seconds) are warnings: they work.
+    """
     from gateway.app import build
+    from gateway.checks import deprecations, run_checks
 
     config = load_or_exit(config_path)
     try:
         comp = build(config)
     except ConfigError as exc:
         click.echo(f"configuration error in {exc}", err=True)
+        for warning in deprecations(config, None):
+            click.echo(f"  warning: {warning}", err=True)
         sys.exit(2)
-    click.echo(f"{config_path}: OK")
+    report = run_checks(config, comp)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report.problems:
+        click.echo(f"configuration error in {ConfigError(config_path, report.problems)}", err=True)
+        sys.exit(2)
+    click.echo(f"{config_path}: OK" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""))
     for name, m in comp.inbound.items():
         click.echo(f"  source {name}: adapter {config.sources[name].adapter}, mapping {m.name}@{m.version} "
                    f"({', '.join(m.kinds)})")

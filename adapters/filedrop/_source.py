@@ -11,7 +11,7 @@ Why each step is safe if the process is killed at any instant:
 
 1. Scanning only reads the folder.  A file is taken only when it is complete (renamed
    from a temporary name, or its marker exists) and its size and modification time
-   stayed unchanged for ``stability_seconds``.
+   stayed unchanged for ``stable_for``.
 2. The claim is one ``rename`` inside one file system: atomic.  After a crash the file is
    either still in the inbox (it is claimed again) or in ``processing/<instance>/`` (it
    is resumed at start).  When two gateways race for one file only one rename succeeds;
@@ -207,9 +207,9 @@ class FiledropSource:
             watch = self._watch.get(entry.name)
             if watch is None or watch.signature != signature:
                 self._watch[entry.name] = watch = _Watch(signature, now)
-                if self.config.stability_seconds > 0:
+                if self.config.stable_for > 0:
                     continue
-            if now - watch.since >= self.config.stability_seconds:
+            if now - watch.since >= self.config.stable_for:
                 ready.append((stat.st_mtime_ns, entry.name))
         self._watch = {name: watch for name, watch in self._watch.items() if name in present}
         self._unclaimable = {name: sig for name, sig in self._unclaimable.items() if name in present}

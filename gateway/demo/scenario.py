@@ -46,8 +46,8 @@ adapter = "filedrop"
 mapping = "mappings/provincial_approvedatainfo.in.yaml"
 path = "drop/county"
 include = ["*.xml"]
-stability_seconds = 0.2
-poll_interval = 0.2
+stable_for = "200ms"
+poll_interval = "200ms"
 
 [sinks.hall_platform]
 adapter = "rest"
