@@ -70,8 +70,13 @@ def main(verbose: int) -> None:
 @main.command()
 @config_option
 def run(config_path: Path) -> None:
-    """Run the gateway: sources, delivery workers, API, until SIGINT/SIGTERM."""
-    from gateway.app import Gateway
+    """Run the gateway: sources, delivery workers, API, until SIGINT/SIGTERM.
+
+    Starts every part or none: if any part cannot start (the API port is taken, a sink or
+    source fails to start, the store cannot be opened) it says which and why, stops what
+    had started and exits with code 1 (2 for a configuration error).
+    """
+    from gateway.app import Gateway, StartupError
 
     config = load_or_exit(config_path)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
@@ -80,6 +85,14 @@ def run(config_path: Path) -> None:
     except ConfigError as exc:
         click.echo(f"cannot start: {exc}", err=True)
         sys.exit(2)
+    except StartupError as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug, not a configuration: the traceback goes to the log, the reason here
+        logging.getLogger("gateway").debug("gateway run failed", exc_info=True)
+        click.echo(f"the gateway stopped on an unexpected error: {type(exc).__name__}: {exc} "
+                   "(run with -vv for the traceback)", err=True)
+        sys.exit(1)
 
 
 @main.command()

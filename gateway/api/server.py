@@ -194,9 +194,9 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:
         body.update(status="unavailable", store=f"unreachable: {type(exc).__name__}: {exc}")
         return json_response(body, status=503)
-    body.update(status="stopping" if gw.stopping.is_set() else "ok", store="ok",
-                audit={"head_seq": seq, "algorithm": algorithm})
-    return json_response(body, status=503 if gw.stopping.is_set() else 200)
+    state = "stopping" if gw.stopping.is_set() else "ok" if gw.started else "starting"
+    body.update(status=state, store="ok", audit={"head_seq": seq, "algorithm": algorithm})
+    return json_response(body, status=200 if state == "ok" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
