@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from gateway.adapters import (
     RawRecord,
     Sink,
     Source,
+    StoreUnavailable,
     discover,
     validate_config,
 )
@@ -33,9 +35,13 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.pipeline.delivery import DeliveryPolicy, DestinationWorker
 from gateway.pipeline.ingest import Ingestor
 from gateway.pipeline.router import Router
-from gateway.store import Store, make_store, sqlite_path
+from gateway.store import Store, StoreError, make_store, sqlite_path
 
 log = logging.getLogger("gateway")
+
+
+STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError, sqlite3.DatabaseError)
+"""What a store outage looks like from here (a lock, the disk, a commit), as opposed to an item's data."""
 
 
 class StartupError(Exception):
@@ -66,14 +72,21 @@ class SystemContext:
         self._input = dict(input_options)
 
     async def ingest(self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None) -> list[IngestOutcome]:
-        return await self._ingestor.ingest(self.system, records, cursor)
+        try:
+            return await self._ingestor.ingest(self.system, records, cursor)
+        except STORE_FAILURES as exc:
+            raise StoreUnavailable(f"the store could not commit ({_why(exc)}); nothing was committed") from exc
 
     async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
         from gateway.pipeline.fileingest import ingest_file
 
-        stored = await self._store.get_cursor(cursor)
-        return await ingest_file(self._ingestor, self.system, path, ref_prefix=ref_prefix, cursor=cursor,
-                                 skip=int(stored) if stored else 0, batch=batch, stopping=self.stopping)
+        try:
+            stored = await self._store.get_cursor(cursor)
+            return await ingest_file(self._ingestor, self.system, path, ref_prefix=ref_prefix, cursor=cursor,
+                                     skip=int(stored) if stored else 0, batch=batch, stopping=self.stopping)
+        except STORE_FAILURES as exc:
+            raise StoreUnavailable(f"the store could not commit ({_why(exc)}); the file resumes from its "
+                                   "last committed batch") from exc
 
     async def get_cursor(self, name: str) -> str | None:
         return await self._store.get_cursor(name)

@@ -39,7 +39,9 @@ from gateway.store.base import (
     StoreCounts,
     StoreError,
 )
+from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import SqliteAuditMixin
+from gateway.store.sqlite_quarantine import SqliteQuarantineMixin
 
 T = TypeVar("T")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -164,7 +166,7 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteAuditMixin, Store):
+class SqliteStore(SqliteQuarantineMixin, SqliteAuditMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
@@ -569,13 +571,8 @@ def _commit_ingest(
             outbox.append((rid, dest, it.case_no, key, now, now))
         outcomes.append(IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key))
 
-    quarantine_rows = []
-    for q in quarantined:
-        quarantine_rows.append((q.system, q.ref, q.kind, json.dumps(q.errors, ensure_ascii=False), q.payload, q.raw,
-                                q.receipt_time))
-        audit.append(_audit_row(chain, at, "quarantined", system=q.system, kind=q.kind,
-                                detail={"ref": q.ref, "errors": q.errors}))
-        outcomes.append(IngestOutcome(q.ref, "quarantined", None, q.kind, None, q.errors))
+    # One open entry per item and reason: an item read again is counted, not added (gateway.store.quarantine).
+    outcomes.extend(record_quarantined(conn, chain, at, quarantined, audit))
 
     if records:
         conn.executemany(
@@ -590,11 +587,6 @@ def _commit_ingest(
             "INSERT INTO outbox(record_id, destination, case_no, idem_key, state, created_at, next_attempt_at)"
             " VALUES (?,?,?,?,'pending',?,?)",
             outbox,
-        )
-    if quarantine_rows:
-        conn.executemany(
-            "INSERT INTO quarantine(system, ref, kind, errors, payload, raw, receipt_time) VALUES (?,?,?,?,?,?,?)",
-            quarantine_rows,
         )
     if audit:
         conn.executemany("INSERT INTO audit(seq, case_no, action, hash, body) VALUES (?,?,?,?,?)", audit)
