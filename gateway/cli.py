@@ -141,11 +141,18 @@ def check(config_path: Path) -> None:
 @click.option("--batch", default=2000, show_default=True, help="Records per transaction.")
 @click.option("--again", is_flag=True,
               help="Read the file from the start even if it was ingested before (after a mapping fix).")
-def ingest(config_path: Path, file: Path, system: str | None, batch: int, again: bool) -> None:
+@click.option("--progress-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between progress lines when the output is not a terminal (a terminal gets a bar).")
+def ingest(config_path: Path, file: Path, system: str | None, batch: int, again: bool,
+           progress_every: float) -> None:
     """Ingest one FILE now, with progress; deliveries go to the outbox for `gateway run`.
 
     An interrupted run resumes where it stopped; records ingested before are
-    recognised by their business key either way and never delivered twice.
+    recognised by their business key either way and never delivered twice. Items that
+    cannot be accepted are quarantined one by one (`gateway quarantine list`).
+
+    Exit codes: 0 the file was read to its end (quarantined items included), 1 the file
+    was refused, 2 a configuration error, 3 the store failed or another error, 130 interrupted.
     """
     config = load_or_exit(config_path)
     if system is None:
@@ -156,32 +163,51 @@ def ingest(config_path: Path, file: Path, system: str | None, batch: int, again:
     if system not in config.sources:
         click.echo(f"unknown system {system!r}: configured sources are {', '.join(config.sources)}", err=True)
         sys.exit(2)
-    summary = run_async(_ingest_file(config, system, file, batch, again))
-    click.echo("")
+    summary: dict[str, Any] = {"file": str(file), "system": system}
+    try:
+        run_async(_ingest_file(config, system, file, batch, again, progress_every, summary))
+    except ConfigError as exc:
+        click.echo(f"configuration error in {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted after {summary.get('items', 0):,} items; run the same command again to resume",
+                   err=True)
+        sys.exit(130)
+    except Exception as exc:  # never a traceback for an operator: the reason, and where the details are
+        from gateway.app import STORE_FAILURES
+
+        logging.getLogger("gateway").debug("gateway ingest failed", exc_info=True)
+        what = "the store failed" if isinstance(exc, STORE_FAILURES) else "ingest stopped on an unexpected error"
+        click.echo(f"{what}: {type(exc).__name__}: {exc}; {summary.get('items', 0):,} items were committed and "
+                   "the same command resumes after them (-vv shows the traceback)", err=True)
+        summary["failed"] = f"{type(exc).__name__}: {exc}"
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        sys.exit(3)
     click.echo(json.dumps(summary, ensure_ascii=False))
     if summary.get("refused"):
         sys.exit(1)
 
 
-async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int, again: bool) -> dict[str, Any]:
+async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int, again: bool,
+                       progress_every: float, summary: dict[str, Any]) -> None:
     from gateway.adapters import FileUnreadable
     from gateway.app import build
     from gateway.pipeline.fileingest import ingest_file
     from gateway.pipeline.ingest import Ingestor
+    from gateway.progress import FileProgress
 
     comp = build(config)
-    total_bytes = file.stat().st_size
     started = time.monotonic()
-    summary: dict[str, Any] = {"file": str(file), "system": system}
+    progress = FileProgress(file.name, file.stat().st_size, every=progress_every)
 
-    def progress(consumed: int, outcomes: dict[str, int]) -> None:
-        rate = consumed / max(1e-6, time.monotonic() - started)
-        click.echo(f"\r{file.name} ({total_bytes / 1e6:,.1f} MB): {consumed:,} items, {rate:,.0f} items/s, "
-                   f"{outcomes.get('quarantined', 0):,} quarantined", nl=False, err=True)
+    def on_batch(consumed: int, position: int, outcomes: dict[str, int]) -> None:
+        summary["items"] = consumed
+        progress.update(consumed, position, outcomes)
 
-    async def go(store: Any) -> dict[str, Any]:
+    async def go(store: Any) -> None:
         assert comp.router is not None
         ingestor = Ingestor(store, comp.router, comp.inbound)
+        complete = False
         try:
             # A cursor per file content: ingesting the same file again is a no-op, a changed file is new.
             digest = await asyncio.to_thread(_file_digest, file)
@@ -189,16 +215,19 @@ async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: in
             stored = None if again else await store.get_cursor(cursor)
             if stored:
                 summary["resumed_after"] = int(stored)
+                summary["items"] = int(stored)
             result = await ingest_file(ingestor, system, file, ref_prefix=file.name, cursor=cursor,
-                                       skip=int(stored or 0), batch=batch, on_batch=progress)
+                                       skip=int(stored or 0), batch=batch, on_batch=on_batch)
+            complete = result.complete
         except FileUnreadable as exc:
             summary["refused"] = exc.reason
-            return summary
+            return
+        finally:
+            progress.close(complete=complete)
         summary.update(items=result.consumed, **result.outcomes)
         summary["seconds"] = round(time.monotonic() - started, 2)
-        return summary
 
-    return await with_store(config, go)
+    await with_store(config, go)
 
 
 def _file_digest(path: Path) -> str:

@@ -10,6 +10,14 @@ source task merely keeps the system alive in the gateway's lifecycle until it st
     mapping = "mappings/hall_platform.in.yaml"
     accept = ["json", "soap"]      # optional; default: json, xml and soap
     max_items = 1000               # optional; items per request
+    max_depth = 32                 # optional, per item: nesting, field-name and text length, fields per object
+    max_key_length = 256
+    max_string_length = 65536
+    max_fields = 2000
+
+An item over one of the per-item limits is refused alone (quarantined with the rule it
+broke: max_depth, max_key_length, max_string_length, max_fields; integers beyond 64 bits
+are integer_range, lone surrogates unicode); the other items of the request go on.
 """
 
 from __future__ import annotations
@@ -33,6 +41,18 @@ class PushConfig(AdapterConfig):
 
     max_items: int = Field(5000, ge=1, le=100_000)
     """Items one request may carry; a larger batch is refused whole (413), before anything is ingested."""
+
+    max_depth: int = Field(32, ge=2, le=200)
+    """Objects and arrays inside one another in one item (the item is level 1)."""
+
+    max_key_length: int = Field(256, ge=8, le=65_536)
+    """Characters of one field name."""
+
+    max_string_length: int = Field(65_536, ge=64, le=16 * 1024 * 1024)
+    """Characters of one text value."""
+
+    max_fields: int = Field(2_000, ge=16, le=1_000_000)
+    """Members of one object or entries of one array."""
 
 
 class PushSource:

@@ -19,6 +19,7 @@ from lxml import etree
 from pydantic import BaseModel
 
 from gateway.adapters import IngestOutcome, RawRecord
+from gateway.api._limits import DEFAULT_LIMITS, ItemLimits, check_item, item_bytes, split_items
 from gateway.formats import FileRefused, element_to_dict, parse_xml_bytes
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class PushTarget:
     mapping: Any  # gateway.mapping InboundMapping
     accept: tuple[str, ...]
     max_items: int
+    limits: ItemLimits = DEFAULT_LIMITS
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -100,7 +102,8 @@ def push_target(gw: Gateway, system: str) -> PushTarget:
     options = options if isinstance(options, Mapping) else {}
     accept = tuple(options.get("accept") or FORMS)
     max_items = int(options.get("max_items") or DEFAULT_MAX_ITEMS)
-    return PushTarget(system, comp.inbound[system], accept, max_items)
+    limits = ItemLimits(**{k: int(options[k]) for k in ItemLimits.__dataclass_fields__ if options.get(k)})
+    return PushTarget(system, comp.inbound[system], accept, max_items, limits)
 
 
 def check_kind(target: PushTarget, kind: str) -> None:
@@ -124,6 +127,17 @@ class Item:
     payload: Mapping[str, Any] | None
     raw: bytes | None = None
     error: str | None = None
+    rule: str | None = None  # the rule an unreadable item broke ("max_depth" …)
+    field: str | None = None
+
+
+def judged(payload: Mapping[str, Any], raw: bytes | None, limits: ItemLimits) -> Item:
+    """An item, or its refusal naming the limit it breaks (the payload is then not kept, its bytes are)."""
+    violation = check_item(payload, limits)
+    if violation is None:
+        return Item(payload, raw)
+    return Item(None, raw if raw is not None else item_bytes(payload), violation.message, violation.rule,
+                violation.field)
 
 
 def _reject_constant(name: str) -> Any:
@@ -151,10 +165,14 @@ def _decode_json(body: bytes, charset: str | None) -> str:
         ) from None
 
 
-def _json_items_sync(body: bytes, charset: str | None, record_key: str | None) -> list[Item]:
+def _json_items_sync(body: bytes, charset: str | None, record_key: str | None,
+                     limits: ItemLimits = DEFAULT_LIMITS) -> list[Item]:
     text = _decode_json(body, charset)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        # Too deep for the parser: find the items without parsing, and judge each alone.
+        return _deep_json_items(text, record_key, limits)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
                        line=exc.lineno, column=exc.colno) from None
@@ -165,15 +183,39 @@ def _json_items_sync(body: bytes, charset: str | None, record_key: str | None) -
         if record_key is not None and isinstance(value.get(record_key), list):
             value = value[record_key]
         else:
-            return [Item(value)]
+            return [judged(value, None, limits)]
     if not isinstance(value, list):
         raise ApiError(400, f"the body must be a JSON object or an array of objects, not a {type(value).__name__}")
     items = []
     for i, entry in enumerate(value):
         if isinstance(entry, dict):
-            items.append(Item(entry))
+            items.append(judged(entry, None, limits))
         else:
-            items.append(Item(None, error=f"item {i} is a JSON {type(entry).__name__}, not an object"))
+            items.append(Item(None, item_bytes(entry), f"item {i} is a JSON {type(entry).__name__}, not an object",
+                              "item_type"))
+    return items
+
+
+def _deep_json_items(text: str, record_key: str | None, limits: ItemLimits) -> list[Item]:
+    pieces = split_items(text, record_key)
+    too_deep = f"the item is nested more than {limits.max_depth} levels deep (objects and arrays inside one another)"
+    if pieces is None:  # one item, or no array of items to split: the body is that one item
+        return [Item(None, text.encode("utf-8", "backslashreplace"), too_deep, "max_depth")]
+    items = []
+    for piece in pieces:
+        raw = piece.encode("utf-8", "backslashreplace")
+        try:
+            entry = json.loads(piece, parse_constant=_reject_constant)
+        except RecursionError:
+            items.append(Item(None, raw, too_deep, "max_depth"))
+            continue
+        except ValueError as exc:
+            items.append(Item(None, raw, f"the item is not valid JSON: {exc}", "readable"))
+            continue
+        if isinstance(entry, dict):
+            items.append(judged(entry, raw, limits))
+        else:
+            items.append(Item(None, raw, f"the item is a JSON {type(entry).__name__}, not an object", "item_type"))
     return items
 
 
@@ -196,7 +238,8 @@ def _parse_xml(body: bytes, charset: str | None) -> etree._Element:
                        line=line, column=column) from None
 
 
-def _xml_items_sync(body: bytes, charset: str | None, record: str | None) -> list[Item]:
+def _xml_items_sync(body: bytes, charset: str | None, record: str | None,
+                    limits: ItemLimits = DEFAULT_LIMITS) -> list[Item]:
     root = _parse_xml(body, charset)
     if record is None:
         elements = [child for child in root if isinstance(child.tag, str)]
@@ -206,7 +249,8 @@ def _xml_items_sync(body: bytes, charset: str | None, record: str | None) -> lis
         where = f"no <{record}> element" if record else "no child element under the root"
         raise ApiError(400, f"{where} in the XML body (the mapping's input.record says what one item is)",
                        record=record)
-    return [Item(element_to_dict(e), etree.tostring(e, encoding="UTF-8", with_tail=False)) for e in elements]
+    return [judged(element_to_dict(e), etree.tostring(e, encoding="UTF-8", with_tail=False), limits)
+            for e in elements]
 
 
 def _valid_charset(charset: str | None) -> str | None:
@@ -219,17 +263,19 @@ def _valid_charset(charset: str | None) -> str | None:
     return charset
 
 
-async def json_items(body: bytes, charset: str | None, record_key: str | None = None) -> list[Item]:
+async def json_items(body: bytes, charset: str | None, record_key: str | None = None,
+                     limits: ItemLimits = DEFAULT_LIMITS) -> list[Item]:
     if len(body) > _OFFLOAD_BYTES:
-        return await asyncio.to_thread(_json_items_sync, body, charset, record_key)
-    return _json_items_sync(body, charset, record_key)
+        return await asyncio.to_thread(_json_items_sync, body, charset, record_key, limits)
+    return _json_items_sync(body, charset, record_key, limits)
 
 
-async def xml_items(body: bytes, charset: str | None, record: str | None) -> list[Item]:
+async def xml_items(body: bytes, charset: str | None, record: str | None,
+                    limits: ItemLimits = DEFAULT_LIMITS) -> list[Item]:
     charset = _valid_charset(charset)
     if len(body) > _OFFLOAD_BYTES:
-        return await asyncio.to_thread(_xml_items_sync, body, charset, record)
-    return _xml_items_sync(body, charset, record)
+        return await asyncio.to_thread(_xml_items_sync, body, charset, record, limits)
+    return _xml_items_sync(body, charset, record, limits)
 
 
 async def parse_xml_document(body: bytes, charset: str | None) -> etree._Element:
@@ -251,6 +297,7 @@ class ItemResult:
     status: str  # accepted | duplicate | superseded | quarantined
     records: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_ids: list[int] = field(default_factory=list)  # where a refused item is kept, for reprocessing
 
     @property
     def receipt_id(self) -> str | None:
@@ -260,8 +307,11 @@ class ItemResult:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "status": self.status, "receipt_id": self.receipt_id,
-                "records": self.records, "errors": self.errors, "ref": self.ref}
+        out = {"index": self.index, "status": self.status, "receipt_id": self.receipt_id,
+               "records": self.records, "errors": self.errors, "ref": self.ref}
+        if self.quarantine_ids:
+            out["quarantine_ids"] = self.quarantine_ids
+        return out
 
 
 @dataclass(slots=True)
@@ -317,7 +367,8 @@ def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], re
         if error is None and item.payload is not None and check_kinds:
             assert kind is not None
             error = _kind_mismatch(target, kind, item.payload)
-        raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error))
+        raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error,
+                              field=item.field, rule=item.rule if error is item.error else "endpoint_kind"))
     return raws
 
 
@@ -352,9 +403,10 @@ async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items:
         mine = by_ref.get(raw.ref, [])
         records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status, "receipt_id": o.receipt_id}
                    for o in mine if o.status != "quarantined"]
+        quarantine_ids = sorted({o.quarantine_id for o in mine if o.quarantine_id is not None})
         errors = [dict(e) for o in mine if o.status == "quarantined" for e in o.errors]
         if not mine:
             errors.append({"field": None, "rule": "ingest", "value": None,
                            "message": "the ingestor reported no outcome for this item"})
-        results.append(ItemResult(i, raw.ref, _item_status(mine), records, errors))
+        results.append(ItemResult(i, raw.ref, _item_status(mine), records, errors, quarantine_ids))
     return BatchResult(target.system, kind, results)

@@ -52,6 +52,7 @@ from gateway.api._web import (
     read_body,
     refuse_while_stopping,
 )
+from gateway.app import STORE_FAILURES
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -155,18 +156,17 @@ async def inbound(request: web.Request) -> web.Response:
         refuse_while_stopping(gw)
         body = await read_body(request)
         if form == "json":
-            items = await json_items(body, request.charset, target.record_key)
+            items = await json_items(body, request.charset, target.record_key, target.limits)
         else:
-            items = await xml_items(body, request.charset, target.record_element)
+            items = await xml_items(body, request.charset, target.record_element, target.limits)
         try:
             batch = await ingest_items(gw, target, kind, items, f"POST {request.path}")
-        except ApiError:
-            raise
-        except Exception as exc:
-            # Ingest is one transaction: when it fails, nothing of the request was committed.
+        except STORE_FAILURES as exc:
+            # Bad items never get here (each is quarantined alone); this is the store itself, and ingest is
+            # one transaction: nothing of the request was committed.
             log.exception("correlation_id=%s: push from %s could not be stored", request[CORRELATION_ID], system)
-            raise ApiError(503, f"the records could not be stored ({type(exc).__name__}); nothing of this request "
-                                "was committed: send it again") from None
+            raise ApiError(503, f"the store is unavailable ({type(exc).__name__}); nothing of this request was "
+                                "committed: send it again") from None
         request[INBOUND] = batch
         status = batch.http_status
         return json_response({**batch.as_dict(), "correlation_id": request[CORRELATION_ID]}, status=status)
