@@ -319,13 +319,11 @@ def deliveries_replay(config_path: Path, ids: tuple[int, ...], destination: str 
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def deliveries_quarantine(config_path: Path, system: str | None, limit: int, as_json: bool) -> None:
-    """List quarantined records with every reason (file, record, field, rule)."""
-    config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_quarantine(system=system, limit=limit)))
-    for r in rows:
-        r["reasons"] = "; ".join(
-            f"{e.get('field') or '-'}: {e.get('rule')}: {e.get('message')}" for e in r["errors"])
-    _print_rows(rows, ["id", "system", "ref", "kind", "reasons"], as_json)
+    """Deprecated: use `gateway quarantine list` (this is the same command)."""
+    from gateway.pipeline.quarantine_cli import list_entries
+
+    click.echo("`gateway deliveries quarantine` is deprecated; use `gateway quarantine list`", err=True)
+    list_entries(config_path, system, "open", limit, as_json)
 
 
 @main.command()
@@ -370,10 +368,11 @@ def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
     from gateway.mapping.commands import mapping
+    from gateway.pipeline.quarantine_cli import quarantine
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
 
-    for group in (schema, mapping, audit, adapters):
+    for group in (schema, mapping, audit, adapters, quarantine):
         main.add_command(group)
 
 

@@ -4,7 +4,8 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
 
     POST /api/v1/inbound/{system}/{kind}   JSON object / array, or XML; answered after commit
     POST /soap/{system}                    SOAP 1.1 submitRecords;  GET /soap/{system}?wsdl
-    GET  /api/v1/records | deliveries | quarantine | audit | alerts
+    GET  /api/v1/records | deliveries | quarantine | audit | alerts;  GET /api/v1/quarantine/{id}
+    POST /api/v1/quarantine/reprocess | discard    engineers and operators (``_permissions``)
     GET  /healthz  /metrics  /api/v1/openapi.json
 
 Every request gets a correlation id (``X-Correlation-Id``, taken from the request
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import _query, _soap
+from gateway.api import _quarantine, _query, _soap
 from gateway.api._identity import identity_of
 from gateway.api._inbound import (
     ApiError,
@@ -239,6 +240,7 @@ def build_app(gw: Gateway) -> web.Application:
     app.router.add_get("/api/v1/records", _query.records)
     app.router.add_get("/api/v1/deliveries", _query.deliveries)
     app.router.add_get("/api/v1/quarantine", _query.quarantine)
+    _quarantine.add_routes(app)
     app.router.add_get("/api/v1/audit", _query.audit)
     app.router.add_get("/api/v1/alerts", _query.alerts)
     app.router.add_get("/api/v1/openapi.json", openapi)

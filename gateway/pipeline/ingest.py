@@ -214,7 +214,8 @@ def _fault(exc: BaseException) -> dict[str, Any]:
                 "message": "the item is nested too deeply to be processed"}
     if isinstance(exc, UnicodeError):
         return {"field": None, "rule": "unicode", "value": None,
-                "message": f"the item holds text that cannot be encoded: {storable_text(str(exc))[:200]}"}
+                "message": "the item holds text with a lone surrogate (an unpaired \\uD800–\\uDFFF) that UTF-8 "
+                           "cannot encode; the counterpart must send valid Unicode"}
     return {"field": None, "rule": "processable", "value": None,
             "message": f"the item could not be processed ({type(exc).__name__}: {storable_text(str(exc))[:200]})"}
 
