@@ -270,13 +270,17 @@ def _print_rows(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> N
 @click.option("--destination")
 @click.option("--case", "case_no")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--before", "before_id", type=int, help="Only deliveries older than this id (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def deliveries_list(config_path: Path, state: str | None, destination: str | None, case_no: str | None,
-                    limit: int, as_json: bool) -> None:
-    """List deliveries (newest last)."""
+                    limit: int, before_id: int | None, as_json: bool) -> None:
+    """List deliveries, newest first, and how many match in all."""
     config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_deliveries(
-        state=state, destination=destination, case_no=case_no, limit=limit)))
+    rows, total = run_async(with_store(config, lambda s: s.deliveries_newest(
+        state=state, destination=destination, case_no=case_no, limit=limit, before_id=before_id)))
+    if not as_json:
+        more = f"; older ones: --before {rows[-1]['id']}" if rows and len(rows) == limit < total else ""
+        click.echo(f"{len(rows)} of {total:,} deliveries, newest first{more}")
     _print_rows(rows, ["id", "state", "destination", "kind", "case_no", "attempts", "last_error"], as_json)
 
 
@@ -302,11 +306,31 @@ def deliveries_dead(config_path: Path, destination: str | None, limit: int, as_j
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
 def deliveries_replay(config_path: Path, ids: tuple[int, ...], destination: str | None, states: tuple[str, ...],
                       dry_run: bool) -> None:
-    """Send deliveries again (default: every dead letter), with the same idempotency keys."""
+    """Send deliveries again (default: every dead letter), with the same idempotency keys.
+
+    Named IDS are all replayed or none: an unknown id, or one whose state is not among
+    --state, is refused with a message and nothing changes.
+    """
     config = load_or_exit(config_path)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
-    done = run_async(with_store(config, lambda s: s.replay(list(ids) or None, destination=destination,
-                                                           states=states, dry_run=dry_run, actor=actor)))
+
+    async def work(store: Any) -> list[int] | list[str]:
+        if ids:
+            known = await store.delivery_states(ids)
+            refused = [f"{i}: no such delivery" if i not in known else
+                       f"{i}: it is {known[i]}, not {' or '.join(states)}"
+                       + (" (add --state delivered to send a delivered one again)" if known[i] == "delivered"
+                          else " (it is being sent now)" if known[i] == "inflight" else "")
+                       for i in dict.fromkeys(ids) if known.get(i) not in states]
+            if refused:
+                return refused
+        return await store.replay(list(ids) or None, destination=destination, states=states, dry_run=dry_run,
+                                  actor=actor)
+
+    done = run_async(with_store(config, work))
+    if done and isinstance(done[0], str):
+        click.echo("nothing replayed:\n" + "\n".join(f"  {line}" for line in done), err=True)
+        sys.exit(1)
     verb = "would replay" if dry_run else "replayed"
     click.echo(f"{verb} {len(done)} deliveries" + (f": {', '.join(map(str, done[:50]))}" if done else ""))
     if not dry_run and done:

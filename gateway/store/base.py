@@ -232,6 +232,17 @@ class Store(abc.ABC):
     ) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
+    async def deliveries_newest(
+        self, *, state: str | None = None, destination: str | None = None, case_no: str | None = None,
+        limit: int = 50, before_id: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(a page of deliveries newest first, below ``before_id``; how many match the filters in all)."""
+
+    @abc.abstractmethod
+    async def delivery_states(self, ids: Sequence[int]) -> dict[int, str]:
+        """The state of each of ``ids`` that exists (absent ids are unknown)."""
+
+    @abc.abstractmethod
     async def list_quarantine(self, *, system: str | None = None, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod

@@ -41,6 +41,7 @@ from gateway.store.base import (
 )
 from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import SqliteAuditMixin
+from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
 from gateway.store.sqlite_quarantine import SqliteQuarantineMixin
 
 T = TypeVar("T")
@@ -166,7 +167,7 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteQuarantineMixin, SqliteAuditMixin, Store):
+class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteAuditMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
