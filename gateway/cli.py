@@ -358,13 +358,17 @@ def status(config_path: Path, as_json: bool) -> None:
     import dataclasses
 
     config = load_or_exit(config_path)
-    counts = run_async(with_store(config, lambda s: s.counts()))
-    data = dataclasses.asdict(counts)
+
+    async def work(store: Any) -> tuple[Any, int]:
+        return await store.counts(), await store.quarantine_count(state="open")
+
+    counts, quarantine_open = run_async(with_store(config, work))
+    data = {**dataclasses.asdict(counts), "quarantine_open": quarantine_open}
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
         return
-    click.echo(f"records {counts.records:,}  duplicates {counts.duplicates:,}  quarantined {counts.quarantined:,}  "
-               f"audit entries {counts.audit_entries:,}")
+    click.echo(f"records {counts.records:,}  duplicates {counts.duplicates:,}  quarantined {counts.quarantined:,} "
+               f"({quarantine_open:,} open)  audit entries {counts.audit_entries:,}")
     click.echo(f"deliveries: pending {counts.pending:,}  in flight {counts.inflight:,}  "
                f"delivered {counts.delivered:,}  dead {counts.dead:,}")
     for dest, by in sorted(counts.by_destination.items()):
