@@ -157,6 +157,18 @@ pull = { operation = "NoSuchOperation", items_path = "RESULT" }
         await fixed.stop()
 
 
+async def test_a_pull_source_whose_secret_is_missing_fails_the_start_naming_it_and_the_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MARKET_FEED_TOKEN", raising=False)
+    async with Feed() as feed:
+        config = load_config(_site(tmp_path, 0, feed.url,
+                                   'auth = { type = "bearer", token = { env = "MARKET_FEED_TOKEN" } }'))
+        gw = Gateway(config)
+        with pytest.raises(StartupError, match="source market: .*MARKET_FEED_TOKEN"):
+            await gw.start()
+        assert feed.polls == 0 and gw.api is None
+
+
 async def test_a_store_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
     async with Feed() as feed:
         config = _site(tmp_path, 0, feed.url)

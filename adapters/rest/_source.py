@@ -138,6 +138,12 @@ class RestPullSource:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def start(self) -> None:
+        """Read secrets and certificates now, so a missing one stops the gateway's start with a clear message."""
+        self._signer = make_signer(self.config.auth, owner=self._owner)
+        session = make_session(self.config, owner=self._owner)
+        await session.close()
+
     async def run(self, ctx: SourceContext) -> None:
         self._signer = make_signer(self.config.auth, owner=self._owner)
         if self.config.cursor.mode != "none":
