@@ -100,6 +100,20 @@ def test_a_store_failure_is_not_isolated_it_fails_the_batch() -> None:
     assert (chain.seq, chain.head) == (0, "0" * 64)
 
 
+def test_when_every_item_of_a_batch_fails_alone_the_batch_fails_instead_of_quarantining_them_all() -> None:
+    conn = sqlite3.connect(":memory:")
+    chain = ChainWriter(0, "0" * 64)
+
+    def refuses_everything(conn: object, chain: object, accepted: list, quarantined: list, cursor: object) -> list:
+        if accepted or quarantined:
+            raise ValueError("a bug, not the data")
+        return []
+
+    with pytest.raises(ValueError, match="a bug, not the data"):
+        ops.commit_isolated(conn, chain, [record(str(i)) for i in range(10)], [], None, "now", refuses_everything,
+                            lambda *a: None)
+
+
 async def test_discard_closes_an_open_entry_with_a_scrubbed_audited_reason(store: SqliteStore) -> None:
     [outcome] = await store.commit_ingest([], [bad_item()])
     qid = outcome.quarantine_id

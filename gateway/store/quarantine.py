@@ -33,8 +33,9 @@ CommitBatch = Callable[[Any, ChainWriter, Sequence[AcceptItem], Sequence[Quarant
 # surrogate that UTF-8 cannot encode, nesting too deep to serialise, a value the database refuses.
 # Anything else (the disk, a lock, a bug in SQL) is the store's, and fails the batch as before.
 ITEM_FAULTS: tuple[type[BaseException], ...] = (
-    OverflowError, UnicodeError, RecursionError, ValueError, TypeError, sqlite3.DataError, sqlite3.IntegrityError,
+    OverflowError, UnicodeError, RecursionError, ValueError, sqlite3.DataError, sqlite3.IntegrityError,
 )
+SYSTEMIC_MIN = 8  # when every item of a batch at least this large fails alone, the fault is not theirs
 
 
 def is_item_fault(exc: BaseException) -> bool:
@@ -231,6 +232,10 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
     else:
         attempt(units[: len(units) // 2])
         attempt(units[len(units) // 2 :])
+    if len(units) >= SYSTEMIC_MIN and len(culprits) == len(units):
+        # Not one item could be stored: a fault of the store or the code, not of the data. Quarantining them
+        # all would hide it; failing the batch shows it (a file is retried, then filed under error/).
+        raise first
     for unit, exc in culprits:
         entry = _unstorable(unit, exc, at)
         try:
