@@ -71,6 +71,18 @@ def test_old_adapter_key_names_and_bare_seconds_still_load_as_before(tmp_path: P
     assert (core.delivery.lease_seconds, core.audit.seal_every_seconds) == (30.0, 120.0)
 
 
+def test_the_back_fill_threshold_takes_the_same_syntax_and_its_iso_form_still_works_with_a_warning() -> None:
+    from datetime import timedelta
+
+    from gateway.durations import deprecated_settings
+    from gateway.supervision import SupervisionConfig
+
+    assert SupervisionConfig.model_validate({"backfill_threshold": "36h"}).backfill_threshold == timedelta(hours=36)
+    assert SupervisionConfig.model_validate({"backfill_threshold": "P3D"}).backfill_threshold == timedelta(days=3)
+    assert deprecated_settings(SupervisionConfig, {"backfill_threshold": "P3D"}, "supervision.rules") == [
+        "supervision.rules.backfill_threshold = 'P3D': ISO 8601 durations are deprecated; write \"3d\""]
+
+
 def test_a_setting_under_both_its_new_and_its_old_name_is_refused_naming_both(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="'poll_interval' and its deprecated name 'interval' are both set"):
         RestSourceConfig.model_validate({"url": "https://x.example/feed", "poll_interval": "1m", "interval": 60})
