@@ -16,7 +16,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, model_validator
+
+from gateway.durations import Duration, parse_duration, refuse_both_names, renamed
+
+__all__ = [
+    "API_VERSION", "Adapter", "AdapterConfig", "AdapterLoadError", "ConfigFacts", "ConfigPath", "Delivery",
+    "DeliveryError", "DeliveryReceipt", "DeliveryResult", "Duration", "FileIngestResult", "FileUnreadable",
+    "IngestOutcome", "PermanentError", "RawRecord", "RetryableError", "Sink", "Source", "SourceContext",
+    "StoreUnavailable", "discover", "parse_duration", "renamed", "validate_config",
+]
 
 API_VERSION = 1
 """Bumped when the Source/Sink protocols change incompatibly."""
@@ -45,7 +54,7 @@ class RawRecord:
     raw: bytes | None = None
     error: str | None = None
     field: str | None = None  # the field a source-level error concerns, if any
-    rule: str | None = None  # the rule a source-level error breaks ("json_depth", "csv_columns" …), if named
+    rule: str | None = None  # the rule a source-level error breaks ("json_depth", "csv_columns" …); "readable" when None
 
 
 @dataclass(slots=True)
@@ -63,6 +72,11 @@ class IngestOutcome:
     record_key: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_id: int | None = None  # the quarantine entry a refused item is kept in
+
+
+class StoreUnavailable(Exception):
+    """The gateway could not store what it was given (the store, not the data): nothing was committed; retry later."""
 
 
 class FileUnreadable(Exception):
@@ -214,10 +228,36 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path in adapter configuration; relative ones resolve against the folder of gateway.toml."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigFacts:
+    """What ``gateway check`` verifies about one configured source or sink without running it.
+
+    Each entry names the setting it comes from, so a problem can say where to fix it.
+    """
+
+    cursors: tuple[str, ...] = ()  # store cursor names the source writes; two sources must not share one
+    folders: tuple[tuple[str, Path], ...] = ()  # (setting, folder) that must exist
+    files: tuple[tuple[str, Path], ...] = ()  # (setting, file) that must exist
+    problems: tuple[str, ...] = ()  # anything else found wrong, as "setting: what is wrong"
+
+
 class AdapterConfig(BaseModel):
-    """Base for adapter configuration models: unknown keys are errors, not silence."""
+    """Base for adapter configuration models: unknown keys are errors, not silence.
+
+    Durations are declared as :data:`Duration` ("30s", "5m"); a renamed key keeps its
+    old name working through :func:`renamed` (``gateway check`` warns about the old one).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, data: Any) -> Any:
+        return refuse_both_names(cls, data)
+
+    def facts(self, system: str) -> ConfigFacts:
+        """Cursors, folders and files of this source or sink for ``gateway check``; override to declare them."""
+        return ConfigFacts()
 
 
 C = TypeVar("C", bound=AdapterConfig)

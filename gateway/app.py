@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from gateway.adapters import (
     RawRecord,
     Sink,
     Source,
+    StoreUnavailable,
     discover,
     validate_config,
 )
@@ -33,9 +35,27 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.pipeline.delivery import DeliveryPolicy, DestinationWorker
 from gateway.pipeline.ingest import Ingestor
 from gateway.pipeline.router import Router
-from gateway.store import Store, make_store, sqlite_path
+from gateway.store import Store, StoreError, make_store, sqlite_path
 
 log = logging.getLogger("gateway")
+
+
+STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError, sqlite3.DatabaseError)
+"""What a store outage looks like from here (a lock, the disk, a commit), as opposed to an item's data."""
+
+
+class StartupError(Exception):
+    """Parts of the gateway could not start; the message names each part and says why."""
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as words: its message, with its type where the message alone says little."""
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.strerror:  # without the "[Errno N]" prefix
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    if isinstance(exc, OSError | ValueError | RuntimeError | StartupError | ConfigError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SystemContext:
@@ -52,14 +72,21 @@ class SystemContext:
         self._input = dict(input_options)
 
     async def ingest(self, records: Sequence[RawRecord], *, cursor: tuple[str, str] | None = None) -> list[IngestOutcome]:
-        return await self._ingestor.ingest(self.system, records, cursor)
+        try:
+            return await self._ingestor.ingest(self.system, records, cursor)
+        except STORE_FAILURES as exc:
+            raise StoreUnavailable(f"the store could not commit ({_why(exc)}); nothing was committed") from exc
 
     async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
         from gateway.pipeline.fileingest import ingest_file
 
-        stored = await self._store.get_cursor(cursor)
-        return await ingest_file(self._ingestor, self.system, path, ref_prefix=ref_prefix, cursor=cursor,
-                                 skip=int(stored) if stored else 0, batch=batch, stopping=self.stopping)
+        try:
+            stored = await self._store.get_cursor(cursor)
+            return await ingest_file(self._ingestor, self.system, path, ref_prefix=ref_prefix, cursor=cursor,
+                                     skip=int(stored) if stored else 0, batch=batch, stopping=self.stopping)
+        except STORE_FAILURES as exc:
+            raise StoreUnavailable(f"the store could not commit ({_why(exc)}); the file resumes from its "
+                                   "last committed batch") from exc
 
     async def get_cursor(self, name: str) -> str | None:
         return await self._store.get_cursor(name)
@@ -88,6 +115,7 @@ class Components:
 
 def build(config: GatewayConfig) -> Components:
     """Load adapters, validate their configs, compile mappings; raise ConfigError listing every problem."""
+    from gateway.checks import cursor_collisions
     from gateway.mapping import MappingError, OverrideError, load_mapping
     from gateway.schema import KINDS
 
@@ -186,6 +214,7 @@ def build(config: GatewayConfig) -> Components:
         comp.cipher = cipher_from_config(config)
     except FieldCryptError as exc:
         problems.append(f"encryption: {exc}")
+    problems.extend(cursor_collisions(comp))
     if problems:
         raise ConfigError(config.path or "<config>", problems)
     return comp
@@ -262,23 +291,90 @@ class Gateway:
         self.sealer: Any = None  # the audit Sealer, when sealing is on
         self.alerts: Any = None  # GatewayAlerts: alerts and audit seals the gateway itself originates
         self.refusals: Any = None  # gateway.security.refusals.RefusalLog of the push API, when it runs
+        self.started = False  # every part started; the API answers 503 until then
+        self._store_open = False
 
     async def start(self) -> None:
+        """Start every part, or none: a part that cannot start stops what did and raises StartupError.
+
+        Order: configuration, the store, the API (listening, but answering 503 until the
+        rest is up), sinks and sources that have a ``start``, and only then the tasks that
+        deliver, pull and seal, so no source pulls before the API port is known to be ours.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self._abort()
+            raise
+        self.started = True
+
+    async def _start(self) -> None:
+        from gateway.checks import deprecations
+
         cfg = self.config
         self.components = comp = build(cfg)
         from gateway.security.checks import security_warnings
 
         for warning in security_warnings(cfg, comp):
             log.warning("security: %s", warning)
+        for warning in deprecations(cfg, comp):
+            log.warning("deprecated setting (it still works; `gateway check` lists them all): %s", warning)
         self.store = make_store(cfg.gateway.store, base=cfg.base_dir, audit_algorithm=cfg.gateway.audit_hash)
-        if self.run_delivery and cfg.gateway.store.startswith("sqlite:///"):
-            self._lock = DeliveryLock(Path(str(sqlite_path(cfg.gateway.store, cfg.base_dir)) + ".lock"))
-            self._lock.acquire()
-        await self.store.open()
+        try:
+            if self.run_delivery and cfg.gateway.store.startswith("sqlite:///"):
+                lock = DeliveryLock(Path(str(sqlite_path(cfg.gateway.store, cfg.base_dir)) + ".lock"))
+                lock.acquire()
+                self._lock = lock
+            await self.store.open()
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise StartupError(f"the store {cfg.gateway.store} cannot be opened: {_why(exc)}") from exc
+        self._store_open = True
         await self._audit_configuration()
         assert comp.router is not None
         self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers,
                                  cipher=comp.cipher if cfg.encryption.enabled else None)
+        if self.run_sources and cfg.api.enabled:
+            from gateway.api.server import start_api
+            from gateway.security.refusals import RefusalLog
+
+            self.refusals = RefusalLog(self.store.audit_event)
+
+            try:
+                self.api = await start_api(self, ssl_context=self._api_tls())
+            except (OSError, ValueError) as exc:
+                raise StartupError(_why(exc)) from exc
+        await self._start_parts(comp)
+        if self.run_delivery and cfg.audit.seal:
+            try:
+                self.sealer = self._make_sealer()
+            except Exception as exc:
+                raise StartupError(f"the audit sealer: {_why(exc)}") from exc
+        # Everything could start: now the tasks that do the work.
+        if self.refusals is not None:
+            self._tasks.append(asyncio.create_task(self.refusals.run(self.stopping), name="refusals"))
+        for name, worker in self.workers.items():
+            self._tasks.append(asyncio.create_task(worker.run(self.stopping), name=f"deliver:{name}"))
+        for name, source in self.sources.items():
+            ctx = SystemContext(name, cfg.base_dir, self.ingestor, self.store, self.stopping,
+                                comp.inbound[name].input)
+            self._tasks.append(asyncio.create_task(self._supervise_source(name, source, ctx), name=f"source:{name}"))
+        if self.run_sources and comp.supervision is not None:
+            from gateway.pipeline.supervise import SupervisionFollower
+
+            self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
+                                                   cfg.supervision.destinations, cfg.supervision.tick_interval)
+            self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
+        if self.sealer is not None:
+            self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
+
+    async def _start_parts(self, comp: Components) -> None:
+        """Make and start every sink and source at once; StartupError names each one that failed."""
+        cfg = self.config
+        assert self.store is not None
+        starts: list[tuple[str, Any]] = []
+        failed: list[str] = []
         if self.run_delivery:
             released = await self.store.release_leases()
             if released:
@@ -287,43 +383,54 @@ class Gateway:
                 sink_section = cfg.sinks[name]
                 adapter = comp.adapters[sink_section.adapter]
                 assert adapter.make_sink is not None
-                sink = adapter.make_sink(name, sink_cfg)
-                await sink.start()
+                try:
+                    sink = adapter.make_sink(name, sink_cfg)
+                except Exception as exc:
+                    failed.append(f"sink {name}: {_why(exc)}")
+                    continue
                 self.sinks[name] = sink
+                starts.append((f"sink {name}", sink.start()))
                 d = cfg.delivery
                 policy = DeliveryPolicy(
                     max_attempts=sink_section.max_attempts or d.max_attempts, max_age=d.max_age,
                     backoff_initial=d.backoff_initial, backoff_max=d.backoff_max, lease_seconds=d.lease_seconds,
                     concurrency=sink_section.concurrency or d.concurrency, poll_interval=d.poll_interval)
-                worker = DestinationWorker(name, sink, comp.outbound[name], self.store, policy, cipher=comp.cipher)
-                self.workers[name] = worker
-                self._tasks.append(asyncio.create_task(worker.run(self.stopping), name=f"deliver:{name}"))
+                self.workers[name] = DestinationWorker(name, sink, comp.outbound[name], self.store, policy,
+                                                       cipher=comp.cipher)
         if self.run_sources:
             for name, src_cfg in comp.source_configs.items():
                 adapter = comp.adapters[cfg.sources[name].adapter]
                 assert adapter.make_source is not None
-                source = adapter.make_source(name, src_cfg)
+                try:
+                    source = adapter.make_source(name, src_cfg)
+                except Exception as exc:
+                    failed.append(f"source {name}: {_why(exc)}")
+                    continue
                 self.sources[name] = source
-                ctx = SystemContext(name, cfg.base_dir, self.ingestor, self.store, self.stopping,
-                                    comp.inbound[name].input)
-                self._tasks.append(asyncio.create_task(self._supervise_source(name, source, ctx),
-                                                       name=f"source:{name}"))
-        if self.run_sources and comp.supervision is not None:
-            from gateway.pipeline.supervise import SupervisionFollower
+                start = getattr(source, "start", None)  # optional: a source that loads something first (a WSDL)
+                if start is not None:
+                    starts.append((f"source {name}", start()))
+        results = await asyncio.gather(*(coro for _, coro in starts), return_exceptions=True)
+        for (part, _), result in zip(starts, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(f"{part}: {_why(result)}")
+        if failed:
+            raise StartupError("; ".join(failed))
 
-            self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
-                                                   cfg.supervision.destinations, cfg.supervision.tick_interval)
-            self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
-        if self.run_delivery and cfg.audit.seal:
-            self.sealer = self._make_sealer()
-            self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
-        if self.run_sources and cfg.api.enabled:
-            from gateway.api.server import start_api
-            from gateway.security.refusals import RefusalLog
-
-            self.refusals = RefusalLog(self.store.audit_event)
-            self._tasks.append(asyncio.create_task(self.refusals.run(self.stopping), name="refusals"))
-            self.api = await start_api(self, ssl_context=self._api_tls())
+    async def _abort(self) -> None:
+        """Undo a start that failed half-way: nothing may keep running (or listening) behind the error."""
+        self.stopping.set()
+        try:
+            await self.stop(grace=2.0)
+        except Exception:
+            log.exception("cleaning up after a failed start")
+        for source in self.sources.values():
+            close = getattr(source, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing a source after a failed start")
 
     def _api_tls(self) -> Any:
         """HTTPS for the API when [api] names a certificate; mutual TLS when it names a client CA."""
@@ -425,15 +532,18 @@ class Gateway:
             self.api = None
         if self.refusals is not None:
             await self.refusals.close()
+            self.refusals = None
         for sink in self.sinks.values():
             try:
                 await sink.close()
             except Exception:
                 log.exception("closing a sink failed")
-        if self.store is not None:
+        if self.store is not None and self._store_open:
             await self.store.close()
+            self._store_open = False
         if self._lock is not None:
             self._lock.release()
+            self._lock = None
 
     async def run_until_signalled(self) -> None:
         import signal

@@ -70,8 +70,13 @@ def main(verbose: int) -> None:
 @main.command()
 @config_option
 def run(config_path: Path) -> None:
-    """Run the gateway: sources, delivery workers, API, until SIGINT/SIGTERM."""
-    from gateway.app import Gateway
+    """Run the gateway: sources, delivery workers, API, until SIGINT/SIGTERM.
+
+    Starts every part or none: if any part cannot start (the API port is taken, a sink or
+    source fails to start, the store cannot be opened) it says which and why, stops what
+    had started and exits with code 1 (2 for a configuration error).
+    """
+    from gateway.app import Gateway, StartupError
 
     config = load_or_exit(config_path)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
@@ -80,18 +85,28 @@ def run(config_path: Path) -> None:
     except ConfigError as exc:
         click.echo(f"cannot start: {exc}", err=True)
         sys.exit(2)
+    except StartupError as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug, not a configuration: the traceback goes to the log, the reason here
+        logging.getLogger("gateway").debug("gateway run failed", exc_info=True)
+        click.echo(f"the gateway stopped on an unexpected error: {type(exc).__name__}: {exc} "
+                   "(run with -vv for the traceback)", err=True)
+        sys.exit(1)
 
 
 @main.command()
 @config_option
 @click.option("--strict", is_flag=True, help="Exit 1 when there are security warnings (for deployment pipelines).")
 def check(config_path: Path, strict: bool) -> None:
-    """Check the configuration, adapters, mappings and routes; non-zero exit on any problem.
+    """Check the configuration, adapters, mappings, routes, folders and files; non-zero exit on any problem.
 
-    Security warnings (push systems without credentials, development keys, certificates near
-    expiry, key files others can read, an API without TLS off loopback) are listed after it.
+    Deprecated settings (old key names, durations as bare seconds) are warnings: they work. Security
+    warnings (push systems without credentials, development keys, certificates near expiry, key files
+    others can read, an API without TLS off loopback) are listed after it; --strict makes them fail.
     """
     from gateway.app import build
+    from gateway.checks import deprecations, run_checks
     from gateway.security.checks import security_warnings
 
     config = load_or_exit(config_path)
@@ -99,8 +114,16 @@ def check(config_path: Path, strict: bool) -> None:
         comp = build(config)
     except ConfigError as exc:
         click.echo(f"configuration error in {exc}", err=True)
+        for warning in deprecations(config, None):
+            click.echo(f"  warning: {warning}", err=True)
         sys.exit(2)
-    click.echo(f"{config_path}: OK")
+    report = run_checks(config, comp)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report.problems:
+        click.echo(f"configuration error in {ConfigError(config_path, report.problems)}", err=True)
+        sys.exit(2)
+    click.echo(f"{config_path}: OK" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""))
     for name, m in comp.inbound.items():
         click.echo(f"  source {name}: adapter {config.sources[name].adapter}, mapping {m.name}@{m.version} "
                    f"({', '.join(m.kinds)})")
@@ -127,11 +150,18 @@ def check(config_path: Path, strict: bool) -> None:
 @click.option("--batch", default=2000, show_default=True, help="Records per transaction.")
 @click.option("--again", is_flag=True,
               help="Read the file from the start even if it was ingested before (after a mapping fix).")
-def ingest(config_path: Path, file: Path, system: str | None, batch: int, again: bool) -> None:
+@click.option("--progress-every", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between progress lines when the output is not a terminal (a terminal gets a bar).")
+def ingest(config_path: Path, file: Path, system: str | None, batch: int, again: bool,
+           progress_every: float) -> None:
     """Ingest one FILE now, with progress; deliveries go to the outbox for `gateway run`.
 
     An interrupted run resumes where it stopped; records ingested before are
-    recognised by their business key either way and never delivered twice.
+    recognised by their business key either way and never delivered twice. Items that
+    cannot be accepted are quarantined one by one (`gateway quarantine list`).
+
+    Exit codes: 0 the file was read to its end (quarantined items included), 1 the file
+    was refused, 2 a configuration error, 3 the store failed or another error, 130 interrupted.
     """
     config = load_or_exit(config_path)
     if system is None:
@@ -142,33 +172,52 @@ def ingest(config_path: Path, file: Path, system: str | None, batch: int, again:
     if system not in config.sources:
         click.echo(f"unknown system {system!r}: configured sources are {', '.join(config.sources)}", err=True)
         sys.exit(2)
-    summary = run_async(_ingest_file(config, system, file, batch, again))
-    click.echo("")
+    summary: dict[str, Any] = {"file": str(file), "system": system}
+    try:
+        run_async(_ingest_file(config, system, file, batch, again, progress_every, summary))
+    except ConfigError as exc:
+        click.echo(f"configuration error in {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted after {summary.get('items', 0):,} items; run the same command again to resume",
+                   err=True)
+        sys.exit(130)
+    except Exception as exc:  # never a traceback for an operator: the reason, and where the details are
+        from gateway.app import STORE_FAILURES
+
+        logging.getLogger("gateway").debug("gateway ingest failed", exc_info=True)
+        what = "the store failed" if isinstance(exc, STORE_FAILURES) else "ingest stopped on an unexpected error"
+        click.echo(f"{what}: {type(exc).__name__}: {exc}; {summary.get('items', 0):,} items were committed and "
+                   "the same command resumes after them (-vv shows the traceback)", err=True)
+        summary["failed"] = f"{type(exc).__name__}: {exc}"
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        sys.exit(3)
     click.echo(json.dumps(summary, ensure_ascii=False))
     if summary.get("refused"):
         sys.exit(1)
 
 
-async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int, again: bool) -> dict[str, Any]:
+async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int, again: bool,
+                       progress_every: float, summary: dict[str, Any]) -> None:
     from gateway.adapters import FileUnreadable
     from gateway.app import build
     from gateway.pipeline.fileingest import ingest_file
     from gateway.pipeline.ingest import Ingestor
+    from gateway.progress import FileProgress
 
     comp = build(config)
-    total_bytes = file.stat().st_size
     started = time.monotonic()
-    summary: dict[str, Any] = {"file": str(file), "system": system}
+    progress = FileProgress(file.name, file.stat().st_size, every=progress_every)
 
-    def progress(consumed: int, outcomes: dict[str, int]) -> None:
-        rate = consumed / max(1e-6, time.monotonic() - started)
-        click.echo(f"\r{file.name} ({total_bytes / 1e6:,.1f} MB): {consumed:,} items, {rate:,.0f} items/s, "
-                   f"{outcomes.get('quarantined', 0):,} quarantined", nl=False, err=True)
+    def on_batch(consumed: int, position: int, outcomes: dict[str, int]) -> None:
+        summary["items"] = consumed
+        progress.update(consumed, position, outcomes)
 
-    async def go(store: Any) -> dict[str, Any]:
+    async def go(store: Any) -> None:
         assert comp.router is not None
         ingestor = Ingestor(store, comp.router, comp.inbound,
                             cipher=comp.cipher if config.encryption.enabled else None)
+        complete = False
         try:
             # A cursor per file content: ingesting the same file again is a no-op, a changed file is new.
             digest = await asyncio.to_thread(_file_digest, file)
@@ -176,16 +225,19 @@ async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: in
             stored = None if again else await store.get_cursor(cursor)
             if stored:
                 summary["resumed_after"] = int(stored)
+                summary["items"] = int(stored)
             result = await ingest_file(ingestor, system, file, ref_prefix=file.name, cursor=cursor,
-                                       skip=int(stored or 0), batch=batch, on_batch=progress)
+                                       skip=int(stored or 0), batch=batch, on_batch=on_batch)
+            complete = result.complete
         except FileUnreadable as exc:
             summary["refused"] = exc.reason
-            return summary
+            return
+        finally:
+            progress.close(complete=complete)
         summary.update(items=result.consumed, **result.outcomes)
         summary["seconds"] = round(time.monotonic() - started, 2)
-        return summary
 
-    return await with_store(config, go)
+    await with_store(config, go)
 
 
 def _file_digest(path: Path) -> str:
@@ -228,13 +280,17 @@ def _print_rows(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> N
 @click.option("--destination")
 @click.option("--case", "case_no")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--before", "before_id", type=int, help="Only deliveries older than this id (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def deliveries_list(config_path: Path, state: str | None, destination: str | None, case_no: str | None,
-                    limit: int, as_json: bool) -> None:
-    """List deliveries (newest last)."""
+                    limit: int, before_id: int | None, as_json: bool) -> None:
+    """List deliveries, newest first, and how many match in all."""
     config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_deliveries(
-        state=state, destination=destination, case_no=case_no, limit=limit)))
+    rows, total = run_async(with_store(config, lambda s: s.deliveries_newest(
+        state=state, destination=destination, case_no=case_no, limit=limit, before_id=before_id)))
+    if not as_json:
+        more = f"; older ones: --before {rows[-1]['id']}" if rows and len(rows) == limit < total else ""
+        click.echo(f"{len(rows)} of {total:,} deliveries, newest first{more}")
     _print_rows(rows, ["id", "state", "destination", "kind", "case_no", "attempts", "last_error"], as_json)
 
 
@@ -260,11 +316,31 @@ def deliveries_dead(config_path: Path, destination: str | None, limit: int, as_j
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
 def deliveries_replay(config_path: Path, ids: tuple[int, ...], destination: str | None, states: tuple[str, ...],
                       dry_run: bool) -> None:
-    """Send deliveries again (default: every dead letter), with the same idempotency keys."""
+    """Send deliveries again (default: every dead letter), with the same idempotency keys.
+
+    Named IDS are all replayed or none: an unknown id, or one whose state is not among
+    --state, is refused with a message and nothing changes.
+    """
     config = load_or_exit(config_path)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
-    done = run_async(with_store(config, lambda s: s.replay(list(ids) or None, destination=destination,
-                                                           states=states, dry_run=dry_run, actor=actor)))
+
+    async def work(store: Any) -> list[int] | list[str]:
+        if ids:
+            known = await store.delivery_states(ids)
+            refused = [f"{i}: no such delivery" if i not in known else
+                       f"{i}: it is {known[i]}, not {' or '.join(states)}"
+                       + (" (add --state delivered to send a delivered one again)" if known[i] == "delivered"
+                          else " (it is being sent now)" if known[i] == "inflight" else "")
+                       for i in dict.fromkeys(ids) if known.get(i) not in states]
+            if refused:
+                return refused
+        return await store.replay(list(ids) or None, destination=destination, states=states, dry_run=dry_run,
+                                  actor=actor)
+
+    done = run_async(with_store(config, work))
+    if done and isinstance(done[0], str):
+        click.echo("nothing replayed:\n" + "\n".join(f"  {line}" for line in done), err=True)
+        sys.exit(1)
     verb = "would replay" if dry_run else "replayed"
     click.echo(f"{verb} {len(done)} deliveries" + (f": {', '.join(map(str, done[:50]))}" if done else ""))
     if not dry_run and done:
@@ -277,13 +353,11 @@ def deliveries_replay(config_path: Path, ids: tuple[int, ...], destination: str 
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def deliveries_quarantine(config_path: Path, system: str | None, limit: int, as_json: bool) -> None:
-    """List quarantined records with every reason (file, record, field, rule)."""
-    config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_quarantine(system=system, limit=limit)))
-    for r in rows:
-        r["reasons"] = "; ".join(
-            f"{e.get('field') or '-'}: {e.get('rule')}: {e.get('message')}" for e in r["errors"])
-    _print_rows(rows, ["id", "system", "ref", "kind", "reasons"], as_json)
+    """Deprecated: use `gateway quarantine list` (this is the same command)."""
+    from gateway.pipeline.quarantine_cli import list_entries
+
+    click.echo("`gateway deliveries quarantine` is deprecated; use `gateway quarantine list`", err=True)
+    list_entries(config_path, system, "open", limit, as_json)
 
 
 @main.command()
@@ -294,13 +368,17 @@ def status(config_path: Path, as_json: bool) -> None:
     import dataclasses
 
     config = load_or_exit(config_path)
-    counts = run_async(with_store(config, lambda s: s.counts()))
-    data = dataclasses.asdict(counts)
+
+    async def work(store: Any) -> tuple[Any, int]:
+        return await store.counts(), await store.quarantine_count(state="open")
+
+    counts, quarantine_open = run_async(with_store(config, work))
+    data = {**dataclasses.asdict(counts), "quarantine_open": quarantine_open}
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
         return
-    click.echo(f"records {counts.records:,}  duplicates {counts.duplicates:,}  quarantined {counts.quarantined:,}  "
-               f"audit entries {counts.audit_entries:,}")
+    click.echo(f"records {counts.records:,}  duplicates {counts.duplicates:,}  quarantined {counts.quarantined:,} "
+               f"({quarantine_open:,} open)  audit entries {counts.audit_entries:,}")
     click.echo(f"deliveries: pending {counts.pending:,}  in flight {counts.inflight:,}  "
                f"delivered {counts.delivered:,}  dead {counts.dead:,}")
     for dest, by in sorted(counts.by_destination.items()):
@@ -328,12 +406,13 @@ def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
     from gateway.mapping.commands import mapping
+    from gateway.pipeline.quarantine_cli import quarantine
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
     from gateway.security.commands import certs, counterparts
     from gateway.security.encryption_commands import encryption
 
-    for group in (schema, mapping, audit, adapters, certs, counterparts, encryption):
+    for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption):
         main.add_command(group)
 
 

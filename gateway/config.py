@@ -14,19 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+from gateway.durations import Duration, parse_duration, refuse_both_names, renamed
+
+__all__ = ["ConfigError", "GatewayConfig", "config_from_dict", "load_config", "parse_duration"]
+
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from 30, 1.5, "30s", "5m", "2h", "7d"."""
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"not a duration: {value!r} (use seconds or a number with ms, s, m, h or d)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 class ConfigError(Exception):
@@ -40,6 +32,11 @@ class ConfigError(Exception):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, data: Any) -> Any:
+        return refuse_both_names(cls, data)
 
 
 class GatewaySection(_Model):
@@ -59,17 +56,12 @@ class GatewaySection(_Model):
 
 class DeliverySection(_Model):
     max_attempts: int = Field(12, ge=1)
-    max_age: float = 2 * 86400.0
-    backoff_initial: float = Field(1.0, gt=0)
-    backoff_max: float = Field(300.0, gt=0)
-    lease_seconds: float = Field(60.0, gt=0)
+    max_age: Duration = 2 * 86400.0
+    backoff_initial: Duration = Field(1.0, gt=0)
+    backoff_max: Duration = Field(300.0, gt=0)
+    lease_seconds: Duration = renamed(60.0, "lease", "lease_seconds", gt=0)
     concurrency: int = Field(8, ge=1, le=256)
-    poll_interval: float = Field(1.0, gt=0)
-
-    @field_validator("max_age", "backoff_initial", "backoff_max", "lease_seconds", "poll_interval", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
+    poll_interval: Duration = Field(1.0, gt=0)
 
 
 class ApiSection(_Model):
@@ -94,15 +86,10 @@ class ApiSection(_Model):
 
 class SupervisionSection(_Model):
     enabled: bool = True
-    tick_interval: float = 300.0
+    tick_interval: Duration = 300.0
     calendar_override: str | None = None
     destinations: list[str] = Field(default_factory=list)  # where alerts go, besides what routes say
     rules: dict[str, Any] = Field(default_factory=dict)  # thresholds: gateway.supervision.SupervisionConfig
-
-    @field_validator("tick_interval", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 class AuditSection(_Model):
@@ -110,7 +97,7 @@ class AuditSection(_Model):
 
     seal: bool = True
     seal_every_entries: int = Field(10_000, ge=1)
-    seal_every_seconds: float = 300.0
+    seal_every_seconds: Duration = renamed(300.0, "seal_every", "seal_every_seconds")
     signer: str = "local"  # local (the key in [gateway].certs_dir, created on first start) | external
     signer_url: str | None = None  # external: the signing service; its bearer token from $GATEWAY_SIGNER_TOKEN
     signer_certificate: str | None = None  # external: the service's certificate (PEM), pinned
@@ -120,11 +107,6 @@ class AuditSection(_Model):
     # another disk or host than the store (docs/audit-verification.md). "" turns it off.
     witness: str = "audit-witness.jsonl"
     witness_destinations: list[str] = Field(default_factory=list)  # sinks that receive each signed seal
-
-    @field_validator("seal_every_seconds", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
 
     @model_validator(mode="after")
     def _external(self) -> AuditSection:

@@ -16,7 +16,7 @@ from gateway.demo.counterparts import HallPlatform
 AUDIT = """
 [audit]
 seal_every_entries = 20
-seal_every_seconds = "0.2s"
+seal_every = "0.2s"
 witness_destinations = ["hall_platform"]
 """
 

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from adapters.filedrop import ADAPTER, FiledropConfig, FiledropSource, original_name
-from gateway.adapters import FileIngestResult, IngestOutcome, RawRecord, discover, validate_config
+from gateway.adapters import (
+    FileIngestResult,
+    IngestOutcome,
+    RawRecord,
+    StoreUnavailable,
+    discover,
+    validate_config,
+)
 from gateway.pipeline.fileingest import ingest_file_with
 
 SAMPLES = Path(__file__).parent / "samples" / "files"
@@ -39,8 +46,8 @@ class FakeStore:
 
 class FakeContext:
     """An in-memory SourceContext.  ``crash_before`` / ``crash_after`` name the ingest call (from 1) at
-    which the process dies before or after its transaction commits; ``fail_calls`` raise an ordinary
-    error (a store hiccup) without committing."""
+    which the process dies before or after its transaction commits; ``fail_calls`` raise ``failure``
+    (an ordinary error, not a store outage) and ``outage_calls`` raise StoreUnavailable, without committing."""
 
     def __init__(
         self,
@@ -51,6 +58,8 @@ class FakeContext:
         crash_before: int | None = None,
         crash_after: int | None = None,
         fail_calls: Sequence[int] = (),
+        outage_calls: Sequence[int] = (),
+        failure: Exception | None = None,
         data_dir: Path | None = None,
     ) -> None:
         self.system = system
@@ -62,6 +71,8 @@ class FakeContext:
         self.crash_before = crash_before
         self.crash_after = crash_after
         self.fail_calls = set(fail_calls)
+        self.outage_calls = set(outage_calls)
+        self.failure = failure or ConnectionError("database is locked")
         self.calls = 0
 
     async def ingest(
@@ -71,7 +82,9 @@ class FakeContext:
         if self.calls == self.crash_before:
             raise Crash(f"killed before commit of call {self.calls}")
         if self.calls in self.fail_calls:
-            raise ConnectionError("database is locked")
+            raise self.failure
+        if self.calls in self.outage_calls:
+            raise StoreUnavailable("the store could not commit (disk I/O error); nothing was committed")
         await asyncio.sleep(0)
         self.store.records.extend(records)
         if cursor is not None:
@@ -482,6 +495,39 @@ async def test_a_failing_ingest_keeps_the_file_in_processing_and_retries_it(tmp_
     assert store.refs() == EXPECTED
     assert source.stats.ingest_failures == 2 and source.stats.done == 1
     assert "database is locked" in (source.stats.last_error or "")
+
+
+async def test_a_store_outage_is_waited_out_however_long_it_lasts_and_the_file_completes(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root, batch_size=3, max_attempts=2, poll_interval="1ms"))
+    ctx = FakeContext(store, outage_calls=range(2, 8))  # six failed commits in a row, max_attempts is 2
+
+    await run_until(source, ctx, lambda: bool(listing(root / "done")))
+
+    assert store.refs() == EXPECTED and listing(root / "error") == []
+    assert source.stats.ingest_failures == 6 and source.stats.done == 1
+
+
+async def test_a_file_that_keeps_failing_for_another_reason_goes_to_error_with_a_report(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    root.mkdir()
+    ten_items(root)
+    store = FakeStore()
+    source = FiledropSource("county", make_config(root, batch_size=3, max_attempts=3, poll_interval="1ms"))
+    died = RuntimeError("the helper process reading cases.csv died (exit code -9)")
+    ctx = FakeContext(store, fail_calls=range(2, 100), failure=died)
+
+    await run_until(source, ctx, lambda: bool(listing(root / "error")))
+
+    (claimed,) = [name for name in listing(root / "error") if not name.endswith(".error.txt")]
+    report = (root / "error" / f"{claimed}.error.txt").read_text(encoding="utf-8")
+    assert "failed 3 times (max_attempts = 3), last: RuntimeError: the helper process reading" in report
+    assert "items committed before the failure: 3" in report
+    assert listing(root / "processing" / "gw1") == [] and source.stats.failed == 1
+    assert [action for action, _ in store.events].count("file_rejected") == 1
 
 
 async def test_stop_is_prompt_between_batches_and_the_next_start_continues(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ async def test_pages_through_the_feed_committing_the_watermark_with_each_page() 
     assert ctx.ids == [r["SBLSH"] for r in records]  # every record once, in feed order
     assert [len(b) for b in ctx.batches] == [100] * 10 + [50]
     for batch, cursor in zip(ctx.batches, ctx.committed, strict=True):
-        assert cursor == ("rest:/feed", batch[-1].payload["updated_at"])
+        assert cursor == ("rest:county-market:/feed", batch[-1].payload["updated_at"])
     first = ctx.batches[2][6]
     assert first.system == "county-market"
     assert first.ref == "GET /feed?page=3&page_size=100 page 3 item 7"
@@ -251,7 +251,7 @@ async def test_a_failed_ingest_leaves_the_watermark_and_the_next_poll_reads_the_
     finally:
         await feed.stop()
     assert source.stats.failed_polls == 1 and "database is locked" in (source.stats.last_error or "")
-    assert ctx.committed[0] == ("rest:/feed", records[99]["updated_at"])
+    assert ctx.committed[0] == ("rest:county-market:/feed", records[99]["updated_at"])
     assert ctx.ids == [r["SBLSH"] for r in records]  # page 2 came again in the next poll, once
 
 
@@ -327,7 +327,7 @@ async def test_a_restart_in_the_middle_resumes_from_the_committed_watermark() ->
         first = source_for(feed.feed_url, pagination={"mode": "page", "page_size": 100})
         await asyncio.wait_for(first.run(first_run), 5)
         assert len(first_run.ids) == 300
-        watermark = first_run.cursors["rest:/feed"]
+        watermark = first_run.cursors["rest:county-market:/feed"]
         assert watermark == records[299]["updated_at"]
 
         second_run = FakeContext(cursors=first_run.cursors)  # only the committed state survives
@@ -340,6 +340,21 @@ async def test_a_restart_in_the_middle_resumes_from_the_committed_watermark() ->
     everything = first_run.ids + second_run.ids
     assert sorted(set(everything)) == [r["SBLSH"] for r in records]  # nothing skipped
     assert len(everything) == 1001  # only the item equal to the inclusive since was read again
+
+
+async def test_a_watermark_stored_under_the_old_system_less_name_is_continued_and_then_kept_under_the_new() -> None:
+    records = case_records(300)
+    feed = await started(PagedFeed(records, pagination="page"))
+    # What a store written by an older release holds: the default name had no system in it.
+    ctx = FakeContext(cursors={"rest:/feed": records[199]["updated_at"]})
+    try:
+        await run_until(source_for(feed.feed_url, pagination={"mode": "page", "page_size": 100}), ctx,
+                        lambda: len(ctx.ids) >= 101)
+    finally:
+        await feed.stop()
+    assert "since=2026-09-29T08:03:19%2B08:00" in feed.requests[0]
+    assert ctx.ids == [r["SBLSH"] for r in records[199:]]  # nothing before the old watermark read again
+    assert ctx.cursors["rest:county-market:/feed"] == records[-1]["updated_at"]
 
 
 async def test_a_restart_with_a_token_cursor_neither_skips_nor_rereads() -> None:
@@ -372,7 +387,7 @@ async def test_an_exclusive_since_does_not_skip_equal_timestamps_split_across_pa
     try:
         await asyncio.wait_for(source_for(feed.feed_url, **options).run(first_run), 5)
         # Page 2 ends inside a run (items 49 and 50 share a timestamp): the watermark stays below it.
-        assert order_key(first_run.cursors["rest:/feed"]) < order_key(records[49]["updated_at"])
+        assert order_key(first_run.cursors["rest:county-market:/feed"]) < order_key(records[49]["updated_at"])
         second_run = FakeContext(cursors=first_run.cursors)
         await run_until(source_for(feed.feed_url, **options), second_run, lambda: len(set(second_run.ids)) >= 70)
     finally:

@@ -66,7 +66,7 @@ async def test_pull_pages_through_every_record_and_commits_the_watermark_with_ea
     assert ctx.batches[2][0].ref == "operation QueryRecords page 3 item 1"
     # Each page's cursor is the newest modification time in it, committed in the same ingest call.
     assert ctx.cursor_log == [
-        ("soap:QueryRecords", batch[-1].payload["modifiedTime"]) for batch in ctx.batches
+        ("soap:county-hall:QueryRecords", batch[-1].payload["modifiedTime"]) for batch in ctx.batches
     ]
     assert report.cursor_after == expected[-1]["modifiedTime"]
     assert [(q["since"], q["page"], q["pageSize"]) for q in server.control.queries] == [
@@ -97,7 +97,7 @@ async def test_pull_resumes_from_the_persisted_cursor_after_a_restart(server, re
     first.crash_after_batches = 2  # the gateway dies while committing page 3
     with pytest.raises(Crash):
         await pull(config, first)
-    committed = first.cursors["soap:QueryRecords"]
+    committed = first.cursors["soap:county-hall:QueryRecords"]
     assert committed == first.batches[-1][-1].payload["modifiedTime"]
 
     # "Restart": a new source and a context that only knows what was committed.
@@ -117,7 +117,7 @@ async def test_the_next_run_fetches_only_what_changed_since_the_watermark(server
     config = pull_config(records_wsdl, server.records_url)
     ctx = MemoryContext()
     await pull(config, ctx)
-    last_time = ctx.cursors["soap:QueryRecords"]
+    last_time = ctx.cursors["soap:county-hall:QueryRecords"]
     newer = [
         {**row, "id": f"N{index}", "modifiedTime": f"2026-10-0{index} 09:00:00"}
         for index, row in enumerate(make_records(3), start=1)
@@ -138,7 +138,7 @@ async def test_unsorted_items_advance_the_cursor_only_after_the_last_page(server
     await pull(pull_config(records_wsdl, server.records_url, items_sorted_by_watermark=False), ctx)
 
     assert ctx.cursor_log[:-1] == [None] * 4
-    assert ctx.cursor_log[-1] == ("soap:QueryRecords", make_records(TOTAL)[-1]["modifiedTime"])
+    assert ctx.cursor_log[-1] == ("soap:county-hall:QueryRecords", make_records(TOTAL)[-1]["modifiedTime"])
 
 
 async def test_run_pulls_on_its_schedule_until_the_gateway_stops(server, records_wsdl):
@@ -201,7 +201,15 @@ async def test_pull_in_the_provincial_exchange_envelope_is_configuration_only(se
     assert exchange["body"] == (
         "<QUERY><SINCE>2026-09-01 08:00:00</SINCE><PAGE>1</PAGE><PAGESIZE>40</PAGESIZE></QUERY>"
     )
-    assert ctx.cursors == {"soap:service": make_records(TOTAL)[-1]["modifiedTime"]}
+    assert ctx.cursors == {"soap:county-hall:service": make_records(TOTAL)[-1]["modifiedTime"]}
+
+
+async def test_a_watermark_stored_under_the_old_operation_only_name_is_continued(server, records_wsdl):
+    old = make_records(TOTAL)[29]["modifiedTime"]
+    ctx = MemoryContext(cursors={"soap:QueryRecords": old})  # an older release's default name
+    report = await pull(pull_config(records_wsdl, server.records_url), ctx)
+    assert report.cursor_before == old and 0 < report.records < TOTAL  # went on from there, not from the start
+    assert ctx.cursors["soap:county-hall:QueryRecords"] == make_records(TOTAL)[-1]["modifiedTime"]
 
 
 async def test_a_server_fault_is_retried_then_abandoned_without_moving_the_cursor(server, records_wsdl):
@@ -254,5 +262,5 @@ async def test_run_survives_a_failing_ingest_and_repeats_the_uncommitted_page(se
     assert set(ids) == {r["id"] for r in make_records(TOTAL)}
     # Page 2 failed to commit, so the next run starts again at page 1's watermark: the pair of
     # records sharing it (R000019, R000020) comes again, then the rest.
-    assert ctx.cursor_log[0] == ("soap:QueryRecords", "2026-09-01 08:01:03")
+    assert ctx.cursor_log[0] == ("soap:county-hall:QueryRecords", "2026-09-01 08:01:03")
     assert [r.payload["id"] for r in ctx.batches[1][:2]] == ["R000019", "R000020"]

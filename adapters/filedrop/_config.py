@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gateway.adapters import AdapterConfig, ConfigPath
+from gateway.adapters import AdapterConfig, ConfigFacts, ConfigPath, Duration, renamed
 
 
 def _default_instance() -> str:
@@ -27,14 +27,20 @@ class FiledropConfig(AdapterConfig):
     """``rename``: the sender writes a temporary name (``*.tmp``, ``*.part``, ``.*``, ``~*``) and
     renames when complete.  ``marker``: the sender writes ``X`` and then an empty ``X.done``."""
     marker_suffix: str = ".done"
-    stability_seconds: float = Field(1.0, ge=0)
-    """Size and modification time must stay unchanged this long before a file is claimed."""
-    poll_interval: float = Field(1.0, gt=0)
+    stable_for: Duration = renamed(1.0, "stable_for", "stability_seconds", ge=0)
+    """Size and modification time must stay unchanged this long ("1s") before a file is claimed."""
+    poll_interval: Duration = Field(1.0, gt=0)
+    """How often the folder is scanned ("1s")."""
+    max_attempts: int = Field(5, ge=1, le=1000)
+    """Tries of a file that fails for a reason other than a store outage before it goes to ``error/``."""
     batch_size: int = Field(2000, ge=1, le=100_000)
     """Items committed per transaction (and per cursor step)."""
     instance: str = Field(default_factory=_default_instance)
     """This gateway's name under ``processing/``: gateways sharing a drop folder resume only their own
     claims.  Defaults to the host name; set it when the host name may change."""
+
+    def facts(self, system: str) -> ConfigFacts:
+        return ConfigFacts(cursors=(f"filedrop:{system}:*",), folders=(("path", self.path),))
 
     @field_validator("marker_suffix")
     @classmethod

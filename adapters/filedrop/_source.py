@@ -11,7 +11,7 @@ Why each step is safe if the process is killed at any instant:
 
 1. Scanning only reads the folder.  A file is taken only when it is complete (renamed
    from a temporary name, or its marker exists) and its size and modification time
-   stayed unchanged for ``stability_seconds``.
+   stayed unchanged for ``stable_for``.
 2. The claim is one ``rename`` inside one file system: atomic.  After a crash the file is
    either still in the inbox (it is claimed again) or in ``processing/<instance>/`` (it
    is resumed at start).  When two gateways race for one file only one rename succeeds;
@@ -33,8 +33,13 @@ Why each step is safe if the process is killed at any instant:
    claim, the file is claimed again under a new name with no cursor, and the core's
    business-key idempotency recognises the re-sent records as duplicates.
 
-A failure of ``ctx.ingest`` itself (the store, not the file) leaves the file in
-``processing/`` and retries it later with a growing pause, while other files go on.
+A store outage (``StoreUnavailable``: nothing was committed) leaves the file in
+``processing/`` and retries it later with a growing pause, while other files go on, for
+as long as the outage lasts. Any other failure (a reader that crashed, a helper process
+that died on the file) is retried ``max_attempts`` times and then the file goes to
+``error/`` with a report: a file always leaves ``processing/``, never retried for ever.
+Items the gateway could read but not accept are not failures of the file: they are
+quarantined one by one and the file goes to ``done/``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.adapters import FileUnreadable, SourceContext
+from gateway.adapters import FileUnreadable, SourceContext, StoreUnavailable
 
 from ._config import FiledropConfig
 from ._fs import fsync_dir, write_atomic
@@ -111,7 +116,8 @@ class FiledropSource:
         self.stats = FileStats()
         self._watch: dict[str, _Watch] = {}
         self._unclaimable: dict[str, tuple[int, int]] = {}
-        self._failures: dict[str, int] = {}
+        self._failures: dict[str, int] = {}  # failures that count towards max_attempts, per claimed file
+        self._outages: dict[str, int] = {}  # store outages in a row, per claimed file: only the pause grows
         self._root_missing_logged = False
 
     # ------------------------------------------------------------------ the loop
@@ -207,9 +213,9 @@ class FiledropSource:
             watch = self._watch.get(entry.name)
             if watch is None or watch.signature != signature:
                 self._watch[entry.name] = watch = _Watch(signature, now)
-                if self.config.stability_seconds > 0:
+                if self.config.stable_for > 0:
                     continue
-            if now - watch.since >= self.config.stability_seconds:
+            if now - watch.since >= self.config.stable_for:
                 ready.append((stat.st_mtime_ns, entry.name))
         self._watch = {name: watch for name, watch in self._watch.items() if name in present}
         self._unclaimable = {name: sig for name, sig in self._unclaimable.items() if name in present}
@@ -280,8 +286,8 @@ class FiledropSource:
         cursor = f"filedrop:{self.system}:{claimed}"
         try:
             stored = await ctx.get_cursor(cursor)
-        except Exception as exc:
-            self._postpone(ctx, claimed, exc)
+        except Exception as exc:  # the store, not the file
+            self._postpone(ctx, claimed, exc, counts=False)
             return
         committed = int(stored) if stored else 0
         try:
@@ -297,13 +303,19 @@ class FiledropSource:
                 await ctx.audit("file_rejected", {"file": original, "claimed_as": claimed, "reason": exc.reason,
                                                   "items_committed": committed})
             except Exception as audit_exc:
-                self._postpone(ctx, claimed, audit_exc)
+                self._postpone(ctx, claimed, audit_exc, counts=False)
                 return
             await asyncio.to_thread(self._fail, claimed, exc.reason, committed)
             self._failed(ctx, original, exc)
             return
+        except StoreUnavailable as exc:
+            self._postpone(ctx, claimed, exc, counts=False)
+            return
         except Exception as exc:
-            self._postpone(ctx, claimed, exc)
+            if self._failures.get(claimed, 0) + 1 >= self.config.max_attempts:
+                await self._give_up(ctx, claimed, original, committed, exc)
+            else:
+                self._postpone(ctx, claimed, exc)
             return
         consumed = result.consumed
         self.stats.items += consumed - committed
@@ -313,34 +325,51 @@ class FiledropSource:
             # Recorded before the move: a crash in between repeats the entry, never loses it.
             await ctx.audit("file_done", {"file": original, "claimed_as": claimed, "items": consumed,
                                           "outcomes": result.outcomes})
-        except Exception as exc:
-            self._postpone(ctx, claimed, exc)
+        except Exception as exc:  # the store, not the file
+            self._postpone(ctx, claimed, exc, counts=False)
             return
         await asyncio.to_thread(self._finish, claimed)
         self._failures.pop(claimed, None)
+        self._outages.pop(claimed, None)
         self.stats.retry_at.pop(claimed, None)
         self.stats.done += 1
         ctx.log.info("%s: %s done, %d items (%s)", self.system, original, consumed, claimed)
+
+    async def _give_up(self, ctx: SourceContext, claimed: str, original: str, committed: int,
+                       exc: Exception) -> None:
+        """The file failed ``max_attempts`` times for a reason that is not a store outage: file it under error/."""
+        attempts = self._failures.get(claimed, 0) + 1
+        reason = (f"failed {attempts} times (max_attempts = {self.config.max_attempts}), last: "
+                  f"{type(exc).__name__}: {_reason(exc)}")
+        try:
+            await ctx.audit("file_rejected", {"file": original, "claimed_as": claimed, "reason": reason,
+                                              "items_committed": committed})
+        except Exception as audit_exc:
+            self._postpone(ctx, claimed, audit_exc, counts=False)
+            return
+        await asyncio.to_thread(self._fail, claimed, reason, committed)
+        self._failures.pop(claimed, None)
+        self.stats.retry_at.pop(claimed, None)
+        self._failed(ctx, original, RuntimeError(reason))
 
     def _failed(self, ctx: SourceContext, original: str, exc: Exception) -> None:
         self.stats.failed += 1
         self.stats.last_error = _reason(exc)
         ctx.log.error("%s: %s moved to error/: %s", self.system, original, _reason(exc))
 
-    def _postpone(self, ctx: SourceContext, claimed: str, exc: Exception) -> None:
-        failures = self._failures.get(claimed, 0) + 1
+    def _postpone(self, ctx: SourceContext, claimed: str, exc: Exception, *, counts: bool = True) -> None:
+        """Try the file again later; ``counts``: this failure counts towards max_attempts (a store outage does not)."""
+        failures = self._failures.get(claimed, 0) + 1 if counts else self._failures.get(claimed, 0)
         self._failures[claimed] = failures
-        pause = min(self.config.poll_interval * 2 ** (failures - 1), _RETRY_MAX)
+        self._outages[claimed] = 0 if counts else self._outages.get(claimed, 0) + 1
+        pause = min(self.config.poll_interval * 2 ** (max(failures, self._outages[claimed]) - 1), _RETRY_MAX)
         self.stats.retry_at[claimed] = time.monotonic() + pause
         self.stats.ingest_failures += 1
         self.stats.last_error = f"ingest failed: {exc}"  # get_cursor failures land here too
-        ctx.log.warning(
-            "%s: ingesting %s failed (%s); it stays in processing/ and is retried in %.0fs",
-            self.system,
-            claimed,
-            exc,
-            pause,
-        )
+        why = ("the store is unavailable; retried for as long as that lasts" if not counts
+               else f"attempt {failures} of {self.config.max_attempts} before it goes to error/")
+        ctx.log.warning("%s: ingesting %s failed (%s); it stays in processing/ and is retried in %.0fs (%s)",
+                        self.system, claimed, exc, pause, why)
 
 
 async def _stopped(ctx: SourceContext, seconds: float) -> bool:

@@ -18,6 +18,12 @@ source task merely keeps the system alive in the gateway's lifecycle until it st
 
 Without ``auth`` the API refuses every push to the system (403) and ``gateway check``
 says so; ``auth = { anonymous = true }`` admits anyone, for development only.
+
+Each pushed item is held to the source's input limits (``input = {max_depth = 32,
+max_key_chars = 256, max_string_chars = 1048576, max_members = 10000}``, the same settings
+file readers use; docs/strict-input.md). An item over one is refused alone, quarantined with
+the rule it broke (``json_depth`` … for JSON, ``xml_depth`` … for XML); the other items of
+the request go on.
 """
 
 from __future__ import annotations

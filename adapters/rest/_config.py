@@ -10,8 +10,9 @@ import string
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
+from yarl import URL
 
-from gateway.adapters import AdapterConfig, ConfigPath
+from gateway.adapters import AdapterConfig, ConfigFacts, ConfigPath, Duration, renamed
 
 from ._paths import check_path
 
@@ -73,11 +74,11 @@ class TlsConfig(AdapterConfig):
 
 
 class Timeouts(AdapterConfig):
-    """Seconds. aiohttp has no default read timeout worth relying on, so all three are explicit."""
+    """Durations ("5s"). aiohttp has no default read timeout worth relying on, so all three are explicit."""
 
-    connect: float = Field(5.0, gt=0)
-    sock_read: float = Field(30.0, gt=0)
-    total: float = Field(60.0, gt=0)
+    connect: Duration = Field(5.0, gt=0)
+    read: Duration = renamed(30.0, "read", "sock_read", gt=0)  # no byte from the server for this long
+    total: Duration = Field(60.0, gt=0)
 
 
 class _HttpClientConfig(AdapterConfig):
@@ -177,7 +178,7 @@ class CursorConfig(AdapterConfig):
     inclusive: bool = True  # does the server's since return items equal to it (>=)?
     token_path: str = "next_cursor"
     initial: str | None = None  # first value when no watermark is stored yet
-    name: str | None = None  # the watermark's name in the store; default "rest:<url path>"
+    name: str | None = None  # the watermark's name in the store; default "rest:<system>:<url path>"
 
     @field_validator("field", "token_path")
     @classmethod
@@ -222,10 +223,10 @@ class RetryPolicy(AdapterConfig):
     """Retries of one failed page inside a poll: exponential backoff with jitter, bounded."""
 
     attempts: int = Field(5, ge=1, le=50)
-    initial: float = Field(0.5, ge=0)
-    max: float = Field(30.0, ge=0)
-    jitter: float = Field(0.5, ge=0)
-    max_retry_after: float = Field(300.0, ge=0)  # cap on a server's Retry-After
+    initial: Duration = Field(0.5, ge=0)
+    max: Duration = Field(30.0, ge=0)
+    jitter: float = Field(0.5, ge=0)  # a share of the pause, not a duration
+    max_retry_after: Duration = Field(300.0, ge=0)  # cap on a server's Retry-After
 
 
 class RestSourceConfig(_HttpClientConfig):
@@ -234,11 +235,23 @@ class RestSourceConfig(_HttpClientConfig):
     url: str
     params: dict[str, str] = Field(default_factory=dict)  # static query parameters
     items_path: str = "items"  # where the array of items is; "" = the body is the array
-    interval: float = Field(30.0, gt=0)  # seconds between polls once the feed is drained
+    poll_interval: Duration = renamed(30.0, "poll_interval", "interval", gt=0)  # between polls once drained
     cursor: CursorConfig = Field(default_factory=CursorConfig)
     pagination: PaginationConfig = Field(default_factory=PaginationConfig)
     rate_limit: RateLimit | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    def cursor_names(self, system: str) -> tuple[str, str | None]:
+        """(the watermark's name in the store, the name older releases used by default, if it differs)."""
+        if self.cursor.name:
+            return self.cursor.name, None
+        path = URL(self.url).path
+        return f"rest:{system}:{path}", f"rest:{path}"
+
+    def facts(self, system: str) -> ConfigFacts:
+        if self.cursor.mode == "none":
+            return ConfigFacts()
+        return ConfigFacts(cursors=(self.cursor_names(system)[0],))
 
     @field_validator("items_path")
     @classmethod

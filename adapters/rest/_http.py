@@ -39,7 +39,7 @@ def make_session(config: _HttpClientConfig, *, owner: str) -> aiohttp.ClientSess
     timeout = aiohttp.ClientTimeout(
         total=config.timeouts.total,
         connect=config.timeouts.connect,
-        sock_read=config.timeouts.sock_read,
+        sock_read=config.timeouts.read,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -81,13 +81,13 @@ def trim_body(body: bytes, limit: int) -> str:
 
 def describe_transport_error(exc: BaseException, timeouts: tuple[float, float, float], *, https: bool) -> str:
     """Words for a failure below HTTP: what happened and which limit was hit."""
-    connect, sock_read, total = timeouts
+    connect, read, total = timeouts
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return f"connect timed out after {connect:g}s"
+        return f"connect timed out after {connect:g}s (timeouts.connect)"
     if isinstance(exc, aiohttp.SocketTimeoutError):
-        return f"no data from the server for {sock_read:g}s (sock_read timeout)"
+        return f"no data from the server for {read:g}s (timeouts.read)"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return f"request did not finish within {total:g}s (total timeout)"
+        return f"request did not finish within {total:g}s (timeouts.total)"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"DNS lookup failed: {exc.os_error}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):

@@ -65,7 +65,7 @@ class RestSink:
         shape = config.batch_results
         self._items_path = compile_path(shape.items_path)
         t = config.timeouts
-        self._timeouts = (t.connect, t.sock_read, t.total)
+        self._timeouts = (t.connect, t.read, t.total)
 
     async def start(self) -> None:
         """Read secrets and certificates now, so a missing one stops start-up with a clear message."""

@@ -116,21 +116,38 @@ class RestPullSource:
         self._signer = make_signer(None, owner=self._owner)
         self._boundary: set[bytes] = set()  # fingerprints of ingested items equal to the watermark
         t = config.timeouts
-        self._timeouts = (t.connect, t.sock_read, t.total)
+        self._timeouts = (t.connect, t.read, t.total)
         self._backoff = wait_exponential_jitter(
             multiplier=config.retry.initial, max=config.retry.max, jitter=config.retry.jitter
         )
 
     @property
     def cursor_name(self) -> str:
-        return self.config.cursor.name or f"rest:{URL(self.config.url).path}"
+        return self.config.cursor_names(self.system)[0]
+
+    async def _stored_watermark(self, ctx: SourceContext) -> str | None:
+        """The stored watermark; one stored by an older release under the system-less default name is taken over."""
+        name, legacy = self.config.cursor_names(self.system)
+        stored = await ctx.get_cursor(name)
+        if stored is None and legacy is not None:
+            stored = await ctx.get_cursor(legacy)
+            if stored is not None:
+                ctx.log.info("%s: continuing from watermark %r stored under the older name %r; it is kept as %r "
+                             "from the next commit on", self._owner, stored, legacy, name)
+        return stored
 
     # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Read secrets and certificates now, so a missing one stops the gateway's start with a clear message."""
+        self._signer = make_signer(self.config.auth, owner=self._owner)
+        session = make_session(self.config, owner=self._owner)
+        await session.close()
 
     async def run(self, ctx: SourceContext) -> None:
         self._signer = make_signer(self.config.auth, owner=self._owner)
         if self.config.cursor.mode != "none":
-            self.watermark = await ctx.get_cursor(self.cursor_name) or self.config.cursor.initial
+            self.watermark = await self._stored_watermark(ctx) or self.config.cursor.initial
         ctx.log.info("%s: polling %s from watermark %r", self._owner, self.config.url, self.watermark)
         async with make_session(self.config, owner=self._owner) as session:
             while not ctx.stopping.is_set():
@@ -145,14 +162,14 @@ class RestPullSource:
                 except Exception as exc:  # usually ctx.ingest (store, mapping); the watermark did not move
                     ctx.log.exception("%s: poll failed", self._owner)
                     self._failed(ctx, f"{self._owner}: poll failed: {type(exc).__name__}: {exc}")
-                if drained and await _wait_or_stop(ctx, self.config.interval):
+                if drained and await _wait_or_stop(ctx, self.config.poll_interval):
                     break
         ctx.log.info("%s: stopped at watermark %r", self._owner, self.watermark)
 
     def _failed(self, ctx: SourceContext, message: str) -> None:
         self.stats.failed_polls += 1
         self.stats.last_error = message
-        ctx.log.error("%s; next poll in %gs from watermark %r", message, self.config.interval, self.watermark)
+        ctx.log.error("%s; next poll in %gs from watermark %r", message, self.config.poll_interval, self.watermark)
 
     # ------------------------------------------------------------------ one poll
 

@@ -156,7 +156,7 @@ def _wsse(config: SoapConnection, what: str) -> WsseSecurity | None:
     return WsseSecurity(
         username_token=username_token,
         signer=signer,
-        timestamp_ttl_seconds=settings.timestamp_ttl_seconds,
+        timestamp_ttl_seconds=None if settings.timestamp_ttl is None else max(1, round(settings.timestamp_ttl)),
         response_cert_pem=response_cert,
     )
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gateway.adapters import AdapterConfig, ConfigPath
+from gateway.adapters import AdapterConfig, ConfigFacts, ConfigPath, Duration, renamed
 
 from ._template import TemplateError, placeholders_in, split_path
 
@@ -66,14 +66,14 @@ def _existing_file(value: Path | None, field: str) -> Path | None:
 
 
 class Timeouts(AdapterConfig):
-    """Seconds. zeep sets no operation timeout by default; this adapter always does."""
+    """Durations ("5s"). zeep sets no operation timeout by default; this adapter always does."""
 
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(30.0, gt=0)
-    write: float = Field(30.0, gt=0)
-    pool: float = Field(5.0, gt=0)
-    total: float = Field(60.0, gt=0, description="deadline for one whole SOAP call, however slowly bytes trickle")
-    wsdl_load: float = Field(30.0, gt=0, description="deadline for loading the WSDL and its schemas at start")
+    connect: Duration = Field(5.0, gt=0)
+    read: Duration = Field(30.0, gt=0)
+    write: Duration = Field(30.0, gt=0)
+    pool: Duration = Field(5.0, gt=0)
+    total: Duration = Field(60.0, gt=0, description="deadline for one whole SOAP call, however slowly bytes trickle")
+    wsdl_load: Duration = Field(30.0, gt=0, description="deadline for loading the WSDL and its schemas at start")
 
 
 class TlsSettings(AdapterConfig):
@@ -123,7 +123,8 @@ class SignatureSettings(AdapterConfig):
 class WsseSettings(AdapterConfig):
     username_token: UsernameTokenSettings | None = None
     signature: SignatureSettings | None = None
-    timestamp_ttl_seconds: int | None = Field(300, ge=1, description="adds a wsu:Timestamp; null leaves it out")
+    timestamp_ttl: Duration | None = renamed(300.0, "timestamp_ttl", "timestamp_ttl_seconds", ge=1,
+                                              description="adds a wsu:Timestamp valid this long; null leaves it out")
     # The counterpart's signing certificate: when set, every response must carry a valid signature by it.
     verify_response_cert: ConfigPath | None = None
 
@@ -268,11 +269,11 @@ class PullSettings(CallSettings):
     watermark_field: str | None = None  # path inside an item, e.g. a modification time
     watermark_type: Literal["string", "integer"] = "string"  # strings compare as text: use fixed-width formats
     initial_cursor: str | None = None  # the watermark to start from when none is stored yet
-    cursor_name: str | None = None  # defaults to "soap:<operation>"
+    cursor_name: str | None = None  # defaults to "soap:<system>:<operation>"
     # Items arrive in ascending watermark order, so each page may advance the stored cursor.
     # When false the cursor advances only after the last page of a run.
     items_sorted_by_watermark: bool = True
-    interval_seconds: float = Field(60.0, gt=0)
+    poll_interval: Duration = renamed(60.0, "poll_interval", "interval_seconds", gt=0)
     page_attempts: int = Field(3, ge=1)  # tries per page for retryable failures before the run is abandoned
     max_pages_per_run: int = Field(10_000, ge=1)
 
@@ -297,8 +298,12 @@ class PullSettings(CallSettings):
                 raise ValueError(f"initial_cursor {self.initial_cursor!r} is not an integer") from None
         return self
 
-    def effective_cursor_name(self) -> str:
-        return self.cursor_name or f"soap:{self.operation}"
+    def effective_cursor_name(self, system: str) -> str:
+        return self.cursor_name or f"soap:{system}:{self.operation}"
+
+    def legacy_cursor_name(self) -> str | None:
+        """The default name older releases stored the watermark under (without the system), if it applies."""
+        return None if self.cursor_name else f"soap:{self.operation}"
 
 
 class PushSettings(CallSettings):
@@ -329,8 +334,56 @@ class SoapSourceConfig(SoapConnection):
 
     pull: PullSettings
 
+    def facts(self, system: str) -> ConfigFacts:
+        return ConfigFacts(cursors=(self.pull.effective_cursor_name(system),), problems=wsdl_problems(self))
+
 
 class SoapSinkConfig(SoapConnection):
     """``[systems.<name>.sink]`` for ``adapter = "soap"``: deliver records by calling an operation."""
 
     push: PushSettings
+
+    def facts(self, system: str) -> ConfigFacts:
+        return ConfigFacts(problems=wsdl_problems(self))
+
+
+def wsdl_problems(config: SoapConnection) -> tuple[str, ...]:
+    """Files the WSDL imports or includes (XSDs, other WSDLs) that are missing, followed transitively.
+
+    zeep loads them only at start (``forbid_external``: local files only), so a copied
+    WSDL without its XSDs would otherwise be found out when the gateway starts.
+    """
+    from lxml import etree
+
+    from gateway.formats import parse_xml_bytes
+
+    problems: list[str] = []
+    seen: set[Path] = set()
+    todo = [config.wsdl_file()]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            root = parse_xml_bytes(path.read_bytes())
+        except OSError as exc:
+            problems.append(f"wsdl: cannot read {path}: {exc.strerror or exc}")
+            continue
+        except Exception as exc:  # refused as hostile or not well-formed: zeep would fail on it too
+            problems.append(f"wsdl: {path} is not a readable XML document: {exc}")
+            continue
+        for el in root.iter(etree.Element):
+            local = etree.QName(el).localname
+            if local not in ("import", "include", "redefine"):
+                continue
+            location = el.get("schemaLocation") or el.get("location")
+            if not location or "://" in location:
+                continue  # no location (resolved by namespace) or a URL zeep refuses anyway
+            target = (path.parent / location).resolve()
+            if not target.is_file():
+                problems.append(f"wsdl: {path.name} {local}s {location!r}, but {target} does not exist "
+                                "(copy the WSDL together with every file it imports)")
+            else:
+                todo.append(target)
+    return tuple(problems)

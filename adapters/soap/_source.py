@@ -70,7 +70,7 @@ class SoapSource:
         self._started = False
 
     async def run(self, ctx: SourceContext) -> None:
-        """Pull every ``interval_seconds`` until the gateway stops; failures are logged and retried."""
+        """Pull every ``poll_interval`` until the gateway stops; failures are logged and retried."""
         await self.start()
         pull = self.config.pull
         failures = 0
@@ -79,19 +79,19 @@ class SoapSource:
                 try:
                     report = await self.pull_once(ctx)
                     failures = 0
-                    delay = pull.interval_seconds if report.complete else 0.0
+                    delay = pull.poll_interval if report.complete else 0.0
                 except RetryableError as exc:
                     failures += 1
-                    delay = min(pull.interval_seconds, 2.0 ** min(failures, 8))
+                    delay = min(pull.poll_interval, 2.0 ** min(failures, 8))
                     ctx.log.warning("%s; next try in %gs", exc, delay)
                 except PermanentError as exc:
-                    delay = pull.interval_seconds
+                    delay = pull.poll_interval
                     ctx.log.error("%s; fix the configuration or ask the counterpart; next try in %gs", exc, delay)
                 except Exception:
                     # The ingestor or the store failed: keep the source alive and try again later;
                     # nothing uncommitted was acknowledged, so the next run repeats it.
                     failures += 1
-                    delay = min(pull.interval_seconds, 2.0 ** min(failures, 8))
+                    delay = min(pull.poll_interval, 2.0 ** min(failures, 8))
                     ctx.log.exception(
                         "SOAP system %r: pull run failed outside the SOAP call; next try in %gs", self.system, delay
                     )
@@ -127,8 +127,15 @@ class SoapSource:
         pull = self.config.pull
         paging = pull.paging
         operation = pull.operation
-        cursor_name = pull.effective_cursor_name()
+        cursor_name = pull.effective_cursor_name(self.system)
         stored = await ctx.get_cursor(cursor_name)
+        legacy = pull.legacy_cursor_name()
+        if stored is None and legacy is not None:
+            # Older releases named the watermark without the system; take it over, write the new name from now on.
+            stored = await ctx.get_cursor(legacy)
+            if stored is not None:
+                ctx.log.info("SOAP system %r: continuing from watermark %r stored under the older name %r",
+                             self.system, stored, legacy)
         try:
             since = self._cursor_value(stored if stored is not None else pull.initial_cursor)
         except ValueError:

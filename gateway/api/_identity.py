@@ -5,8 +5,8 @@ Identity is carried by two request headers:
 ``X-Gateway-User``
     a name for the audit trail (``zhang.san@jianchashi``);
 ``X-Gateway-Role``
-    ``operator`` (the approval bureau running the gateway), ``supervisor`` (监察 / 纪检
-    staff) or ``auditor``.
+    ``operator`` (the approval bureau running the gateway), ``engineer`` (integration
+    engineers who connect counterparts), ``supervisor`` (监察 / 纪检 staff) or ``auditor``.
 
 The headers are trusted only when the connection comes from a loopback address
 (a reverse proxy on the same host that has authenticated the user, or a tool run on
@@ -32,7 +32,7 @@ from gateway.schema.identifiers import mask
 
 USER_HEADER = "X-Gateway-User"
 ROLE_HEADER = "X-Gateway-Role"
-ROLES = frozenset({"operator", "supervisor", "auditor"})
+ROLES = frozenset({"operator", "engineer", "supervisor", "auditor"})
 ENTITLED_ROLES = frozenset({"supervisor", "auditor"})
 _USER = re.compile(r"^[\w.@:\-]{1,128}$")
 

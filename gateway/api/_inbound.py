@@ -19,6 +19,7 @@ from lxml import etree
 from pydantic import BaseModel
 
 from gateway.adapters import IngestOutcome, RawRecord
+from gateway.api._limits import DEFAULT_LIMITS, ItemLimits, check_item, item_bytes, limits_from_input
 from gateway.formats import FileRefused, element_to_dict, parse_xml_bytes
 from gateway.formats._charset import CharsetRefused, decode_body, xml_body_bytes
 from gateway.formats._json import read_json_text
@@ -56,6 +57,7 @@ class PushTarget:
     max_items: int
     auth: CounterpartAuth | None = None  # None: pushes are refused until credentials are configured
     permitted_kinds: tuple[str, ...] | None = None  # None: every kind its mapping produces
+    limits: ItemLimits = DEFAULT_LIMITS  # per XML item (JSON items: the strict reader's input limits)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -107,7 +109,8 @@ def push_target(gw: Gateway, system: str) -> PushTarget:
     options = options if isinstance(options, Mapping) else {}
     accept = tuple(options.get("accept") or FORMS)
     max_items = int(options.get("max_items") or DEFAULT_MAX_ITEMS)
-    return PushTarget(system, comp.inbound[system], accept, max_items, auth, kinds)
+    return PushTarget(system, comp.inbound[system], accept, max_items, auth, kinds,
+                      limits_from_input(comp.inbound[system].input or {}))
 
 
 def check_kind(target: PushTarget, kind: str) -> None:
@@ -131,7 +134,17 @@ class Item:
     payload: Mapping[str, Any] | None
     raw: bytes | None = None
     error: str | None = None
-    rule: str | None = None  # the reading rule an item breaks (json_duplicate_key, json_depth …)
+    rule: str | None = None  # the reading rule an item breaks (json_duplicate_key, json_depth, xml_depth …)
+    field: str | None = None
+
+
+def judged(payload: Mapping[str, Any], raw: bytes | None, limits: ItemLimits) -> Item:
+    """An item, or its refusal naming the limit it breaks (the payload is then not kept, its bytes are)."""
+    violation = check_item(payload, limits)
+    if violation is None:
+        return Item(payload, raw)
+    return Item(None, raw if raw is not None else item_bytes(payload), violation.message, violation.rule,
+                violation.field)
 
 
 _BODY_BREAK = re.compile(r"^line (\d+) column (\d+)$")
@@ -182,7 +195,8 @@ def _parse_xml(body: bytes, charset: str | None) -> etree._Element:
                        line=line, column=column) from None
 
 
-def _xml_items_sync(body: bytes, charset: str | None, record: str | None) -> list[Item]:
+def _xml_items_sync(body: bytes, charset: str | None, record: str | None,
+                    limits: ItemLimits = DEFAULT_LIMITS) -> list[Item]:
     root = _parse_xml(body, charset)
     if record is None:
         elements = [child for child in root if isinstance(child.tag, str)]
@@ -192,7 +206,8 @@ def _xml_items_sync(body: bytes, charset: str | None, record: str | None) -> lis
         where = f"no <{record}> element" if record else "no child element under the root"
         raise ApiError(400, f"{where} in the XML body (the mapping's input.record says what one item is)",
                        record=record)
-    return [Item(element_to_dict(e), etree.tostring(e, encoding="UTF-8", with_tail=False)) for e in elements]
+    return [judged(element_to_dict(e), etree.tostring(e, encoding="UTF-8", with_tail=False), limits)
+            for e in elements]
 
 
 def _valid_charset(charset: str | None) -> str | None:
@@ -213,11 +228,12 @@ async def json_items(body: bytes, charset: str | None, record_key: str | None = 
     return _json_items_sync(body, charset, record_key, options)
 
 
-async def xml_items(body: bytes, charset: str | None, record: str | None) -> list[Item]:
+async def xml_items(body: bytes, charset: str | None, record: str | None,
+                    limits: ItemLimits = DEFAULT_LIMITS) -> list[Item]:
     charset = _valid_charset(charset)
     if len(body) > _OFFLOAD_BYTES:
-        return await asyncio.to_thread(_xml_items_sync, body, charset, record)
-    return _xml_items_sync(body, charset, record)
+        return await asyncio.to_thread(_xml_items_sync, body, charset, record, limits)
+    return _xml_items_sync(body, charset, record, limits)
 
 
 async def parse_xml_document(body: bytes, charset: str | None) -> etree._Element:
@@ -239,6 +255,7 @@ class ItemResult:
     status: str  # accepted | duplicate | superseded | quarantined
     records: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_ids: list[int] = field(default_factory=list)  # where a refused item is kept, for reprocessing
 
     @property
     def receipt_id(self) -> str | None:
@@ -248,8 +265,11 @@ class ItemResult:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "status": self.status, "receipt_id": self.receipt_id,
-                "records": self.records, "errors": self.errors, "ref": self.ref}
+        out = {"index": self.index, "status": self.status, "receipt_id": self.receipt_id,
+               "records": self.records, "errors": self.errors, "ref": self.ref}
+        if self.quarantine_ids:
+            out["quarantine_ids"] = self.quarantine_ids
+        return out
 
 
 @dataclass(slots=True)
@@ -306,7 +326,7 @@ def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], re
             assert kind is not None
             error = _kind_mismatch(target, kind, item.payload)
         raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error,
-                              rule=item.rule if error == item.error else None))
+                              field=item.field, rule=item.rule if error is item.error else "endpoint_kind"))
     return raws
 
 
@@ -342,9 +362,10 @@ async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items:
         records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status, "receipt_id": o.receipt_id,
                     **({"findings": o.findings} if o.findings else {})}
                    for o in mine if o.status != "quarantined"]
+        quarantine_ids = sorted({o.quarantine_id for o in mine if o.quarantine_id is not None})
         errors = [dict(e) for o in mine if o.status == "quarantined" for e in o.errors]
         if not mine:
             errors.append({"field": None, "rule": "ingest", "value": None,
                            "message": "the ingestor reported no outcome for this item"})
-        results.append(ItemResult(i, raw.ref, _item_status(mine), records, errors))
+        results.append(ItemResult(i, raw.ref, _item_status(mine), records, errors, quarantine_ids))
     return BatchResult(target.system, kind, results)

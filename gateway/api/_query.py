@@ -103,12 +103,13 @@ async def deliveries(request: web.Request) -> web.Response:
 
 
 async def quarantine(request: web.Request) -> web.Response:
-    """GET /api/v1/quarantine?system=&limit=&after_id="""
+    """GET /api/v1/quarantine?system=&state=&limit=&after_id= — every state unless ``state`` is given."""
     store = request.app[GATEWAY].store
     assert store is not None
     limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
-    rows = await store.list_quarantine(system=request.query.get("system") or None, limit=limit,
-                                       after_id=int_param(request, "after_id", 0, 0, 2**62))
+    rows = await store.quarantine_entries(system=request.query.get("system") or None, limit=limit,
+                                          state=choice_param(request, "state", ("open", "resolved", "discarded")),
+                                          after_id=int_param(request, "after_id", 0, 0, 2**62))
     shown, masked = await _shown(request, rows, "quarantine")
     return json_response(_page(shown, masked, "after_id", "id", limit))
 

@@ -28,11 +28,13 @@ from gateway.api._inbound import (
     PushTarget,
     check_kind,
     ingest_items,
+    judged,
     parse_xml_document,
     push_target,
 )
 from gateway.api._push_auth import PushAuth
-from gateway.api._web import GATEWAY, INBOUND, read_body, refuse_while_stopping
+from gateway.api._web import CORRELATION_ID, GATEWAY, INBOUND, read_body, refuse_while_stopping
+from gateway.app import STORE_FAILURES
 from gateway.formats import element_to_dict
 
 if TYPE_CHECKING:
@@ -187,6 +189,7 @@ async def _submit(gw: Gateway, request: web.Request, target: PushTarget, auth: P
     await auth.envelope(root)
     await auth.done()
     kind, items = read_request(root)
+    items = [judged(i.payload, i.raw, target.limits) if i.payload is not None else i for i in items]
     if kind is not None:
         try:
             check_kind(target, kind)
@@ -198,10 +201,10 @@ async def _submit(gw: Gateway, request: web.Request, target: PushTarget, auth: P
         batch = await ingest_items(gw, target, kind, items, f"POST /soap/{target.system}")
     except ApiError as exc:
         raise SoapFault("Client" if exc.status < 500 else "Server", exc.message) from None
-    except Exception as exc:
-        log.exception("SOAP push from %s: ingest failed", target.system)
-        raise SoapFault("Server", f"the records could not be stored ({type(exc).__name__}); nothing of this "
-                                  "request was committed: send it again") from None
+    except STORE_FAILURES as exc:
+        log.exception("SOAP push from %s: the store is unavailable", target.system)
+        raise SoapFault("Server", f"the store is unavailable ({type(exc).__name__}); nothing of this "
+                                  "request was committed: send it again") from None  # SOAP 1.1: faults are 500
     request[INBOUND] = batch
     if batch.http_status == 400:
         c = batch.counts()
@@ -255,6 +258,10 @@ async def soap_post(request: web.Request) -> web.Response:
             return _fault_response(_refusal_fault(exc))
         return _fault_response(SoapFault("Client" if exc.status < 500 else "Server", exc.message,
                                          http_status=exc.status))
+    except Exception as exc:  # a fault of the gateway itself, still answered in SOAP
+        log.exception("SOAP push from %s failed", system)
+        return _fault_response(SoapFault("Server", f"internal error ({type(exc).__name__}); quote correlation id "
+                                                   f"{request.get(CORRELATION_ID)} when reporting it"))
 
 
 async def soap_get(request: web.Request) -> web.Response:

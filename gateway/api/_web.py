@@ -39,6 +39,8 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 def refuse_while_stopping(gw: Gateway) -> None:
     if gw.stopping.is_set():
         raise ApiError(503, "the gateway is shutting down; nothing was received: send again shortly")
+    if not gw.started:
+        raise ApiError(503, "the gateway is starting; nothing was received: send again shortly")
 
 
 def _too_large(limit: int, length: int | None) -> ApiError:

@@ -5,7 +5,8 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
     POST /api/v1/inbound/{system}/{kind}   JSON object / array, or XML; answered after commit
                                            (the counterpart authenticates first: _push_auth)
     POST /soap/{system}                    SOAP 1.1 submitRecords;  GET /soap/{system}?wsdl
-    GET  /api/v1/records | deliveries | quarantine | audit | alerts
+    GET  /api/v1/records | deliveries | quarantine | audit | alerts;  GET /api/v1/quarantine/{id}
+    POST /api/v1/quarantine/reprocess | discard    engineers and operators (``_permissions``)
     GET  /healthz  /metrics  /api/v1/openapi.json
 
 Every request gets a correlation id (``X-Correlation-Id``, taken from the request
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import _query, _soap
+from gateway.api import _quarantine, _query, _soap
 from gateway.api._identity import identity_of
 from gateway.api._inbound import (
     ApiError,
@@ -54,6 +55,7 @@ from gateway.api._web import (
     read_body,
     refuse_while_stopping,
 )
+from gateway.app import STORE_FAILURES
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -168,17 +170,16 @@ async def inbound(request: web.Request) -> web.Response:
         if form == "json":
             items = await json_items(body, request.charset, target.record_key, target.mapping.input)
         else:
-            items = await xml_items(body, request.charset, target.record_element)
+            items = await xml_items(body, request.charset, target.record_element, target.limits)
         await auth.items(target, items)
         try:
             batch = await ingest_items(gw, target, kind, items, f"POST {request.path}")
-        except ApiError:
-            raise
-        except Exception as exc:
-            # Ingest is one transaction: when it fails, nothing of the request was committed.
+        except STORE_FAILURES as exc:
+            # Bad items never get here (each is quarantined alone); this is the store itself, and ingest is
+            # one transaction: nothing of the request was committed.
             log.exception("correlation_id=%s: push from %s could not be stored", request[CORRELATION_ID], system)
-            raise ApiError(503, f"the records could not be stored ({type(exc).__name__}); nothing of this request "
-                                "was committed: send it again") from None
+            raise ApiError(503, f"the store is unavailable ({type(exc).__name__}); nothing of this request was "
+                                "committed: send it again") from None
         request[INBOUND] = batch
         status = batch.http_status
         return json_response({**batch.as_dict(), "correlation_id": request[CORRELATION_ID]}, status=status)
@@ -206,9 +207,9 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:
         body.update(status="unavailable", store=f"unreachable: {type(exc).__name__}: {exc}")
         return json_response(body, status=503)
-    body.update(status="stopping" if gw.stopping.is_set() else "ok", store="ok",
-                audit={"head_seq": seq, "algorithm": algorithm})
-    return json_response(body, status=503 if gw.stopping.is_set() else 200)
+    state = "stopping" if gw.stopping.is_set() else "ok" if gw.started else "starting"
+    body.update(status=state, store="ok", audit={"head_seq": seq, "algorithm": algorithm})
+    return json_response(body, status=200 if state == "ok" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -252,6 +253,7 @@ def build_app(gw: Gateway) -> web.Application:
     app.router.add_get("/api/v1/records", _query.records)
     app.router.add_get("/api/v1/deliveries", _query.deliveries)
     app.router.add_get("/api/v1/quarantine", _query.quarantine)
+    _quarantine.add_routes(app)
     app.router.add_get("/api/v1/audit", _query.audit)
     app.router.add_get("/api/v1/alerts", _query.alerts)
     app.router.add_get("/api/v1/openapi.json", openapi)

@@ -65,8 +65,8 @@ adapter = "filedrop"
 mapping = "mappings/provincial_approvedatainfo.in.yaml"
 path = "drop/county"
 include = ["*.xml"]
-stability_seconds = 0.2
-poll_interval = 0.2
+stable_for = "200ms"
+poll_interval = "200ms"
 
 [sources.hall_platform]            # the hall pushes its acceptances back, as itself and nothing else
 adapter = "push"

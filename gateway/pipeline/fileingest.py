@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue
 import threading
 import traceback
@@ -29,41 +30,74 @@ from gateway.pipeline.router import Router, Rule
 from gateway.store import AcceptItem, QuarantineItem
 
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
-Prepared = tuple[int, list[AcceptItem], list[QuarantineItem]]
+Prepared = tuple[int, int, list[AcceptItem], list[QuarantineItem]]  # items consumed, byte position, the batch
+
+
+def read_position(path: Path) -> int | None:
+    """How far this process has read ``path``: the offset of its open file (Linux /proc), else None.
+
+    The readers stream the file themselves; asking the kernel where their file stands gives
+    a progress figure in bytes without changing them.
+    """
+    try:
+        target = os.path.realpath(path)
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") != target:
+                    continue
+                with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+                    for line in info:
+                        if line.startswith("pos:"):
+                            return int(line.split()[1])
+            except OSError:  # closed meanwhile
+                continue
+    except OSError:
+        return None
+    return None
 
 
 def raw_batches(
     path: Path, system: str, options: dict[str, Any], ref_prefix: str, skip: int, batch: int
-) -> Iterator[tuple[int, list[RawRecord]]]:
-    """(items consumed so far, RawRecords) per batch after skipping ``skip`` items; FileUnreadable for the file's faults."""
+) -> Iterator[tuple[int, int, list[RawRecord]]]:
+    """(items consumed so far, bytes read so far, RawRecords) per batch after skipping ``skip`` items.
+
+    FileUnreadable for the file's own faults. Bytes read come from the kernel where it tells,
+    else from the items' own bytes (an estimate).
+    """
     from gateway.formats import FileRefused, read_items
 
     consumed = 0
+    estimate = 0
     pending: list[RawRecord] = []
     try:
         for item in read_items(path, options):
             consumed += 1
+            estimate += len(item.raw) + 1 if item.raw else 0
             if consumed <= skip:
                 continue
             pending.append(RawRecord(system, item.payload or {}, f"{ref_prefix} {item.ref}", item.raw, item.error,
                                      item.field, item.rule))
             if len(pending) >= batch:
-                yield consumed, pending
+                yield consumed, read_position(path) or estimate, pending
                 pending = []
     except FileRefused as exc:
         raise FileUnreadable(str(exc)) from exc
     except (OSError, UnicodeError, ValueError) as exc:
         raise FileUnreadable(f"{path.name}: cannot be read: {exc}") from exc
+    except RecursionError:
+        # The reader cannot get past this item, and would not on any later try either.
+        raise FileUnreadable(f"{path.name}: item {consumed + 1} is nested too deeply to be read; the "
+                             f"{consumed - skip} items before it were read") from None
     if pending:
-        yield consumed, pending
+        yield consumed, read_position(path) or estimate, pending
 
 
 def _prepared_batches(
     path: Path, system: str, options: dict[str, Any], ingestor: Ingestor, ref_prefix: str, skip: int, batch: int
 ) -> Iterator[Prepared]:
-    for consumed, raws in raw_batches(path, system, options, ref_prefix, skip, batch):
+    for consumed, position, raws in raw_batches(path, system, options, ref_prefix, skip, batch):
         accepted, quarantined = ingestor.prepare(system, raws)
-        yield consumed, accepted, quarantined
+        yield consumed, position, accepted, quarantined
 
 
 async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
@@ -82,7 +116,7 @@ async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str
             if step is None:
                 result.complete = True
                 break
-            consumed, raws = step
+            consumed, _, raws = step
             for outcome in await ctx.ingest(raws, cursor=(cursor, str(consumed))):
                 result.outcomes[outcome.status] = result.outcomes.get(outcome.status, 0) + 1
             result.consumed = consumed
@@ -172,9 +206,12 @@ async def ingest_file(
     batch: int = 2000,
     stopping: asyncio.Event | None = None,
     parallel: bool | None = None,
-    on_batch: Callable[[int, dict[str, int]], None] | None = None,
+    on_batch: Callable[[int, int, dict[str, int]], None] | None = None,
 ) -> FileIngestResult:
-    """Ingest ``path`` for ``system`` from item ``skip`` on; see the module docstring."""
+    """Ingest ``path`` for ``system`` from item ``skip`` on; see the module docstring.
+
+    ``on_batch(items consumed, bytes read, outcomes so far)`` after each committed batch.
+    """
     mapping = ingestor.mappings.get(system)
     if mapping is None:
         raise KeyError(f"no inbound mapping is configured for system {system!r}")
@@ -184,12 +221,12 @@ async def ingest_file(
     result = FileIngestResult(consumed=skip, complete=False)
 
     async def commit(prepared: Prepared) -> None:
-        consumed, accepted, quarantined = prepared
+        consumed, position, accepted, quarantined = prepared
         for outcome in await ingestor.commit(accepted, quarantined, (cursor, str(consumed))):
             result.outcomes[outcome.status] = result.outcomes.get(outcome.status, 0) + 1
         result.consumed = consumed
         if on_batch is not None:
-            on_batch(consumed, result.outcomes)
+            on_batch(consumed, position, result.outcomes)
 
     if not parallel:
         batches = _OneThread(_prepared_batches(path, system, options, ingestor, ref_prefix, skip, batch),

@@ -47,6 +47,18 @@ class QuarantineItem:
     payload: str | None  # JSON of the parsed payload, when there was one
     raw: bytes | None
     receipt_time: str
+    mapping: str | None = None  # name@version of the mapping that judged it, when one did
+    item_hash: str | None = None  # identity of the source item across re-reads; the store derives it when None
+
+
+@dataclass(slots=True)
+class Reprocessed:
+    """One quarantine entry run again through its system's current mapping, as the pipeline judged it."""
+
+    entry_id: int
+    mapping: str  # name@version
+    accepted: list[AcceptItem] = field(default_factory=list)  # records that may land now
+    errors: list[dict[str, Any]] = field(default_factory=list)  # reasons still standing (none: it all lands)
 
 
 @dataclass(slots=True)
@@ -141,6 +153,43 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_cursor(self, name: str) -> str | None: ...
 
+    @abc.abstractmethod
+    async def commit_ingest_isolated(
+        self,
+        accepted: Sequence[AcceptItem],
+        quarantined: Sequence[QuarantineItem],
+        cursor: tuple[str, str] | None = None,
+    ) -> list[IngestOutcome]:
+        """``commit_ingest``, except that an item whose data the store cannot take is quarantined, not fatal.
+
+        Still one transaction with the cursor. Only a store failure (not an item's data)
+        raises, and then nothing was committed.
+        """
+
+    # ---- quarantine workbench
+
+    @abc.abstractmethod
+    async def quarantine_entries(
+        self, *, ids: Sequence[int] | None = None, system: str | None = None, state: str | None = None,
+        limit: int = 100, after_id: int = 0, newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Quarantine entries (without their raw bytes), paged by id in either direction."""
+
+    @abc.abstractmethod
+    async def quarantine_count(self, *, system: str | None = None, state: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def quarantine_entry(self, entry_id: int) -> dict[str, Any] | None:
+        """One entry with its raw bytes, or None."""
+
+    @abc.abstractmethod
+    async def discard_quarantined(self, ids: Sequence[int], reason: str, actor: str) -> list[dict[str, Any]]:
+        """Close open entries with a reason, each audited; one result per id (discarded, unknown, refused)."""
+
+    @abc.abstractmethod
+    async def commit_reprocess(self, items: Sequence[Reprocessed], actor: str) -> list[dict[str, Any]]:
+        """Land the records of reprocessed entries and update or resolve each entry, audited, in one transaction."""
+
     # ---- delivery
 
     @abc.abstractmethod
@@ -182,6 +231,17 @@ class Store(abc.ABC):
         limit: int = 100,
         after_id: int = 0,
     ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def deliveries_newest(
+        self, *, state: str | None = None, destination: str | None = None, case_no: str | None = None,
+        limit: int = 50, before_id: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(a page of deliveries newest first, below ``before_id``; how many match the filters in all)."""
+
+    @abc.abstractmethod
+    async def delivery_states(self, ids: Sequence[int]) -> dict[int, str]:
+        """The state of each of ``ids`` that exists (absent ids are unknown)."""
 
     @abc.abstractmethod
     async def list_quarantine(self, *, system: str | None = None, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]: ...

@@ -40,7 +40,10 @@ from gateway.store.base import (
     StoreError,
 )
 from gateway.store.encryption import SqliteEncryptionMixin
-from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin
+from gateway.store.quarantine import record_quarantined
+from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin, audit_row
+from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
+from gateway.store.sqlite_quarantine import SqliteQuarantineMixin
 
 T = TypeVar("T")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -165,7 +168,7 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteAuditMixin, SqliteEncryptionMixin, Store):
+class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteAuditMixin, SqliteEncryptionMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
@@ -454,7 +457,7 @@ class SqliteStore(SqliteAuditMixin, SqliteEncryptionMixin, Store):
     async def audit_event(self, action: str, *, cursor: tuple[str, str] | None = None, **fields: Any) -> int:
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> int:
             at = now_iso()
-            row = _audit_row(chain, at, action, **fields)
+            row = audit_row(chain, at, action, **fields)
             conn.execute(AUDIT_INSERT, row)
             if cursor is not None:
                 _set_cursor(conn, cursor, at)
@@ -486,12 +489,6 @@ class SqliteStore(SqliteAuditMixin, SqliteEncryptionMixin, Store):
 
 
 # ---------------------------------------------------------------------- operations (writer thread)
-
-
-def _audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str, bytes]:
-    """One audit row (seq, hash, body)."""
-    seq, _, _prev, digest, body = chain.append(at, action, **fields)
-    return (seq, digest, body)
 
 
 def _bump(conn: sqlite3.Connection, name: str, n: int) -> None:
@@ -535,7 +532,7 @@ def _commit_ingest(
                 existing = row[0] if row else None
             if existing is not None:
                 duplicates += 1
-                audit.append(_audit_row(chain, at, "duplicate", system=it.system, kind=it.kind, record=it.record_key,
+                audit.append(audit_row(chain, at, "duplicate", system=it.system, kind=it.kind, record=it.record_key,
                                         case=it.case_no, detail={"ref": it.ref, "version": it.version,
                                                                  "receipt": existing, "payload_hash": it.payload_hash}))
                 outcomes.append(IngestOutcome(it.ref, "duplicate", existing, it.kind, it.record_key))
@@ -546,7 +543,7 @@ def _commit_ingest(
             records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
                             it.receipt_time, it.payload_hash, it.receipt_id, "stale", it.ref, it.body))
             batch_versions[(*bkey, it.version)] = it.receipt_id
-            audit.append(_audit_row(chain, at, "superseded", system=it.system, kind=it.kind, record=it.record_key,
+            audit.append(audit_row(chain, at, "superseded", system=it.system, kind=it.kind, record=it.record_key,
                                     case=it.case_no, detail={"ref": it.ref, "version": it.version,
                                                              "current_version": head[1], "receipt": it.receipt_id,
                                                              "payload_hash": it.payload_hash}))
@@ -562,7 +559,7 @@ def _commit_ingest(
         batch_versions[(*bkey, it.version)] = it.receipt_id
         # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
-        audit.append(_audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
+        audit.append(audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
                                 case=it.case_no, detail={"ref": it.ref, "version": it.version,
                                                          "receipt": it.receipt_id, "payload_hash": it.payload_hash,
                                                          "business_time": it.business_time, "mapping": it.mapping,
@@ -571,13 +568,8 @@ def _commit_ingest(
             outbox.append((rid, dest, it.case_no, key, now, now))
         outcomes.append(IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key))
 
-    quarantine_rows = []
-    for q in quarantined:
-        quarantine_rows.append((q.system, q.ref, q.kind, json.dumps(q.errors, ensure_ascii=False), q.payload, q.raw,
-                                q.receipt_time))
-        audit.append(_audit_row(chain, at, "quarantined", system=q.system, kind=q.kind,
-                                detail={"ref": q.ref, "errors": q.errors}))
-        outcomes.append(IngestOutcome(q.ref, "quarantined", None, q.kind, None, q.errors))
+    # One open entry per item and reason: an item read again is counted, not added (gateway.store.quarantine).
+    outcomes.extend(record_quarantined(conn, chain, at, quarantined, audit))
 
     if records:
         conn.executemany(
@@ -592,11 +584,6 @@ def _commit_ingest(
             "INSERT INTO outbox(record_id, destination, case_no, idem_key, state, created_at, next_attempt_at)"
             " VALUES (?,?,?,?,'pending',?,?)",
             outbox,
-        )
-    if quarantine_rows:
-        conn.executemany(
-            "INSERT INTO quarantine(system, ref, kind, errors, payload, raw, receipt_time) VALUES (?,?,?,?,?,?,?)",
-            quarantine_rows,
         )
     if audit:
         conn.executemany(AUDIT_INSERT, audit)
@@ -674,7 +661,7 @@ def _return_to_pending(conn: sqlite3.Connection, chain: ChainWriter, where: str,
     conn.executemany("UPDATE outbox SET state='pending', lease_until=NULL WHERE id=?", [(r[0],) for r in rows])
     at = now_iso()
     conn.executemany(AUDIT_INSERT, [
-        _audit_row(chain, at, "reconciled", system=r[1], kind=r[4], record=r[5], case=r[2],
+        audit_row(chain, at, "reconciled", system=r[1], kind=r[4], record=r[5], case=r[2],
                    detail={"delivery": r[0], "destination": r[1], "idempotency_key": r[3],
                            "from": "inflight", "to": "pending", "reason": reason})
         for r in rows])
@@ -694,7 +681,7 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
                 (s.attempt, now, s.remote_id, s.delivery_id),
             )
             if cur.rowcount:
-                audit.append(_audit_row(chain, at, "delivered", **common, detail={
+                audit.append(audit_row(chain, at, "delivered", **common, detail={
                     "delivery": s.delivery_id, "destination": s.destination, "idempotency_key": s.idempotency_key,
                     "attempt": s.attempt, "remote_id": s.remote_id}))
         elif s.outcome == "retry":
@@ -704,7 +691,7 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
                 (s.attempt, s.next_attempt_at, s.error, s.delivery_id),
             )
             if cur.rowcount:
-                audit.append(_audit_row(chain, at, "failed", **common, detail={
+                audit.append(audit_row(chain, at, "failed", **common, detail={
                     "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt,
                     "error": s.error, "retry_at": s.next_attempt_at}))
         elif s.outcome == "dead":
@@ -714,7 +701,7 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
                 (s.attempt, now, s.error, s.delivery_id),
             )
             if cur.rowcount:
-                audit.append(_audit_row(chain, at, "dead_lettered", **common, detail={
+                audit.append(audit_row(chain, at, "dead_lettered", **common, detail={
                     "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error}))
         else:
             raise StoreError(f"unknown settlement outcome {s.outcome!r}")
@@ -754,7 +741,7 @@ def _replay(
         [(now, r[0]) for r in rows],
     )
     audit = [
-        _audit_row(chain, at, "replayed", system=r[1], kind=r[5], record=r[6], case=r[2],
+        audit_row(chain, at, "replayed", system=r[1], kind=r[5], record=r[6], case=r[2],
                    detail={"delivery": r[0], "destination": r[1], "previous_state": r[3],
                            "idempotency_key": r[4], "actor": actor})
         for r in rows

@@ -43,6 +43,12 @@ def _seal(row: tuple[Any, ...]) -> SealRow:
                    row[6], row[7], row[8] or 0, row[9])
 
 
+def audit_row(chain: ChainWriter, at: str, action: str, **fields: Any) -> tuple[int, str, bytes]:
+    """Chain one entry in memory: the (seq, hash, body) row for AUDIT_INSERT, in the caller's transaction."""
+    seq, _, _prev, digest, body = chain.append(at, action, **fields)
+    return (seq, digest, body)
+
+
 def append_audit(conn: Any, chain: ChainWriter, action: str, **fields: Any) -> int:
     """Chain one entry and store it, inside the caller's transaction; returns its seq."""
     seq, _, _, digest, body = chain.append(_now(), action, **fields)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.durations import TimedeltaSetting
 from gateway.supervision.alerts import ALERT_TYPES
 from gateway.supervision.clock import ClockPolicy, CorrectionPolicy
 
@@ -28,8 +29,8 @@ class SupervisionConfig(BaseModel):
     )
 
     # Back-filling (补录): a record whose business time is this much earlier than its receipt.
-    backfill_threshold: timedelta = Field(
-        timedelta(days=3), description="ISO 8601 duration, e.g. P3D or PT36H"
+    backfill_threshold: TimedeltaSetting = Field(
+        timedelta(days=3), description='a duration such as "3d" or "36h" (ISO 8601 P3D, deprecated, still works)'
     )
     backfill_kinds: tuple[str, ...] = (
         "case",
