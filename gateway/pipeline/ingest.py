@@ -21,6 +21,7 @@ from gateway.adapters import IngestOutcome, RawRecord
 from gateway.pipeline.router import Router
 from gateway.schema import KINDS, SCHEMA_VERSION
 from gateway.security.fieldcrypt import Place
+from gateway.security.masking import mask_error
 from gateway.store import AcceptItem, QuarantineItem, Store
 from gateway.store.sqlite import CHINA
 
@@ -175,5 +176,7 @@ class Ingestor:
 
 def _quarantine(system: str, raw: RawRecord, kind: str | None, errors: list[dict[str, Any]], at: str) -> QuarantineItem:
     payload = _dumps(raw.payload) if raw.payload else None
-    return QuarantineItem(system=system, ref=raw.ref, kind=kind, errors=errors, payload=payload, raw=raw.raw,
-                          receipt_time=at)
+    # The errors go into the audit trail, which cannot be masked afterwards: no personal data in them.
+    # The payload keeps the original values (reprocessing needs them; readers see it masked).
+    return QuarantineItem(system=system, ref=raw.ref, kind=kind, errors=[mask_error(e) for e in errors],
+                          payload=payload, raw=raw.raw, receipt_time=at)
