@@ -40,6 +40,7 @@ from gateway.store.base import (
     StoreError,
 )
 from gateway.store.encryption import SqliteEncryptionMixin
+from gateway.store.identity import IdentityStoreMixin
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin
 
 T = TypeVar("T")
@@ -165,7 +166,7 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteAuditMixin, SqliteEncryptionMixin, Store):
+class SqliteStore(SqliteAuditMixin, SqliteEncryptionMixin, IdentityStoreMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
