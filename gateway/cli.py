@@ -15,14 +15,20 @@ from typing import Any, TypeVar
 import click
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.security.cli import ReadAccess, present_rows, reader_options
 
 T = TypeVar("T")
 DEFAULT_CONFIG = "gateway.toml"
 
 
 def _setup_logging(verbose: int) -> None:
+    from gateway.security.masking import install_log_masking
+
     level = logging.WARNING - 10 * verbose
+    before = set(logging.getLogger().handlers)
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # ID and mobile numbers never reach a log line in full (on the handlers configured here).
+    install_log_masking([h for h in logging.getLogger().handlers if h not in before])
 
 
 def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -229,12 +235,17 @@ def _print_rows(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> N
 @click.option("--case", "case_no")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@reader_options
 def deliveries_list(config_path: Path, state: str | None, destination: str | None, case_no: str | None,
-                    limit: int, as_json: bool) -> None:
-    """List deliveries (newest last)."""
+                    limit: int, as_json: bool, access: ReadAccess) -> None:
+    """List deliveries (newest last); personal data masked unless an auditor unmasks."""
     config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_deliveries(
-        state=state, destination=destination, case_no=case_no, limit=limit)))
+
+    async def go(s: Any) -> list[dict[str, Any]]:
+        rows = await s.list_deliveries(state=state, destination=destination, case_no=case_no, limit=limit)
+        return await present_rows(s, config, rows, "deliveries", access)
+
+    rows = run_async(with_store(config, go))
     _print_rows(rows, ["id", "state", "destination", "kind", "case_no", "attempts", "last_error"], as_json)
 
 
@@ -243,11 +254,17 @@ def deliveries_list(config_path: Path, state: str | None, destination: str | Non
 @click.option("--destination")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def deliveries_dead(config_path: Path, destination: str | None, limit: int, as_json: bool) -> None:
-    """List dead letters with their last error."""
+@reader_options
+def deliveries_dead(config_path: Path, destination: str | None, limit: int, as_json: bool,
+                    access: ReadAccess) -> None:
+    """List dead letters with their last error (personal data masked unless an auditor unmasks)."""
     config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_deliveries(state="dead", destination=destination,
-                                                                   limit=limit)))
+
+    async def go(s: Any) -> list[dict[str, Any]]:
+        rows = await s.list_deliveries(state="dead", destination=destination, limit=limit)
+        return await present_rows(s, config, rows, "dead letters", access)
+
+    rows = run_async(with_store(config, go))
     _print_rows(rows, ["id", "destination", "kind", "case_no", "attempts", "last_error"], as_json)
 
 
@@ -276,10 +293,17 @@ def deliveries_replay(config_path: Path, ids: tuple[int, ...], destination: str 
 @click.option("--system")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def deliveries_quarantine(config_path: Path, system: str | None, limit: int, as_json: bool) -> None:
-    """List quarantined records with every reason (file, record, field, rule)."""
+@reader_options
+def deliveries_quarantine(config_path: Path, system: str | None, limit: int, as_json: bool,
+                          access: ReadAccess) -> None:
+    """List quarantined records with every reason (file, record, field, rule); personal data masked."""
     config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_quarantine(system=system, limit=limit)))
+
+    async def go(s: Any) -> list[dict[str, Any]]:
+        rows = await s.list_quarantine(system=system, limit=limit)
+        return await present_rows(s, config, rows, "quarantine", access, by_system=True)
+
+    rows = run_async(with_store(config, go))
     for r in rows:
         r["reasons"] = "; ".join(
             f"{e.get('field') or '-'}: {e.get('rule')}: {e.get('message')}" for e in r["errors"])
@@ -332,8 +356,9 @@ def _add_subsystem_groups() -> None:
     from gateway.schema.commands import schema
     from gateway.security.commands import certs, counterparts
     from gateway.security.encryption_commands import encryption
+    from gateway.security.people_commands import tokens, users
 
-    for group in (schema, mapping, audit, adapters, certs, counterparts, encryption):
+    for group in (schema, mapping, audit, adapters, certs, counterparts, encryption, users, tokens):
         main.add_command(group)
 
 

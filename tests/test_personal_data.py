@@ -57,3 +57,63 @@ async def test_quarantine_errors_enter_the_audit_trail_with_their_values_masked(
         assert row["payload"]["contactName"] == LONG_NAME
     finally:
         await gw.stop()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+async def test_cli_quarantine_and_delivery_listings_are_masked_in_json_too(tmp_path) -> None:
+    config = await _site_with_quarantine(tmp_path)
+    quarantine = gateway_cmd("deliveries", "quarantine", "--json", "-c", str(config))
+    assert quarantine.returncode == 0, quarantine.stderr
+    (row,) = _lines(quarantine.stdout)
+    payload = row["payload"]
+    assert payload["applicantIdNo"] == "110105********002X" and payload["contactPhone"] == "138****5678"
+    assert payload["applicantName"] == "张*" and payload["contactName"].startswith("张*")
+    assert "110105********002X" in json.dumps(row["errors"], ensure_ascii=False)
+    table = gateway_cmd("deliveries", "quarantine", "-c", str(config))
+    listing = gateway_cmd("deliveries", "list", "--json", "-c", str(config))
+    for out in (quarantine.stdout, table.stdout, listing.stdout):
+        assert ID_NO not in out and PHONE not in out and "张三" not in out
+
+
+async def test_cli_unmask_needs_a_reason_and_an_auditor_and_is_audited(tmp_path) -> None:
+    config = await _site_with_quarantine(tmp_path)
+    no_reason = gateway_cmd("deliveries", "quarantine", "--json", "--unmask", "-c", str(config))
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr and ID_NO not in no_reason.stdout
+
+    # accounts made with the CLI itself; the auditor proves itself with an API token
+    add = gateway_cmd("users", "add", "shen.ji", "--role", "auditor", "--no-login", "-c", str(config))
+    assert add.returncode == 0, add.stderr
+    add = gateway_cmd("users", "add", "gong.cheng", "--role", "engineer", "--no-login", "-c", str(config))
+    assert add.returncode == 0, add.stderr
+    tokens = {}
+    for user in ("shen.ji", "gong.cheng"):
+        made = gateway_cmd("tokens", "create", "--user", user, "--label", "cli", "-c", str(config))
+        assert made.returncode == 0, made.stderr
+        tokens[user] = next(line for line in made.stdout.splitlines() if line.startswith("gwt_"))
+
+    engineer = gateway_cmd("deliveries", "quarantine", "--json", "--unmask", "--reason", "fix the mapping",
+                           "-c", str(config), env={"GATEWAY_TOKEN": tokens["gong.cheng"]})
+    assert engineer.returncode == 2 and "only an auditor" in engineer.stderr and ID_NO not in engineer.stdout
+
+    auditor = gateway_cmd("deliveries", "quarantine", "--json", "--unmask", "--reason", "投诉核查 2026-17",
+                          "-c", str(config), env={"GATEWAY_TOKEN": tokens["shen.ji"]})
+    assert auditor.returncode == 0, auditor.stderr
+    (row,) = _lines(auditor.stdout)
+    assert row["payload"]["contactName"] == LONG_NAME
+
+    gw = Gateway(load_config(config), run_sources=False, run_delivery=False)
+    await gw.start()
+    try:
+        unmasked = [e.decoded()["detail"] for e in await gw.store.audit_entries(limit=10_000)
+                    if e.decoded()["action"] == "unmasked"]
+    finally:
+        await gw.stop()
+    (entry,) = unmasked
+    assert entry["user"] == "shen.ji" and entry["reason"] == "投诉核查 2026-17" and entry["via"] == "cli"
+    assert entry["what"] == "quarantine" and entry["rows"] == 1 and entry["os_user"].startswith("os:")
