@@ -117,3 +117,54 @@ async def test_cli_unmask_needs_a_reason_and_an_auditor_and_is_audited(tmp_path)
     (entry,) = unmasked
     assert entry["user"] == "shen.ji" and entry["reason"] == "投诉核查 2026-17" and entry["via"] == "cli"
     assert entry["what"] == "quarantine" and entry["rows"] == 1 and entry["os_user"].startswith("os:")
+
+
+# --------------------------------------------------------------------------- evidence bundles
+
+
+def test_a_masked_evidence_bundle_still_verifies_offline_and_names_entries_holding_personal_data(tmp_path) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+    from test_audit_evidence import offline_verify
+
+    from gateway.audit import Sealer, load_or_create_dev_signer
+    from gateway.cli import main
+    from gateway.security.bundles import mask_bundle
+    from gateway.store.sqlite import SqliteStore
+
+    config = write_gateway_dir(tmp_path / "site")
+
+    async def history() -> int:
+        store = SqliteStore(tmp_path / "site" / "gateway.db")
+        await store.open()
+        try:
+            await store.audit_event("received", system="hall_platform", kind="case", record="C-PD-1", case="C-PD-1",
+                                    detail={"version": 1})
+            # an entry as an older gateway could write it, before masking at the source
+            legacy = await store.audit_event("user_action", case="C-PD-1", detail={"note": f"查 {ID_NO}"})
+            await store.audit_event("delivered", system="archive", kind="case", record="C-PD-1", case="C-PD-1",
+                                    detail={"attempt": 1})
+            await Sealer(store, load_or_create_dev_signer(tmp_path / "site" / "certs")).seal_now()
+            return legacy
+        finally:
+            await store.close()
+
+    legacy = asyncio.run(history())
+    out = tmp_path / "bundle.json"
+    result = CliRunner().invoke(main, ["audit", "export", "--case", "C-PD-1", "-o", str(out), "--mask",
+                                       "-c", str(config)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"entries {legacy} carry personal data inside their hashed bodies" in result.output
+    verified = offline_verify(tmp_path, "bundle.json", "--cert", str(tmp_path / "site" / "certs" / "audit-seal.crt"))
+    assert verified.returncode == 0 and "VERDICT: VERIFIED" in verified.stdout, verified.stdout
+
+    # what no hash covers is masked: an exporter's note that quoted a number, say
+    bundle = json.loads(out.read_text(encoding="utf-8"))
+    bundle["notes"] = [f"archive of 张三 {PHONE} not searched"]
+    out.write_text(json.dumps(bundle, ensure_ascii=False), encoding="utf-8")
+    done = mask_bundle(out)
+    assert done.masked_parts == ["notes"] and done.carrying == [legacy]
+    assert json.loads(out.read_text(encoding="utf-8"))["notes"] == ["archive of 张三 138****5678 not searched"]
+    assert offline_verify(tmp_path, "bundle.json", "--cert",
+                          str(tmp_path / "site" / "certs" / "audit-seal.crt")).returncode == 0
