@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -66,8 +69,17 @@ def _lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-async def test_cli_quarantine_and_delivery_listings_are_masked_in_json_too(tmp_path) -> None:
-    config = await _site_with_quarantine(tmp_path)
+def cli(*args: str, env: dict[str, str] | None = None):
+    """The command in this process (a real subprocess where that is the point: see gateway_cmd)."""
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_quarantine_and_delivery_listings_are_masked_in_json_too(tmp_path) -> None:
+    config = asyncio.run(_site_with_quarantine(tmp_path))
     quarantine = gateway_cmd("deliveries", "quarantine", "--json", "-c", str(config))
     assert quarantine.returncode == 0, quarantine.stderr
     (row,) = _lines(quarantine.stdout)
@@ -75,31 +87,43 @@ async def test_cli_quarantine_and_delivery_listings_are_masked_in_json_too(tmp_p
     assert payload["applicantIdNo"] == "110105********002X" and payload["contactPhone"] == "138****5678"
     assert payload["applicantName"] == "张*" and payload["contactName"].startswith("张*")
     assert "110105********002X" in json.dumps(row["errors"], ensure_ascii=False)
-    table = gateway_cmd("deliveries", "quarantine", "-c", str(config))
-    listing = gateway_cmd("deliveries", "list", "--json", "-c", str(config))
-    for out in (quarantine.stdout, table.stdout, listing.stdout):
+    table = cli("deliveries", "quarantine", "-c", str(config))
+    listing = cli("deliveries", "list", "--json", "-c", str(config))
+    assert table.exit_code == 0 and listing.exit_code == 0 and len(_lines(listing.output)) == 1
+    for out in (quarantine.stdout, table.output, listing.output):
         assert ID_NO not in out and PHONE not in out and "张三" not in out
 
 
-async def test_cli_unmask_needs_a_reason_and_an_auditor_and_is_audited(tmp_path) -> None:
-    config = await _site_with_quarantine(tmp_path)
-    no_reason = gateway_cmd("deliveries", "quarantine", "--json", "--unmask", "-c", str(config))
-    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr and ID_NO not in no_reason.stdout
+async def _tokens(config: Path) -> dict[str, str]:
+    """An auditor's and an engineer's API token, made in the store (the commands are tested elsewhere)."""
+    from gateway.security import credentials
+    from gateway.store.sqlite import SqliteStore
 
-    # accounts made with the CLI itself; the auditor proves itself with an API token
-    add = gateway_cmd("users", "add", "shen.ji", "--role", "auditor", "--no-login", "-c", str(config))
-    assert add.returncode == 0, add.stderr
-    add = gateway_cmd("users", "add", "gong.cheng", "--role", "engineer", "--no-login", "-c", str(config))
-    assert add.returncode == 0, add.stderr
+    store = SqliteStore(config.parent / "gateway.db")
+    await store.open()
     tokens = {}
-    for user in ("shen.ji", "gong.cheng"):
-        made = gateway_cmd("tokens", "create", "--user", user, "--label", "cli", "-c", str(config))
-        assert made.returncode == 0, made.stderr
-        tokens[user] = next(line for line in made.stdout.splitlines() if line.startswith("gwt_"))
+    try:
+        for user, role in (("shen.ji", "auditor"), ("gong.cheng", "engineer")):
+            await store.add_user(user, role, None, None, None, "test")
+            token_id, token = credentials.new_token()
+            secret = credentials.parse_token(token).secret  # type: ignore[union-attr]
+            await store.create_token(token_id, credentials.token_secret_hash(token_id, secret), user, "cli",
+                                     time.time() + 3600, "test")
+            tokens[user] = token
+    finally:
+        await store.close()
+    return tokens
 
-    engineer = gateway_cmd("deliveries", "quarantine", "--json", "--unmask", "--reason", "fix the mapping",
-                           "-c", str(config), env={"GATEWAY_TOKEN": tokens["gong.cheng"]})
-    assert engineer.returncode == 2 and "only an auditor" in engineer.stderr and ID_NO not in engineer.stdout
+
+def test_cli_unmask_needs_a_reason_and_an_auditor_and_is_audited(tmp_path) -> None:
+    config = asyncio.run(_site_with_quarantine(tmp_path))
+    tokens = asyncio.run(_tokens(config))
+    no_reason = cli("deliveries", "quarantine", "--json", "--unmask", "-c", str(config),
+                    env={"GATEWAY_TOKEN": tokens["shen.ji"]})
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output and ID_NO not in no_reason.output
+    engineer = cli("deliveries", "quarantine", "--json", "--unmask", "--reason", "fix the mapping",
+                   "-c", str(config), env={"GATEWAY_TOKEN": tokens["gong.cheng"]})
+    assert engineer.exit_code == 2 and "only an auditor" in engineer.output and ID_NO not in engineer.output
 
     auditor = gateway_cmd("deliveries", "quarantine", "--json", "--unmask", "--reason", "投诉核查 2026-17",
                           "-c", str(config), env={"GATEWAY_TOKEN": tokens["shen.ji"]})
@@ -107,14 +131,9 @@ async def test_cli_unmask_needs_a_reason_and_an_auditor_and_is_audited(tmp_path)
     (row,) = _lines(auditor.stdout)
     assert row["payload"]["contactName"] == LONG_NAME
 
-    gw = Gateway(load_config(config), run_sources=False, run_delivery=False)
-    await gw.start()
-    try:
-        unmasked = [e.decoded()["detail"] for e in await gw.store.audit_entries(limit=10_000)
-                    if e.decoded()["action"] == "unmasked"]
-    finally:
-        await gw.stop()
-    (entry,) = unmasked
+    with sqlite3.connect(config.parent / "gateway.db") as conn:
+        bodies = [json.loads(b) for (b,) in conn.execute("SELECT body FROM audit ORDER BY seq")]
+    (entry,) = [b["detail"] for b in bodies if b["action"] == "unmasked"]
     assert entry["user"] == "shen.ji" and entry["reason"] == "投诉核查 2026-17" and entry["via"] == "cli"
     assert entry["what"] == "quarantine" and entry["rows"] == 1 and entry["os_user"].startswith("os:")
 
@@ -123,8 +142,6 @@ async def test_cli_unmask_needs_a_reason_and_an_auditor_and_is_audited(tmp_path)
 
 
 def test_a_masked_evidence_bundle_still_verifies_offline_and_names_entries_holding_personal_data(tmp_path) -> None:
-    import asyncio
-
     from click.testing import CliRunner
     from test_audit_evidence import offline_verify
 
