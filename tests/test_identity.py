@@ -140,6 +140,8 @@ def test_forwarded_headers_count_only_from_a_configured_proxy() -> None:
 
 
 def test_a_trusted_proxy_that_is_not_an_address_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="every client"):
+        config_from_dict({"api": {"trusted_proxies": ["0.0.0.0/0"]}}, base_dir=Path("."))
     with pytest.raises(ConfigError, match="trusted_proxies: 'proxy.local' is neither"):
         config_from_dict({"api": {"trusted_proxies": ["proxy.local"]}}, base_dir=Path("."))
     cfg = config_from_dict({"api": {"trusted_proxies": ["::1", "10.0.0.0/8"], "session_idle": "15m"}},

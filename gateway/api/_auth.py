@@ -124,7 +124,7 @@ def _own_origin(request: web.Request) -> str:
 
 
 class _Session:
-    """The session cookie's id and row, kept on the request for logout and the CSRF check."""
+    """The session cookie's id and its hash, kept on the request for logout, re-login and the CSRF check."""
 
     __slots__ = ("session_id", "id_hash")
 

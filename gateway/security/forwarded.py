@@ -28,10 +28,14 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     out: list[Network] = []
     for entry in entries:
         try:
-            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+            network = ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
             raise ValueError(f"trusted_proxies: {entry!r} is neither an IP address nor a network "
                              "(e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        if network.prefixlen == 0:
+            raise ValueError(f"trusted_proxies: {entry!r} would let every client name its own address and scheme; "
+                             "list the proxies' addresses")
+        out.append(network)
     return tuple(out)
 
 
