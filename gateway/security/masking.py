@@ -404,8 +404,11 @@ def payload_rules(mapping: Any) -> dict[str, FieldRule]:
             spec = rule.spec
             if spec is None:
                 continue
-            keys = [s for src in (rule.source, *rule.source.items) if src.type == "path"
-                    for s in [next((p for p in reversed(src.path) if isinstance(p, str)), None)] if s]
+            keys = []
+            for src in (rule.source, *rule.source.items):  # a concat / first_nonempty reads several
+                last = next((step for step in reversed(src.path) if isinstance(step, str)), None)
+                if src.type == "path" and last:
+                    keys.append(last)
             if spec.personal:
                 made = FieldRule(_how(spec.name, spec.type))
             elif spec.name in _NAME_FIELDS:
