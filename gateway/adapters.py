@@ -79,6 +79,14 @@ class StoreUnavailable(Exception):
     """The gateway could not store what it was given (the store, not the data): nothing was committed; retry later."""
 
 
+def mask_personal_text(text: str) -> str:
+    """``text`` with ID numbers (GB 11643, checked) and mobile numbers masked: for anything an adapter
+    writes where people read it (error reports beside rejected files, log lines, audit details)."""
+    from gateway.security.masking import mask_text
+
+    return mask_text(text)
+
+
 class FileUnreadable(Exception):
     """A file's own fault (refused as hostile, undecodable as a whole, unknown format): file it under error/."""
 

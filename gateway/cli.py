@@ -15,14 +15,20 @@ from typing import Any, TypeVar
 import click
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.security.cli import ReadAccess, present_rows, reader_options
 
 T = TypeVar("T")
 DEFAULT_CONFIG = "gateway.toml"
 
 
 def _setup_logging(verbose: int) -> None:
+    from gateway.security.masking import install_log_masking
+
     level = logging.WARNING - 10 * verbose
+    before = set(logging.getLogger().handlers)
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # ID and mobile numbers never reach a log line in full (on the handlers configured here).
+    install_log_masking([h for h in logging.getLogger().handlers if h not in before])
 
 
 def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -282,12 +288,18 @@ def _print_rows(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> N
 @click.option("--limit", default=50, show_default=True)
 @click.option("--before", "before_id", type=int, help="Only deliveries older than this id (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@reader_options
 def deliveries_list(config_path: Path, state: str | None, destination: str | None, case_no: str | None,
-                    limit: int, before_id: int | None, as_json: bool) -> None:
-    """List deliveries, newest first, and how many match in all."""
+                    limit: int, before_id: int | None, as_json: bool, access: ReadAccess) -> None:
+    """List deliveries, newest first, and how many match in all; personal data masked unless an auditor unmasks."""
     config = load_or_exit(config_path)
-    rows, total = run_async(with_store(config, lambda s: s.deliveries_newest(
-        state=state, destination=destination, case_no=case_no, limit=limit, before_id=before_id)))
+
+    async def go(s: Any) -> tuple[list[dict[str, Any]], int]:
+        rows, total = await s.deliveries_newest(state=state, destination=destination, case_no=case_no, limit=limit,
+                                                before_id=before_id)
+        return await present_rows(s, config, rows, "deliveries", access), total
+
+    rows, total = run_async(with_store(config, go))
     if not as_json:
         more = f"; older ones: --before {rows[-1]['id']}" if rows and len(rows) == limit < total else ""
         click.echo(f"{len(rows)} of {total:,} deliveries, newest first{more}")
@@ -299,11 +311,17 @@ def deliveries_list(config_path: Path, state: str | None, destination: str | Non
 @click.option("--destination")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def deliveries_dead(config_path: Path, destination: str | None, limit: int, as_json: bool) -> None:
-    """List dead letters with their last error."""
+@reader_options
+def deliveries_dead(config_path: Path, destination: str | None, limit: int, as_json: bool,
+                    access: ReadAccess) -> None:
+    """List dead letters with their last error (personal data masked unless an auditor unmasks)."""
     config = load_or_exit(config_path)
-    rows = run_async(with_store(config, lambda s: s.list_deliveries(state="dead", destination=destination,
-                                                                   limit=limit)))
+
+    async def go(s: Any) -> list[dict[str, Any]]:
+        rows = await s.list_deliveries(state="dead", destination=destination, limit=limit)
+        return await present_rows(s, config, rows, "dead letters", access)
+
+    rows = run_async(with_store(config, go))
     _print_rows(rows, ["id", "destination", "kind", "case_no", "attempts", "last_error"], as_json)
 
 
@@ -352,12 +370,14 @@ def deliveries_replay(config_path: Path, ids: tuple[int, ...], destination: str 
 @click.option("--system")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def deliveries_quarantine(config_path: Path, system: str | None, limit: int, as_json: bool) -> None:
+@reader_options
+def deliveries_quarantine(config_path: Path, system: str | None, limit: int, as_json: bool,
+                          access: ReadAccess) -> None:
     """Deprecated: use `gateway quarantine list` (this is the same command)."""
     from gateway.pipeline.quarantine_cli import list_entries
 
     click.echo("`gateway deliveries quarantine` is deprecated; use `gateway quarantine list`", err=True)
-    list_entries(config_path, system, "open", limit, as_json)
+    list_entries(config_path, system, "open", limit, as_json, access)
 
 
 @main.command()
@@ -409,10 +429,13 @@ def _add_subsystem_groups() -> None:
     from gateway.pipeline.quarantine_cli import quarantine
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
+    from gateway.security.bundles import add_mask_option
     from gateway.security.commands import certs, counterparts
     from gateway.security.encryption_commands import encryption
+    from gateway.security.people_commands import tokens, users
 
-    for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption):
+    add_mask_option(audit.commands["export"])  # bundles for people: see gateway/security/bundles.py
+    for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens):
         main.add_command(group)
 
 

@@ -74,6 +74,24 @@ class ApiSection(_Model):
     client_ca: str | None = None  # with it, clients present a certificate this CA issued (mutual TLS)
     # required: no certificate, no connection; optional: verified when presented (token/HMAC systems need none)
     client_certificates: Literal["required", "optional"] = "required"
+    # People (gateway.security): reverse proxies whose X-Forwarded-For / -Proto count (addresses or
+    # networks; none by default, loopback included), and console session timeouts.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    session_idle: float = Field(1800.0, gt=0)
+    session_lifetime: float = Field(12 * 3600.0, gt=0)
+
+    @field_validator("session_idle", "session_lifetime", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        from gateway.security.forwarded import parse_networks
+
+        parse_networks(v)  # raises ValueError naming the entry
+        return v
 
     @model_validator(mode="after")
     def _tls(self) -> ApiSection:
@@ -81,6 +99,8 @@ class ApiSection(_Model):
             raise ValueError("api.tls_cert and api.tls_key go together")
         if self.client_ca and not self.tls_cert:
             raise ValueError("api.client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
+        if self.session_idle > self.session_lifetime:
+            raise ValueError("api.session_idle is longer than api.session_lifetime")
         return self
 
 

@@ -1,4 +1,5 @@
-"""Fixtures shared across test modules: an open SQLite store, and a development seal signer with its certificate."""
+"""Fixtures shared across test modules: an open SQLite store, a development seal signer with its certificate,
+and cheap password hashing."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
 from gateway.audit import LocalSigner, load_certificates, load_or_create_dev_signer
+from gateway.security import credentials
 from gateway.store.sqlite import SqliteStore
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id with test-sized cost inside the test process (the real cost is ~0.2 s a hash on this machine;
+    commands run as subprocesses keep it)."""
+    monkeypatch.setattr(credentials, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    credentials._dummy_hash.cache_clear()
 
 
 @pytest.fixture

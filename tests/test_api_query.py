@@ -7,25 +7,29 @@ import datetime
 import ipaddress
 import json
 import ssl
-from unittest import mock
 
 import aiohttp
-from aiohttp.test_utils import make_mocked_request
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
-from test_api_support import ID_NO, PHONE, PUSH_AUTH, case_item, gw_fixture, http_fixture  # noqa: F401
+from test_api_support import (  # noqa: F401
+    ID_NO,
+    PHONE,
+    PUSH_AUTH,
+    case_item,
+    gw_fixture,
+    http_fixture,
+    token_for,
+)
 
 from gateway.api import build_app, openapi_document, start_api
-from gateway.api._identity import identity_of, mask_tree
 from gateway.app import Gateway
 from gateway.audit.chain import GENESIS, canonical, entry_hash
 from gateway.store import AcceptItem
 
 PUSH = "/api/v1/inbound/hall_platform/case"
-SUPERVISOR = {"X-Gateway-User": "li.jiancha", "X-Gateway-Role": "supervisor"}
 
 
 async def push(http, base_url: str, items: list[dict]) -> dict:
@@ -35,30 +39,41 @@ async def push(http, base_url: str, items: list[dict]) -> dict:
 
 
 async def get(http, gw: Gateway, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
-    async with http.get(gw.api.url + path, headers=headers or {}) as r:
+    """GET as an engineer unless other headers are given."""
+    if headers is None:
+        headers = await token_for(gw, "eng.query")
+    async with http.get(gw.api.url + path, headers=headers) as r:
         return r.status, await r.json()
 
 
-async def test_records_are_masked_unless_the_role_entitles_and_entitled_reads_are_audited(gw, http) -> None:
+async def test_query_endpoints_need_an_authenticated_caller(gw, http) -> None:
+    for path in ("/api/v1/records", "/api/v1/deliveries", "/api/v1/quarantine", "/api/v1/audit", "/api/v1/alerts"):
+        status, body = await get(http, gw, path, {})
+        assert status == 401 and "log in" in body["error"]["message"], path
+
+
+async def test_records_are_masked_for_every_role_and_unmasked_only_for_an_auditor_with_a_reason(gw, http) -> None:
     await push(http, gw.api.url, [case_item("Q-2026-0001")])
 
-    status, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case")
-    assert status == 200 and page["masked"] is True and page["count"] == 1
-    data = page["items"][0]["record"]["data"]
-    assert data["applicant_id_no"] == "110105********002X" and data["contact_phone"] == "138****5678"
-    assert ID_NO not in json.dumps(page) and PHONE not in json.dumps(page)
+    for role in ("engineer", "supervisor", "auditor"):
+        status, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case",
+                                 await token_for(gw, f"q.{role}", role))
+        assert status == 200 and page["masked"] is True and page["count"] == 1, role
+        data = page["items"][0]["record"]["data"]
+        assert data["applicant_id_no"] == "110105********002X" and data["contact_phone"] == "138****5678"
+        assert data["applicant_name"] == "张*" and data["contact_name"] == "张*"
+        assert ID_NO not in json.dumps(page) and PHONE not in json.dumps(page) and "张三" not in json.dumps(page)
 
-    _, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case",
-                        {**SUPERVISOR, "X-Gateway-Role": "admin"})  # not a role: no entitlement
-    assert page["masked"] is True
-
-    _, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case", SUPERVISOR)
+    auditor = await token_for(gw, "q.auditor", "auditor")
+    _, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0001&kind=case&unmask=true&reason=核查投诉线索 2026-17",
+                        auditor)
     assert page["masked"] is False
     assert page["items"][0]["record"]["data"]["applicant_id_no"] == ID_NO
     entries = await gw.store.audit_entries(case_no="Q-2026-0001")
-    reads = [e.decoded() for e in entries if e.decoded()["action"] == "user_action"]
+    reads = [e.decoded() for e in entries if e.decoded()["action"] == "unmasked"]
     assert len(reads) == 1
-    assert reads[0]["detail"]["user"] == "li.jiancha" and reads[0]["detail"]["what"] == "records"
+    assert reads[0]["detail"]["user"] == "q.auditor" and reads[0]["detail"]["what"] == "records"
+    assert reads[0]["detail"]["reason"] == "核查投诉线索 2026-17"
 
 
 async def test_records_page_forward_with_after_id(gw, http) -> None:
@@ -99,24 +114,31 @@ async def test_quarantine_lists_every_reason_with_the_counterparts_personal_keys
     assert row["errors"][0]["rule"] == "id_number_check"
     assert row["payload"]["applicantIdNo"] == "110105********0021"  # the hall platform's own key
     assert row["payload"]["contactPhone"] == "138****5678"
-    assert bad_id not in json.dumps(page)
-    _, page = await get(http, gw, "/api/v1/quarantine?system=hall_platform", SUPERVISOR)
+    assert row["payload"]["applicantName"] == "张*" and row["payload"]["contactName"] == "张*"
+    assert bad_id not in json.dumps(page) and "张三" not in json.dumps(page)
+    auditor = await token_for(gw, "q.auditor", "auditor")
+    _, page = await get(http, gw, "/api/v1/quarantine?system=hall_platform&unmask=1&reason=fix the id check", auditor)
     assert page["items"][0]["payload"]["applicantIdNo"] == bad_id
 
 
 async def test_audit_entries_are_decoded_and_their_hashes_can_be_recomputed(gw, http) -> None:
     await push(http, gw.api.url, [case_item("Q-2026-0030")])
-    _, page = await get(http, gw, "/api/v1/audit?limit=1000", SUPERVISOR)
+    supervisor = await token_for(gw, "li.jiancha", "supervisor")
+    _, page = await get(http, gw, "/api/v1/records?case_no=Q-2026-0030&unmask=1&reason=spot check",
+                        await token_for(gw, "q.auditor", "auditor"))
+    assert page["masked"] is False
+    _, page = await get(http, gw, "/api/v1/audit?limit=1000", supervisor)
     entries = page["items"]
-    assert entries[0]["seq"] == 1
+    assert entries[0]["seq"] == 1 and page["masked"] is True
+    assert not any(e["masked"] for e in entries)  # nothing personal in the trail: every entry as chained
     previous = GENESIS
     for e in entries:
         assert entry_hash(previous, canonical(e["entry"]), "sha256") == e["hash"]
         previous = e["hash"]
-    _, case_page = await get(http, gw, "/api/v1/audit?case_no=Q-2026-0030")
+    _, case_page = await get(http, gw, "/api/v1/audit?case_no=Q-2026-0030", supervisor)
     actions = [e["entry"]["action"] for e in case_page["items"]]
     assert actions[0] == "received" and all(e["case_no"] == "Q-2026-0030" for e in case_page["items"])
-    assert "user_action" in actions  # the supervisor's unmasked read above
+    assert "unmasked" in actions  # the auditor's read above
     _, later = await get(http, gw, f"/api/v1/audit?after_seq={entries[-1]['seq']}")
     assert later["items"] == [] or later["items"][0]["seq"] > entries[-1]["seq"]
 
@@ -135,14 +157,15 @@ async def test_alerts_are_the_supervision_alert_records_of_the_case(gw, http) ->
         body=body, ref="rule acceptance_time_limit", receipt_id="R-alert-q-0040", destinations=(),
         idempotency_keys=(), mapping="supervision@1")], [])
 
-    _, page = await get(http, gw, "/api/v1/alerts?case_no=Q-2026-0040&limit=1000")
+    _, page = await get(http, gw, "/api/v1/alerts?case_no=Q-2026-0040&limit=1000",
+                        await token_for(gw, "li.jiancha", "supervisor"))
     mine = [r for r in page["items"] if r["receipt_id"] == "R-alert-q-0040"]
     assert len(mine) == 1 and mine[0]["record"]["data"]["severity"] == "red"
     assert {r["kind"] for r in page["items"]} == {"supervision_alert"}  # the case itself is not an alert
 
 
 async def test_healthz_answers_200_when_the_store_answers(gw, http) -> None:
-    status, body = await get(http, gw, "/healthz")
+    status, body = await get(http, gw, "/healthz", {})
     assert status == 200 and body["status"] == "ok" and body["store"] == "ok"
     assert body["push_systems"] == ["hall_json_only", "hall_platform"]
 
@@ -163,7 +186,7 @@ async def test_metrics_are_prometheus_text_with_push_outcomes_and_deliveries(gw,
 
 
 async def test_the_openapi_document_parses_and_describes_every_route(gw, http) -> None:
-    status, doc = await get(http, gw, "/api/v1/openapi.json")
+    status, doc = await get(http, gw, "/api/v1/openapi.json", {})
     assert status == 200 and doc["openapi"] == "3.1.0"
     assert doc["servers"][0]["url"] == gw.api.url
     app = build_app(gw)
@@ -188,27 +211,6 @@ def _walk(node):
     elif isinstance(node, list):
         for value in node:
             yield from _walk(value)
-
-
-def test_identity_headers_are_ignored_from_a_remote_peer_without_a_client_certificate() -> None:
-    def request_from(peer: str):
-        transport = mock.Mock()
-        transport.get_extra_info.side_effect = lambda name, default=None: {"peername": (peer, 50000)}.get(name,
-                                                                                                        default)
-        return make_mocked_request("GET", "/api/v1/records", headers=SUPERVISOR, transport=transport)
-
-    remote = identity_of(request_from("10.20.30.40"))
-    assert remote.role is None and remote.user is None and remote.via == "untrusted"
-    local = identity_of(request_from("127.0.0.1"))
-    assert local.role == "supervisor" and local.sees_personal_data and local.via == "loopback"
-
-
-def test_masking_keeps_the_first_six_and_last_four_of_an_identifier_at_any_depth() -> None:
-    masked = mask_tree({"data": {"applicant_id_no": ID_NO, "applicant_name": "张三"},
-                        "items": [{"SQRZJHM": ID_NO}], "holder": {"idNo": ID_NO}}, frozenset({"idNo"}))
-    assert masked["data"] == {"applicant_id_no": "110105********002X", "applicant_name": "张三"}
-    assert masked["items"][0]["SQRZJHM"] == "110105********002X"
-    assert masked["holder"]["idNo"] == "110105********002X"
 
 
 def _certificates(tmp_path):
@@ -240,25 +242,28 @@ def _certificates(tmp_path):
     return write("ca", ca_key, ca)[0], write("server", *server), write("client", *client)
 
 
-async def test_over_mutual_tls_the_client_certificate_names_the_reader(gw, tmp_path) -> None:
+async def test_over_mutual_tls_a_client_certificate_alone_names_no_reader(gw, tmp_path) -> None:
     ca, (server_cert, server_key), (client_cert, client_key) = _certificates(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
     server_ctx.load_cert_chain(server_cert, server_key)
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     client_ctx = ssl.create_default_context(cafile=str(ca))
     client_ctx.load_cert_chain(client_cert, client_key)
+    auditor = await token_for(gw, "q.auditor", "auditor")
 
     tls_api = await start_api(gw, ssl_context=server_ctx)
     try:
         assert tls_api.url.startswith("https://127.0.0.1:")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as tls_http:
             await push(tls_http, tls_api.url, [case_item("Q-TLS-0001")])
-            async with tls_http.get(tls_api.url + "/api/v1/records?case_no=Q-TLS-0001&kind=case",
-                                    headers={"X-Gateway-Role": "auditor"}) as r:
+            query = "/api/v1/records?case_no=Q-TLS-0001&kind=case&unmask=1&reason=complaint 17"
+            async with tls_http.get(tls_api.url + query, headers={"X-Gateway-Role": "auditor"}) as r:
+                assert r.status == 401  # the certificate is a machine's, not a person's login
+            async with tls_http.get(tls_api.url + query, headers=auditor) as r:
                 page = await r.json()
     finally:
         await tls_api.stop()
     assert page["masked"] is False and page["items"][0]["record"]["data"]["applicant_id_no"] == ID_NO
     reads = [e.decoded()["detail"] for e in await gw.store.audit_entries(case_no="Q-TLS-0001")
-             if e.decoded()["action"] == "user_action"]
-    assert reads == [{**reads[0], "user": "jiancha-terminal-01", "role": "auditor", "via": "client-certificate"}]
+             if e.decoded()["action"] == "unmasked"]
+    assert [(r["user"], r["role"], r["via"]) for r in reads] == [("q.auditor", "auditor", "token")]

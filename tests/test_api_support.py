@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from gateway.security import credentials
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPINGS = REPO / "mappings"
@@ -132,3 +134,39 @@ async def gw_fixture(tmp_path: Path) -> AsyncIterator[Gateway]:
 async def http_fixture() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# --------------------------------------------------------------------------- people
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+async def add_user(gw: Gateway, name: str, role: str, systems: list[str] | None = None,
+                   password: str | None = PASSWORD) -> None:
+    """An account made directly in the store (what `gateway users add` does)."""
+    hashed = await credentials.hash_password(password) if password is not None else None
+    await gw.store.add_user(name, role, systems, None, hashed, "test")  # type: ignore[union-attr]
+
+
+async def token_for(gw: Gateway, name: str, role: str = "engineer", systems: list[str] | None = None,
+                    lifetime: float = 3600.0) -> dict[str, str]:
+    """A new account with an API token; the Authorization header that carries it."""
+    if await gw.store.get_user(name) is None:  # type: ignore[union-attr]
+        await add_user(gw, name, role, systems, password=None)
+    token_id, token = credentials.new_token()
+    parsed = credentials.parse_token(token)
+    assert parsed is not None
+    await gw.store.create_token(token_id, credentials.token_secret_hash(token_id, parsed.secret), name,  # type: ignore[union-attr]
+                                "test", time.time() + lifetime, "test")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def login(http: aiohttp.ClientSession, base_url: str, user: str, password: str = PASSWORD) -> dict[str, Any]:
+    """Log in as the console does (whoami gives the login CSRF token); returns the login answer."""
+    async with http.get(base_url + "/api/v1/auth/whoami") as r:
+        pre = await r.json()
+    async with http.post(base_url + "/api/v1/auth/login", json={"user": user, "password": password},
+                         headers={"X-CSRF-Token": pre["csrf_token"]}) as r:
+        answer = await r.json()
+        assert r.status == 200, answer
+    return answer

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
+
+from gateway.security.credentials import verify_password_sync
 
 
 def gateway(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
@@ -39,3 +42,11 @@ def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) ->
     assert check.returncode == 0 and "development CA" in check.stdout and "DEVELOPMENT seal key" in check.stdout
     fields = json.loads(gateway("encryption", "status", "-c", config, "--json").stdout)["fields"]
     assert set(fields) == {"demo-1"} and fields["demo-1"] >= 2 * county  # ID number and phone of every case
+    # the demo's console login is printed, and it is a real account with that password
+    line = next(line for line in demo.stdout.splitlines() if line.startswith("console login: https://127.0.0.1:"))
+    password = line.rsplit("password ", 1)[1].strip()
+    (user,) = map(json.loads, gateway("users", "list", "--json", "-c", config).stdout.splitlines())
+    assert user["name"] == "demo" and user["role"] == "engineer" and user["console_login"] and user["last_login_at"] is None
+    with sqlite3.connect(tmp_path / "site" / "gateway.db") as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users WHERE name = 'demo'").fetchone()
+    assert verify_password_sync(stored, password) and password not in (tmp_path / "site" / "gateway.toml").read_text()

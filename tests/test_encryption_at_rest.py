@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from test_api_support import ID_NO, PHONE, PUSH_AUTH, case_item, write_gateway_dir
+from test_api_support import ID_NO, PHONE, PUSH_AUTH, case_item, token_for, write_gateway_dir
 
 from gateway.app import Gateway, build
 from gateway.cli import main
@@ -137,11 +137,18 @@ async def test_pushed_personal_fields_are_encrypted_in_the_store_and_clear_where
 
         status, again = await _push(gw, [case_item("ENC-2026-0001")])  # idempotency still recognises it
         assert status == 200 and again["duplicates"] == 1
+        engineer = await token_for(gw, "eng.enc", "engineer")
         async with aiohttp.ClientSession() as http, \
-                http.get(gw.api.url + "/api/v1/records?case_no=ENC-2026-0001") as r:
+                http.get(gw.api.url + "/api/v1/records?case_no=ENC-2026-0001", headers=engineer) as r:
             page = await r.json()
         # Opened, then masked for this reader: the mask of the clear value, not of a ciphertext.
         assert page["items"][0]["record"]["data"]["applicant_id_no"] == "110105********002X"
+        auditor = await token_for(gw, "aud.enc", "auditor")
+        async with aiohttp.ClientSession() as http, \
+                http.get(gw.api.url + "/api/v1/records?case_no=ENC-2026-0001&unmask=1&reason=complaint 17",
+                         headers=auditor) as r:
+            page = await r.json()
+        assert page["items"][0]["record"]["data"]["applicant_id_no"] == ID_NO  # opened, and shown unmasked
     finally:
         await gw.stop()
 

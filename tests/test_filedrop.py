@@ -632,3 +632,24 @@ async def test_claimed_done_and_rejected_files_are_in_the_audit_trail_with_their
     # the claim is recorded before any record, the outcome before the file moves
     order = [action for action, detail in store.events if detail["file"] == "cases.csv"]
     assert order == ["file_claimed", "file_done"]
+
+
+async def test_a_rejected_files_report_and_audit_entries_carry_no_id_number_in_full(tmp_path: Path) -> None:
+    id_no = "11010519491231002X"
+    root = tmp_path / "drop"
+    root.mkdir()
+    (root / f"申请-{id_no}.dat").write_bytes(b"\x00\x01")  # a name typed by a clerk, and a format nobody reads
+    store = FakeStore()
+    await run_until(
+        FiledropSource("county", make_config(root, include=["*"])),
+        FakeContext(store),
+        lambda: len(listing(root / "error")) == 2,
+    )
+    report_path = next((root / "error").glob("*.error.txt"))
+    report = report_path.read_text(encoding="utf-8")
+    assert "unknown format" in report and "申请-110105********002X.dat" in report
+    assert id_no not in report
+    assert [action for action, _ in store.events] == ["file_claimed", "file_rejected"]
+    assert id_no not in repr(store.events) and "110105********002X" in store.events[1][1]["reason"]
+    # the rejected file itself keeps its name beside the report: it is the evidence
+    assert (root / "error" / report_path.name.removesuffix(".error.txt")).exists()

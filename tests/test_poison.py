@@ -215,7 +215,7 @@ async def test_reprocess_after_a_mapping_fix_lands_the_entries_it_fixes_and_keep
         actions = [r.decoded() for r in await gw.store.audit_entries(limit=1000)
                    if r.decoded()["action"] == "reprocessed"]
         assert sorted(a["detail"]["outcome"] for a in actions) == ["landed", "landed", "still_bad"]
-        assert all(a["detail"]["actor"].startswith("cli:") for a in actions)
+        assert all(a["detail"]["actor"].startswith("os:") for a in actions)  # the OS user ran the command
     finally:
         await gw.stop()
     # Reprocessing again changes nothing for what landed: those entries are resolved.

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.adapters import FileUnreadable, SourceContext, StoreUnavailable
+from gateway.adapters import FileUnreadable, SourceContext, StoreUnavailable, mask_personal_text
 
 from ._config import FiledropConfig
 from ._fs import fsync_dir, write_atomic
@@ -272,7 +272,8 @@ class FiledropSource:
             f"what to do: correct the file (or input settings of the mapping for {self.system}) and drop it "
             f"into {self.root} again; this copy stays here for inspection.\n"
         )
-        write_atomic(self.error / f"{claimed}.error.txt", report.encode("utf-8"))
+        # People read (and forward) reports: ID and mobile numbers leave masked, in file names too.
+        write_atomic(self.error / f"{claimed}.error.txt", mask_personal_text(report).encode("utf-8"))
         os.rename(self.processing / claimed, self.error / claimed)
         fsync_dir(self.error)
         fsync_dir(self.processing)
@@ -290,22 +291,25 @@ class FiledropSource:
             self._postpone(ctx, claimed, exc, counts=False)
             return
         committed = int(stored) if stored else 0
+        # The audit trail cannot be masked afterwards: a file name carrying an ID number enters it masked.
+        shown, shown_claimed = mask_personal_text(original), mask_personal_text(claimed)
         try:
             if stored is None:
                 # The trail says which file arrived, byte for byte, before any of its records.
                 size, digest = await asyncio.to_thread(_fingerprint, path)
-                await ctx.audit("file_claimed", {"file": original, "claimed_as": claimed, "bytes": size,
+                await ctx.audit("file_claimed", {"file": shown, "claimed_as": shown_claimed, "bytes": size,
                                                  "sha256": digest})
             result = await ctx.ingest_file(path, ref_prefix=original, cursor=cursor, batch=self.config.batch_size)
         except FileUnreadable as exc:
             # The file's fault (refused, unreadable, unknown format): file it under error/.
+            reason = mask_personal_text(exc.reason)  # it may quote the file's name or content
             try:
-                await ctx.audit("file_rejected", {"file": original, "claimed_as": claimed, "reason": exc.reason,
+                await ctx.audit("file_rejected", {"file": shown, "claimed_as": shown_claimed, "reason": reason,
                                                   "items_committed": committed})
             except Exception as audit_exc:
                 self._postpone(ctx, claimed, audit_exc, counts=False)
                 return
-            await asyncio.to_thread(self._fail, claimed, exc.reason, committed)
+            await asyncio.to_thread(self._fail, claimed, reason, committed)
             self._failed(ctx, original, exc)
             return
         except StoreUnavailable as exc:
@@ -323,7 +327,7 @@ class FiledropSource:
             return  # stopping: the cursor holds our place; the next start resumes here
         try:
             # Recorded before the move: a crash in between repeats the entry, never loses it.
-            await ctx.audit("file_done", {"file": original, "claimed_as": claimed, "items": consumed,
+            await ctx.audit("file_done", {"file": shown, "claimed_as": shown_claimed, "items": consumed,
                                           "outcomes": result.outcomes})
         except Exception as exc:  # the store, not the file
             self._postpone(ctx, claimed, exc, counts=False)
@@ -339,10 +343,12 @@ class FiledropSource:
                        exc: Exception) -> None:
         """The file failed ``max_attempts`` times for a reason that is not a store outage: file it under error/."""
         attempts = self._failures.get(claimed, 0) + 1
-        reason = (f"failed {attempts} times (max_attempts = {self.config.max_attempts}), last: "
-                  f"{type(exc).__name__}: {_reason(exc)}")
+        # The report and the audit trail carry no personal data in full: the reason may quote a value.
+        reason = mask_personal_text(f"failed {attempts} times (max_attempts = {self.config.max_attempts}), last: "
+                                    f"{type(exc).__name__}: {_reason(exc)}")
         try:
-            await ctx.audit("file_rejected", {"file": original, "claimed_as": claimed, "reason": reason,
+            await ctx.audit("file_rejected", {"file": mask_personal_text(original),
+                                              "claimed_as": mask_personal_text(claimed), "reason": reason,
                                               "items_committed": committed})
         except Exception as audit_exc:
             self._postpone(ctx, claimed, audit_exc, counts=False)
@@ -395,4 +401,4 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot read the file: {exc.strerror}"
     text = str(exc) or type(exc).__name__
-    return text
+    return mask_personal_text(text)

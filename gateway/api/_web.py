@@ -36,6 +36,12 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(value), status=status, content_type="application/json", charset="utf-8")
 
 
+def error_response(request: web.Request, status: int, message: str, **detail: Any) -> web.Response:
+    """The API's one error shape: ``{"error": {"status", "message", …}, "correlation_id"}``."""
+    body = {"error": {"status": status, "message": message, **detail}, "correlation_id": request.get(CORRELATION_ID)}
+    return json_response(body, status=status)
+
+
 def refuse_while_stopping(gw: Gateway) -> None:
     if gw.stopping.is_set():
         raise ApiError(503, "the gateway is shutting down; nothing was received: send again shortly")

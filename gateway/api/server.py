@@ -6,12 +6,15 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
                                            (the counterpart authenticates first: _push_auth)
     POST /soap/{system}                    SOAP 1.1 submitRecords;  GET /soap/{system}?wsdl
     GET  /api/v1/records | deliveries | quarantine | audit | alerts;  GET /api/v1/quarantine/{id}
-    POST /api/v1/quarantine/reprocess | discard    engineers and operators (``_permissions``)
+    POST /api/v1/quarantine/reprocess | discard    engineers and operators of the item's system
+    POST /api/v1/deliveries/replay
+    GET  /login, POST /login | /logout, POST /api/v1/auth/login | logout, GET /api/v1/auth/whoami
     GET  /healthz  /metrics  /api/v1/openapi.json
 
 Every request gets a correlation id (``X-Correlation-Id``, taken from the request
 when it is sane, else made up), returned on the response and written in the one
-structured (JSON) log line per request.  Who may see personal data: ``_identity``.
+structured (JSON) log line per request.  Who is asking and what they may do:
+``gateway.security.identity`` (set by ``_auth``); personal data: ``gateway.security.masking``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import _quarantine, _query, _soap
-from gateway.api._identity import identity_of
+from gateway.api import _actions, _auth, _quarantine, _query, _soap
 from gateway.api._inbound import (
     ApiError,
     BatchResult,
@@ -56,6 +58,7 @@ from gateway.api._web import (
     refuse_while_stopping,
 )
 from gateway.app import STORE_FAILURES
+from gateway.security.identity import AccessDenied, identity_of
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -96,6 +99,8 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     except ApiError as exc:
         response = _error_body(request, exc.status, exc.message, **exc.detail)
         response.headers.update(exc.headers)
+    except AccessDenied as exc:  # raised before the auth middleware could answer it
+        response = _auth.denied(request, exc)
     except web.HTTPException as exc:
         if exc.status >= 400:
             response = _error_body(request, exc.status, exc.text or exc.reason)
@@ -118,8 +123,8 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
         "route": route, "status": response.status, "ms": round(elapsed * 1000, 1), "remote": request.remote,
     }
     ident = identity_of(request)
-    if ident.user or ident.role:
-        entry["user"], entry["role"] = ident.user, ident.role
+    if ident.authenticated:
+        entry["user"], entry["role"], entry["via"] = ident.user, ident.role, ident.via
     counterpart = request.get(COUNTERPART)
     if counterpart is not None:
         entry["counterpart"] = {"system": counterpart.system, "method": counterpart.method,
@@ -242,10 +247,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 def build_app(gw: Gateway) -> web.Application:
     """The aiohttp application for ``gw`` (not yet listening)."""
-    app = web.Application(client_max_size=gw.config.api.max_body_bytes, middlewares=[_observe])
+    app = web.Application(client_max_size=gw.config.api.max_body_bytes,
+                          middlewares=[_auth.forwarded_middleware, _observe, _auth.auth_middleware])
     app[GATEWAY] = gw
     app[METRICS] = ApiMetrics()
     app[GUARD] = build_guard(gw)
+    app[_query.MASKERS] = {}
+    _auth.add_routes(app, gw)
     app.router.add_post("/api/v1/inbound/{system}/{kind}", inbound)
     app.router.add_post("/api/v1/inbound/{system}", inbound)
     app.router.add_post("/soap/{system}", _soap.soap_post)
@@ -256,6 +264,7 @@ def build_app(gw: Gateway) -> web.Application:
     _quarantine.add_routes(app)
     app.router.add_get("/api/v1/audit", _query.audit)
     app.router.add_get("/api/v1/alerts", _query.alerts)
+    app.router.add_post("/api/v1/deliveries/replay", _actions.replay)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -279,7 +288,7 @@ class ApiServer:
 
 
 async def start_api(gw: Gateway, *, ssl_context: ssl.SSLContext | None = None) -> ApiServer:
-    """Listen on ``[api].host``/``port``; with ``ssl_context`` requiring client certificates, mTLS identity applies."""
+    """Listen on ``[api].host``/``port``, over TLS when ``ssl_context`` is given."""
     cfg = gw.config.api
     # aiohttp's own access log is replaced by the structured line of the middleware.
     runner = web.AppRunner(build_app(gw), access_log=None, shutdown_timeout=10.0)

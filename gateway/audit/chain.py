@@ -41,6 +41,13 @@ ACTIONS = frozenset(
         "archived",
         "counterpart_refused",  # a push refused for who sent it (aggregated: gateway.security.refusals)
         "fields_reencrypted",  # stored personal fields re-encrypted under the active key
+        # people (gateway.security): accounts, tokens, sessions, and every unmasked read of personal data
+        "user_changed",
+        "token_changed",
+        "login",
+        "logout",
+        "login_throttled",
+        "unmasked",
     }
 )
 

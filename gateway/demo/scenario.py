@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -150,6 +151,34 @@ class HallPusher:
                         await asyncio.sleep(0.5)
 
 
+DEMO_USER = "demo"
+
+
+async def demo_login(store: Any) -> str:
+    """The demo's console account (an engineer) with a fresh random password; returns the password."""
+    from gateway.security import credentials as people
+
+    password = people.generate_password()
+    hashed = await people.hash_password(password)
+    if await store.get_user(DEMO_USER) is None:
+        await store.add_user(DEMO_USER, "engineer", None, "演示账号", hashed, "gateway demo")
+    else:  # a demo run again in the same directory: same account, new password
+        await store.set_user_password(DEMO_USER, hashed, "gateway demo")
+    return password
+
+
+async def _with_demo_login(config: Any) -> str:
+    """Make the login before the gateway starts, so the API starts with an account to log in with."""
+    from gateway.store import make_store
+
+    store = make_store(config.gateway.store, base=config.base_dir, audit_algorithm=config.gateway.audit_hash)
+    await store.open()
+    try:
+        return await demo_login(store)
+    finally:
+        await store.close()
+
+
 async def drop_files(folder: Path, n_records: int, per_file: int = 50, pause: float = 0.05) -> None:
     """The county side: files written under a temporary name and renamed when complete."""
     written = 0
@@ -188,11 +217,16 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
     pusher: HallPusher | None = None
     stop_pusher = asyncio.Event()
     pushing: asyncio.Task[None] | None = None
+    login_url: str | None = None
+    password = ""
     try:
+        password = await _with_demo_login(gateway.config)
         await gateway.start()
         assert gateway.store is not None and gateway.api is not None
         echo(f"gateway API on {gateway.api.url} (HTTPS; the hall pushes with certificate "
              f"{credentials.hall_certificate.subject})")
+        login_url = f"{gateway.api.url}/login"
+        echo(f"console login: {login_url}  user {DEMO_USER}  password {password}")
         pusher = HallPusher(hall, gateway.api.url, credentials)
         await pusher.intruder()
         pushing = asyncio.create_task(pusher.run(stop_pusher))
@@ -242,10 +276,16 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
         await gateway.stop()
         await hall.stop()
     echo("")
+    if login_url:
+        echo(f"console login: user {DEMO_USER}  password {password}  (role engineer; personal data shows masked)")
+        echo(f"  `gateway run -c {config_path}` serves {login_url.rsplit(':', 1)[0]}:<port>/login again ([api] port 0 "
+             "picks a free one: set a port to keep one; the certificate is from the demo's development CA)")
+        echo("")
     echo("look around:")
     echo(f"  gateway status -c {config_path}")
     echo(f"  gateway deliveries quarantine -c {config_path}")
     echo(f"  gateway audit verify -c {config_path}")
     echo(f"  gateway check -c {config_path}        (warns: development CA and seal key)")
     echo(f"  gateway encryption status -c {config_path}")
+    echo(f"  gateway users list -c {config_path}")
     return ok

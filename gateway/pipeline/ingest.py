@@ -25,6 +25,7 @@ from gateway.adapters import IngestOutcome, RawRecord
 from gateway.pipeline.router import Router
 from gateway.schema import KINDS, SCHEMA_VERSION
 from gateway.security.fieldcrypt import Place
+from gateway.security.masking import mask_error
 from gateway.store import AcceptItem, QuarantineItem, Store
 from gateway.store.quarantine import item_hash, payload_json, storable_text
 from gateway.store.sqlite import CHINA
@@ -238,5 +239,8 @@ def _quarantine(system: str, raw: RawRecord, kind: str | None, errors: list[dict
                 mapping: str | None = None) -> QuarantineItem:
     payload = payload_json(raw.payload)
     ref = storable_text(raw.ref)
-    return QuarantineItem(system=system, ref=ref, kind=kind, errors=errors, payload=payload, raw=raw.raw,
-                          receipt_time=at, mapping=mapping, item_hash=item_hash(system, raw.raw, payload, ref))
+    # The errors go into the audit trail, which cannot be masked afterwards: no personal data in them.
+    # The payload keeps the original values (reprocessing needs them; readers see it masked).
+    return QuarantineItem(system=system, ref=ref, kind=kind, errors=[mask_error(e) for e in errors],
+                          payload=payload, raw=raw.raw, receipt_time=at, mapping=mapping,
+                          item_hash=item_hash(system, raw.raw, payload, ref))

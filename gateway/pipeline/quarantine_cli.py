@@ -1,7 +1,8 @@
 """The ``gateway quarantine`` commands: list, show, reprocess (with a dry run) and discard — each change audited.
 
-Personal data in an entry's payload is masked unless ``show --unmask`` is asked for,
-which is itself written to the audit trail.
+What they print is masked like every listing (``gateway.security.cli``); ``--unmask
+--reason TEXT`` shows an entry in full only to an auditor, and is audited first. The
+person who changes entries is named in the audit trail by the OS user.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import click
 
+from gateway.security.cli import reader_options
+from gateway.security.masking import masker_for
 from gateway.store.quarantine import STATES
 
 
@@ -27,7 +30,9 @@ def _config_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def actor() -> str:
-    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+    from gateway.security.cli import os_actor
+
+    return os_actor()
 
 
 def reasons(errors: list[dict[str, Any]]) -> str:
@@ -39,34 +44,21 @@ def quarantine() -> None:
     """Items that could not be accepted: list, show, reprocess after a mapping fix, discard."""
 
 
-def masker(config: Any) -> Callable[[str, Any], Any]:
-    """``(system, payload) -> payload`` with personal fields masked, the system's own keys for them included."""
-    from gateway.api._identity import mask_tree, personal_payload_keys
-    from gateway.app import build
-
-    try:
-        inbound = build(config).inbound
-    except Exception:  # a broken configuration must not stop an operator reading the store
-        inbound = {}
-    keys = {name: personal_payload_keys(m) for name, m in inbound.items()}
-    return lambda system, payload: mask_tree(payload, keys.get(system, frozenset()))
-
-
-def list_entries(config_path: Path, system: str | None, state: str, limit: int, as_json: bool) -> None:
+def list_entries(config_path: Path, system: str | None, state: str, limit: int, as_json: bool,
+                 access: Any) -> None:
     from gateway.cli import _print_rows, load_or_exit, run_async, with_store
+    from gateway.security.cli import present_rows
 
     config = load_or_exit(config_path)
     wanted = None if state == "all" else state
 
     async def work(store: Any) -> tuple[list[dict[str, Any]], int]:
         rows = await store.quarantine_entries(system=system, state=wanted, limit=limit, newest_first=True)
+        rows = await present_rows(store, config, rows, "quarantine", access, by_system=True)
         return rows, await store.quarantine_count(system=system, state=wanted)
 
     rows, total = run_async(with_store(config, work))
     if as_json:
-        mask = masker(config)
-        for r in rows:
-            r["payload"] = mask(r["system"], r["payload"])
         _print_rows(rows, [], True)
         return
     for r in rows:
@@ -83,39 +75,38 @@ def list_entries(config_path: Path, system: str | None, state: str, limit: int, 
 @click.option("--state", type=click.Choice([*STATES, "all"]), default="open", show_default=True)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_command(config_path: Path, system: str | None, state: str, limit: int, as_json: bool) -> None:
+@reader_options
+def list_command(config_path: Path, system: str | None, state: str, limit: int, as_json: bool, access: Any) -> None:
     """Entries, newest first, with every reason (field, rule, message) and how often each item was seen."""
-    list_entries(config_path, system, state, limit, as_json)
+    list_entries(config_path, system, state, limit, as_json, access)
 
 
 @quarantine.command("show")
 @_config_option
 @click.argument("entry_id", type=int)
-@click.option("--unmask", is_flag=True, help="Show personal data and the item's bytes in full (audited).")
 @click.option("--json", "as_json", is_flag=True)
-def show_command(config_path: Path, entry_id: int, unmask: bool, as_json: bool) -> None:
-    """One entry: its reasons, its history and the item as it was received."""
+@reader_options
+def show_command(config_path: Path, entry_id: int, as_json: bool, access: Any) -> None:
+    """One entry: its reasons, its history and the item as it was received (its bytes only unmasked)."""
     from gateway.cli import load_or_exit, run_async, with_store
+    from gateway.security.cli import present_rows
 
     config = load_or_exit(config_path)
 
     async def work(store: Any) -> dict[str, Any] | None:
         entry = await store.quarantine_entry(entry_id)
-        if entry is not None and unmask:
-            await store.audit_event("user_action", system=entry["system"], kind=entry["kind"], detail={
-                "action": "read_personal_data", "what": "quarantine", "entry": entry_id, "user": actor()})
-        return entry
+        if entry is None:
+            return None
+        raw = entry.pop("raw")
+        entry["raw"] = raw.decode("utf-8", "backslashreplace") if raw and access.unmask else (
+            f"({len(raw)} bytes; --unmask shows them)" if raw else None)
+        (shown,) = await present_rows(store, config, [entry], "quarantine entry", access, by_system=True)
+        return shown
 
     entry = run_async(with_store(config, work))
     if entry is None:
         click.echo(f"no quarantine entry {entry_id}", err=True)
         sys.exit(1)
-    raw = entry.pop("raw")
-    if not unmask:
-        entry["payload"] = masker(config)(entry["system"], entry["payload"])
-        entry["raw"] = f"({len(raw)} bytes; --unmask shows them)" if raw else None
-    else:
-        entry["raw"] = raw.decode("utf-8", "backslashreplace") if raw else None
     if as_json:
         click.echo(json.dumps(entry, ensure_ascii=False, default=str))
         return
@@ -171,10 +162,11 @@ def reprocess_command(config_path: Path, ids: tuple[int, ...], system: str | Non
                                system=system, limit=limit, dry_run=dry_run, actor=actor())
 
     report = run_async(with_store(config, work))
+    shown = masker_for(None)(report.as_dict())  # refs and reasons may quote personal data
     if as_json:
-        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+        click.echo(json.dumps(shown, ensure_ascii=False, default=str))
         return
-    for r in report.results:
+    for r in shown["results"]:
         line = f"{r['id']}: {r['outcome']}"
         if r.get("records"):
             line += " → " + ", ".join(f"{x['kind']} {x['record_key']}" + (f" ({x['status']})" if "status" in x

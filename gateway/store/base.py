@@ -171,9 +171,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def quarantine_entries(
         self, *, ids: Sequence[int] | None = None, system: str | None = None, state: str | None = None,
-        limit: int = 100, after_id: int = 0, newest_first: bool = False,
+        limit: int = 100, after_id: int = 0, newest_first: bool = False, systems: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Quarantine entries (without their raw bytes), paged by id in either direction."""
+        """Quarantine entries (without their raw bytes), paged by id in either direction.
+
+        ``systems``, when given, narrows to entries from those systems (an operator's view).
+        """
 
     @abc.abstractmethod
     async def quarantine_count(self, *, system: str | None = None, state: str | None = None) -> int: ...

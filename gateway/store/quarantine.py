@@ -263,13 +263,14 @@ def _entry(row: Sequence[Any]) -> dict[str, Any]:
 
 def list_entries(conn: Any, *, ids: Sequence[int] | None = None, system: str | None = None,
                  state: str | None = None, limit: int = 100, after_id: int = 0,
-                 newest_first: bool = False) -> list[dict[str, Any]]:
+                 newest_first: bool = False, systems: Sequence[str] | None = None) -> list[dict[str, Any]]:
     where, args = ["1=1"], []
-    if ids is not None:
-        if not ids:
-            return []
-        where.append(f"id IN ({','.join('?' * len(ids))})")
-        args.extend(ids)
+    for column, values in (("id", ids), ("system", systems)):
+        if values is not None:
+            if not values:
+                return []
+            where.append(f"{column} IN ({','.join('?' * len(values))})")
+            args.extend(values)
     if after_id:
         where.append("id < ?" if newest_first else "id > ?")
         args.append(after_id)

@@ -40,6 +40,7 @@ from gateway.store.base import (
     StoreError,
 )
 from gateway.store.encryption import SqliteEncryptionMixin
+from gateway.store.identity import IdentityStoreMixin
 from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin, audit_row
 from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
@@ -168,7 +169,8 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteAuditMixin, SqliteEncryptionMixin, Store):
+class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteAuditMixin, SqliteEncryptionMixin,
+                  IdentityStoreMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:

@@ -53,11 +53,11 @@ class SqliteQuarantineMixin:
 
     async def quarantine_entries(
         self, *, ids: Sequence[int] | None = None, system: str | None = None, state: str | None = None,
-        limit: int = 100, after_id: int = 0, newest_first: bool = False,
+        limit: int = 100, after_id: int = 0, newest_first: bool = False, systems: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         return await self._read(lambda conn: ops.list_entries(
             conn, ids=None if ids is None else list(ids), system=system, state=state, limit=limit,
-            after_id=after_id, newest_first=newest_first))
+            after_id=after_id, newest_first=newest_first, systems=None if systems is None else sorted(systems)))
 
     async def quarantine_count(self, *, system: str | None = None, state: str | None = None) -> int:
         return await self._read(lambda conn: ops.count_entries(conn, system=system, state=state))
