@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 
 from gateway.audit.chain import GENESIS, entry_hash
@@ -192,3 +193,26 @@ async def test_sm3_chain(tmp_path):
     rows = await s.audit_entries()
     assert entry_hash(GENESIS, rows[0].body, "sm3") == rows[0].hash
     await s.close()
+
+
+async def test_a_migration_numbered_below_one_already_applied_still_runs(tmp_path, monkeypatch) -> None:
+    """Migrations are a set: a store that ran 0020 before 0010 existed still gets 0010 when it arrives."""
+    import gateway.store.sqlite as backend
+
+    every = backend.migrations()
+    without_quarantine = [m for m in every if m[0] != 10]
+    monkeypatch.setattr(backend, "migrations", lambda: without_quarantine)
+    first = SqliteStore(tmp_path / "m.db")
+    await first.open()
+    await first.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert 10 not in {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    assert max(r[0] for r in conn.execute("SELECT version FROM schema_migrations")) > 10
+    conn.close()
+    monkeypatch.setattr(backend, "migrations", lambda: every)
+    second = SqliteStore(tmp_path / "m.db")
+    await second.open()
+    await second.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert {r[0] for r in conn.execute("SELECT version FROM schema_migrations")} == {m[0] for m in every}
+    conn.close()

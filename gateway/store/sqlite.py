@@ -198,13 +198,27 @@ class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteAuditMixin
     def _migrate(self) -> None:
         conn = _connect(self.path)
         try:
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            for version, _name, sql in migrations():
-                if version <= current:
+            # Which migrations ran is a set, not a high-water mark: parts of the gateway developed side
+            # by side number theirs apart, and a store that ran 0020 must still run 0010 when it arrives.
+            # Stores from before the table existed ran every migration up to their user_version.
+            conn.executescript(
+                "BEGIN IMMEDIATE;"
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TEXT NOT NULL);"
+                "COMMIT;")
+            applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            if not applied:
+                legacy = conn.execute("PRAGMA user_version").fetchone()[0]
+                applied = {v for v, _, _ in migrations() if v <= legacy}
+                conn.executemany("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?,?,?)",
+                                 [(v, n, now_iso()) for v, n, _ in migrations() if v in applied])
+            for version, name, sql in migrations():
+                if version in applied:
                     continue
                 # executescript commits on its own; wrap so a migration applies whole or not at all.
-                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
-                current = version
+                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\n"
+                                   f"INSERT INTO schema_migrations(version, name, applied_at) VALUES "
+                                   f"({version}, '{name}', '{now_iso()}');\nCOMMIT;")
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT value FROM meta WHERE key='audit_algorithm'").fetchone()
             if row is None:
