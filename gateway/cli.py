@@ -429,12 +429,10 @@ def _add_subsystem_groups() -> None:
     from gateway.pipeline.quarantine_cli import quarantine
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
-    from gateway.security.bundles import add_mask_option
     from gateway.security.commands import certs, counterparts
     from gateway.security.encryption_commands import encryption
     from gateway.security.people_commands import tokens, users
 
-    add_mask_option(audit.commands["export"])  # bundles for people: see gateway/security/bundles.py
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens):
         main.add_command(group)
 

@@ -208,8 +208,12 @@ def verify_cmd(ctx: click.Context, store: str | None, certs: str | None, archive
 @click.option("-o", "--output", metavar="FILE", help="bundle file (default: evidence-<case>.json)")
 @store_option
 @click.option("--archives", metavar="DIR", help="also search archive files in this folder")
+@click.option("--mask", is_flag=True,
+              help="mask personal data in the parts of the bundle no hash covers, and name entries whose hashed body "
+                   "carries some (the bundle still verifies offline)")
 @click.pass_context
-def export_cmd(ctx: click.Context, case_no: str, output: str | None, store: str | None, archives: str | None) -> None:
+def export_cmd(ctx: click.Context, case_no: str, output: str | None, store: str | None, archives: str | None,
+               mask: bool) -> None:
     """Write one case's evidence bundle, checkable offline with offline_verify.py."""
     from gateway.audit.evidence import export_case
 
@@ -223,6 +227,17 @@ def export_cmd(ctx: click.Context, case_no: str, output: str | None, store: str 
         raise click.ClickException(f"case {case_no}: no audit entries found")
     click.echo(f"wrote {out}: case {case_no}, {summary.entries} entries ({summary.provable} under signed seals, "
                f"{summary.pending} under pending seals, {summary.unsealed} not sealed yet), {summary.seals} seals")
+    if mask:
+        from gateway.security.bundles import mask_bundle
+
+        done = mask_bundle(out)
+        parts = f"masked {', '.join(done.masked_parts)}" if done.masked_parts else "nothing outside the proofs " \
+            "needed masking"
+        click.echo(f"--mask: {parts}")
+        if done.carrying:
+            click.echo(f"--mask: entries {', '.join(map(str, done.carrying))} carry personal data inside their hashed "
+                       "bodies (written before masking at the source); they are left as they are so the bundle "
+                       "verifies: mind whom you give it to", err=True)
     click.echo(f"check it anywhere with: python offline_verify.py {out} --cert <trusted seal certificate>")
 
 

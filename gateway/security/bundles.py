@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import click
 
 from gateway.security.masking import mask_tree
 
@@ -75,38 +72,3 @@ def mask_bundle(path: str | Path) -> BundleMasking:
         tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     return result
-
-
-def _default_output(case_no: str) -> Path:
-    # As `gateway audit export` names its file when -o is not given.
-    return Path(f"evidence-{''.join(c if c.isalnum() or c in '-_' else '_' for c in case_no)}.json")
-
-
-def add_mask_option(export: click.Command) -> None:
-    """Give ``gateway audit export`` a ``--mask`` option that runs :func:`mask_bundle` on what it wrote."""
-    if any(p.name == "mask" for p in export.params):
-        return
-    export.params.append(click.Option(
-        ["--mask"], is_flag=True,
-        help="mask personal data in the parts of the bundle no hash covers, and name entries whose hashed body "
-             "carries some (the bundle still verifies offline)"))
-    inner: Callable[..., Any] | None = export.callback
-    assert inner is not None
-
-    def callback(*args: Any, mask: bool = False, **kwargs: Any) -> Any:
-        outcome = inner(*args, **kwargs)
-        if mask:
-            out = Path(kwargs.get("output") or _default_output(str(kwargs.get("case_no", ""))))
-            if out.exists():
-                done = mask_bundle(out)
-                parts = f"masked {', '.join(done.masked_parts)}" if done.masked_parts else "nothing outside the " \
-                    "proofs needed masking"
-                click.echo(f"--mask: {parts}")
-                if done.carrying:
-                    click.echo(f"--mask: entries {', '.join(map(str, done.carrying))} carry personal data inside "
-                               "their hashed bodies (written before masking at the source); they are left as "
-                               "they are so the bundle verifies: mind whom you give it to", err=True)
-        return outcome
-
-    callback.__doc__ = inner.__doc__
-    export.callback = callback
