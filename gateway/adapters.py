@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, model_validator
 
 from gateway.durations import Duration, parse_duration, refuse_both_names, renamed
+from gateway.records import FileIngestResult, FileUnreadable, IngestOutcome, RawRecord, StoreUnavailable
 
 __all__ = [
     "API_VERSION", "Adapter", "AdapterConfig", "AdapterLoadError", "ConfigFacts", "ConfigPath", "Delivery",
@@ -36,49 +37,6 @@ ENTRY_POINT_GROUP = "gateway.adapters"
 # --------------------------------------------------------------------------- records in
 
 
-@dataclass(slots=True)
-class RawRecord:
-    """One item as a counterpart sent it, before mapping.
-
-    ``payload`` is the parsed item (a CSV row keyed by header, an XML element as a
-    dict, a JSON object).  ``ref`` says where it came from in words a user can
-    follow ("county/2026-11-01.csv row 17").  A source that could not even parse
-    the item (undecodable bytes, wrong column count) sets ``error`` and leaves
-    ``payload`` empty: the ingestor quarantines it with that reason, nothing is
-    dropped silently.
-    """
-
-    system: str
-    payload: Mapping[str, Any]
-    ref: str
-    raw: bytes | None = None
-    error: str | None = None
-    field: str | None = None  # the field a source-level error concerns, if any
-    rule: str | None = None  # the rule a source-level error breaks ("json_depth", "csv_columns" …); "readable" when None
-
-
-@dataclass(slots=True)
-class IngestOutcome:
-    """What happened to one RawRecord (one per mapped record; a raw item may map to several).
-
-    ``findings`` are the data-quality findings a stored record was accepted with (the
-    mapping's or the source's ``on_invalid`` allowed them); the stored body carries them too.
-    """
-
-    ref: str
-    status: str  # accepted | duplicate | superseded | quarantined
-    receipt_id: str | None = None  # stable id a pushing counterpart is given
-    kind: str | None = None
-    record_key: str | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    findings: list[dict[str, Any]] = field(default_factory=list)
-    quarantine_id: int | None = None  # the quarantine entry a refused item is kept in
-
-
-class StoreUnavailable(Exception):
-    """The gateway could not store what it was given (the store, not the data): nothing was committed; retry later."""
-
-
 def mask_personal_text(text: str) -> str:
     """``text`` with ID numbers (GB 11643, checked) and mobile numbers masked: for anything an adapter
     writes where people read it (error reports beside rejected files, log lines, audit details)."""
@@ -86,22 +44,6 @@ def mask_personal_text(text: str) -> str:
 
     return mask_text(text)
 
-
-class FileUnreadable(Exception):
-    """A file's own fault (refused as hostile, undecodable as a whole, unknown format): file it under error/."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class FileIngestResult:
-    """What ``SourceContext.ingest_file`` did: items consumed (including skipped ones) and their outcomes."""
-
-    consumed: int
-    complete: bool  # False when the gateway is stopping: the cursor holds the place
-    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- records out

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.adapters import IngestOutcome
+from gateway.records import IngestOutcome
 
 
 @dataclass(slots=True)

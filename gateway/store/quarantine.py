@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.adapters import IngestOutcome
 from gateway.audit.chain import ChainWriter
+from gateway.records import item_hash, storable_text, storable_tree
 from gateway.schema.identifiers import mask
 from gateway.store.base import AcceptItem, QuarantineItem, Reprocessed
 from gateway.store.sqlite_audit import AUDIT_INSERT, audit_row
@@ -46,54 +47,6 @@ def is_item_fault(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- making items storable
 
 
-def storable_text(text: str) -> str:
-    """``text`` unless UTF-8 cannot encode it (lone surrogates): then with those written as ``\\udXXX``."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return storable_text(value)
-    if isinstance(value, dict):
-        return {storable_text(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
-        return str(value)
-    return value
-
-
-def payload_json(payload: Any) -> str | None:
-    """The parsed payload as JSON text the store can hold, or None when it cannot be serialised at all."""
-    if not payload:
-        return None
-    try:
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
-    except (ValueError, TypeError, RecursionError):
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: \\u escapes keep every character, losslessly
-        text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), default=str)
-    return text
-
-
-def item_hash(system: str, raw: bytes | None, payload: str | None, ref: str) -> str:
-    """Identity of a source item across re-reads: its own bytes, else its parsed payload, else where it was."""
-    h = hashlib.sha256(system.encode("utf-8") + b"\x1f")
-    if raw:
-        h.update(b"raw\x1f" + raw)
-    elif payload:
-        h.update(b"payload\x1f" + payload.encode("utf-8"))
-    else:
-        h.update(b"ref\x1f" + storable_text(ref).encode("utf-8"))
-    return h.hexdigest()
-
-
 def reason_hash(errors: Sequence[dict[str, Any]]) -> str:
     """Identity of a reason: the (kind, field, rule) broken, not the wording or the masked value."""
     parts = sorted({f"{e.get('kind') or ''}\x1f{e.get('field') or ''}\x1f{e.get('rule') or ''}" for e in errors})
@@ -112,7 +65,7 @@ def record_quarantined(conn: Any, chain: ChainWriter, at: str, items: Sequence[Q
     outcomes: list[IngestOutcome] = []
     for q in items:
         ref = storable_text(q.ref)
-        errors = _clean(q.errors)
+        errors = storable_tree(q.errors)
         payload = storable_text(q.payload) if q.payload is not None else None
         ih = q.item_hash or item_hash(q.system, q.raw, payload, ref)
         rh = reason_hash(errors)
@@ -358,7 +311,7 @@ def commit_reprocess(conn: Any, chain: ChainWriter, at: str, items: Sequence[Rep
             continue
         system, kind, _, ref, ih, seen = row
         records: list[dict[str, Any]] = []
-        errors = _clean(item.errors)
+        errors = storable_tree(item.errors)
         if item.accepted:
             try:
                 with _savepoint(conn, chain, "reprocess_entry"):
