@@ -10,6 +10,7 @@ from gateway.formats._items import FileRefused, RawItem
 from gateway.formats._json import read_json_text
 from gateway.formats._options import DEFAULT_LIMITS, InputLimits, merge_input, override_problems
 from gateway.formats._read import FORMATS, format_of, read_items
+from gateway.formats._split import Part, split_file
 from gateway.formats._xml import element_to_dict, parse_xml_bytes, safe_parser
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "CharsetRefused",
     "FileRefused",
     "InputLimits",
+    "Part",
     "RawItem",
     "decode_body",
     "element_to_dict",
@@ -28,5 +30,6 @@ __all__ = [
     "read_items",
     "read_json_text",
     "safe_parser",
+    "split_file",
     "xml_body_bytes",
 ]

@@ -60,20 +60,30 @@ def _head(stream: BinaryIO) -> bytes:
     return head
 
 
-def read_jsonl(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
-    """One item per non-blank line; ``ref`` is ``"line N"`` counting every physical line from 1."""
+def read_jsonl(path: Path, options: Mapping[str, Any], part: Any = None) -> Iterator[RawItem]:
+    """One item per non-blank line; ``ref`` is ``"line N"`` counting every physical line from 1.
+
+    ``part`` (``gateway.formats._split.Part``): only the lines of that byte range, numbered as in
+    the whole file.
+    """
     strict = StrictJson(InputLimits.from_options(options))
-    with open(path, "rb") as stream:
-        codec = _codec(path, options, _head(stream))
+    with open(path, "rb") as whole:
+        codec = _codec(path, options, _head(whole))
         label = "UTF-8" if codec == "utf-8-sig" else codec.upper()
-        for number, (offset, data, too_long) in enumerate(iter_lines(stream), start=1):
+        stream: BinaryIO = whole
+        first_line = 1
+        if part is not None:
+            whole.seek(part.start)
+            stream = io.BytesIO(whole.read(part.end - part.start))
+            first_line = part.first_line
+        for number, (offset, data, too_long) in enumerate(iter_lines(stream), start=first_line):
             ref = f"line {number}"
             if too_long:
                 yield RawItem(None, ref, None, error=f"line {number} is longer than {_items.MAX_LINE_BYTES} bytes",
                               rule="line_length")
                 continue
             raw = strip_line_end(data)
-            if number == 1 and codec == "utf-8-sig" and raw.startswith(codecs.BOM_UTF8):
+            if number == 1 and offset == 0 and codec == "utf-8-sig" and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[3:]
                 offset += 3
             if not raw.strip():

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.formats._csv import read_csv
 from gateway.formats._items import FileRefused, RawItem
 from gateway.formats._json import read_json, read_jsonl
-from gateway.formats._xml import read_xml
+from gateway.formats._xml import read_xml, read_xml_part
 
 FORMATS = ("xml", "csv", "jsonl", "json")
 
@@ -43,7 +43,8 @@ def format_of(path: Path, options: Mapping[str, Any]) -> str:
     return fmt
 
 
-def read_items(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
+def read_items(path: Path, options: Mapping[str, Any], part: Any = None, *, keep_raw: bool = True
+               ) -> Iterator[RawItem]:
     """Stream the items of one file, in file order, in constant memory.
 
     ``options`` is an inbound mapping's ``input`` block: ``format`` (xml, csv, jsonl,
@@ -56,8 +57,23 @@ def read_items(path: Path, options: Mapping[str, Any]) -> Iterator[RawItem]:
     (or stops after it, when the file cannot be followed any further).  A file that
     cannot be read at all raises :class:`FileRefused`; an unreadable path raises
     ``OSError``.
+
+    ``part`` reads only one part planned by :func:`gateway.formats.split_file`, its items
+    numbered as in the whole file. ``keep_raw=False`` spares an XML reader re-serialising
+    each element (a file drop hashes the parsed payload; the file itself is kept whole).
     """
     path = Path(path)
     fmt = format_of(path, options)
-    reader = {"xml": read_xml, "csv": read_csv, "jsonl": read_jsonl, "json": read_json}[fmt]
+    if fmt == "xml":
+        if part is not None:
+            yield from read_xml_part(path, options, part, keep_raw=keep_raw)
+        else:
+            yield from read_xml(path, options, keep_raw=keep_raw)
+        return
+    if fmt == "jsonl":
+        yield from read_jsonl(path, options, part)
+        return
+    if part is not None:
+        raise ValueError(f"{fmt} files are not read in parts")
+    reader = {"csv": read_csv, "json": read_json}[fmt]
     yield from reader(path, options)

@@ -61,7 +61,7 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA cache_size=-32768")  # 32 MiB
+    conn.execute("PRAGMA cache_size=-8192")  # 8 MiB
     if readonly:
         conn.execute("PRAGMA query_only=1")
     return conn
