@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -335,7 +336,8 @@ class Result:
 
 
 def run_e2e(name: str, data: Path, n: int, batch: int, in_flight: int, repeat: int, args: argparse.Namespace,
-            keep_bodies: bool = False) -> tuple[Result, dict[str, Any] | None]:
+            keep_bodies: bool = False, refused: int = 0) -> tuple[Result, dict[str, Any] | None]:
+    """One timed run; ``n`` records must reach the sink, ``refused`` more in the file must be refused."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{batch}-", dir=args.workdir))
     sink = Sink(run_dir, args.latency, keep_bodies)
     proc: Proc | None = None
@@ -348,8 +350,8 @@ def run_e2e(name: str, data: Path, n: int, batch: int, in_flight: int, repeat: i
             proc.reap(60)
             cpu = (proc.rusage_cpu or 0.0) - cpu0
             done = json.loads(proc.text().strip().splitlines()[-1])
-            if done.get("invalid") or done.get("failed_records"):
-                raise BenchError(f"bare-python: {done}")
+            if done.get("invalid") != refused or done.get("failed_records"):
+                raise BenchError(f"bare-python: expected {refused} invalid records and no failed POST: {done}")
         else:
             cpu = tree_cpu(proc.pid) - cpu0
         sink_cpu = tree_cpu(sink.proc.pid) - sink_cpu0
@@ -371,9 +373,33 @@ def run_e2e(name: str, data: Path, n: int, batch: int, in_flight: int, repeat: i
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def verification_file(n: int, bad_every: int, path: Path) -> int:
+    """``n`` cases from the demo generator, every ``bad_every``-th one broken (a wrong check character, an
+    impossible date, a missing case number) and every third date as ``YYYY-MM-DD hh:mm:ss``; returns how
+    many are good."""
+    from datetime import datetime
+
+    from gateway.demo.generate import approvedatainfo_xml, case_fields, write_xml_file
+
+    rng = random.Random(23)
+    bads = ("credit_code", "date", "missing")
+    items, good = [], 0
+    for i in range(n):
+        bad = bads[(i // bad_every) % 3] if i % bad_every == bad_every - 1 else None
+        fields = case_fields(i, rng, bad=bad)
+        if i % 3 == 0 and bad != "date":
+            fields["SBSJ"] = f"{datetime.strptime(fields['SBSJ'], '%Y%m%d%H%M%S'):%Y-%m-%d %H:%M:%S}"
+        items.append(approvedatainfo_xml(fields))
+        good += bad is None
+    write_xml_file(path, items)
+    return good
+
+
 def verify(names: list[str], batches: list[int], n: int, in_flight: int, args: argparse.Namespace) -> None:
-    """The contestants must send the same records: same keys, same bodies apart from the receipt time."""
-    data = ensure_file(n)
+    """The contestants must send the same records: same keys, same bodies apart from the receipt time,
+    and refuse the same broken ones."""
+    data = Path(tempfile.mkdtemp(prefix="bench-verify-", dir=args.workdir)) / "verify.xml"
+    good = verification_file(n, 10, data)
 
     def comparable(bodies: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -386,7 +412,7 @@ def verify(names: list[str], batches: list[int], n: int, in_flight: int, args: a
     for batch in batches:
         seen: dict[str, dict[str, Any]] = {}
         for name in names:
-            _, bodies = run_e2e(name, data, n, batch, in_flight, 0, args, keep_bodies=True)
+            _, bodies = run_e2e(name, data, good, batch, in_flight, 0, args, keep_bodies=True, refused=n - good)
             assert bodies is not None
             seen[name] = comparable(bodies)
         reference_name = names[0]
@@ -402,8 +428,9 @@ def verify(names: list[str], batches: list[int], n: int, in_flight: int, args: a
                 raise BenchError(f"verification, {batch} per POST: {len(differing)} bodies of {name} differ from "
                                  f"{reference_name}'s, e.g. key {k}:\n {name}: {got[k]}\n {reference_name}: "
                                  f"{reference[k]}")
-        print(f"verified, {batch} per POST: {', '.join(names)} sent the same {n} bodies under the same keys",
-              flush=True)
+        print(f"verified, {batch} per POST: {', '.join(names)} sent the same {good} bodies under the same keys "
+              f"and refused the same {n - good} broken records", flush=True)
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- file ingest and push
