@@ -55,6 +55,7 @@ async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[
     n = int(rate * (seconds + warmup))
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    errors: dict[str, str] = {}
     headers = {"Content-Type": "application/json; charset=utf-8"}
     connector = aiohttp.TCPConnector(limit=0)  # open loop: never queue behind a connection pool
     timeout = aiohttp.ClientTimeout(total=120)
@@ -66,8 +67,9 @@ async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[
                     status = str(resp.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = type(exc).__name__
+                errors.setdefault(status, str(exc)[:300])
             statuses[status] = statuses.get(status, 0) + 1
-            if i >= rate * warmup:
+            if i >= rate * warmup and status in ("200", "202"):
                 latencies.append(time.monotonic() - scheduled)
 
         start = time.monotonic() + 0.1
@@ -82,17 +84,20 @@ async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[
                 behind = max(behind, -delay)
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
+        last_ack = time.monotonic()
     lat = sorted(latencies)
     return {"mode": "ack", "offered_rate": rate, "seconds": seconds, "warmup": warmup, "requests": n,
-            "measured": len(lat), "statuses": statuses, "first_sent_at": start,
+            "measured": len(lat), "statuses": statuses, "errors": errors, "first_sent_at": start,
             "p50_ms": percentile(lat, 0.50) * 1000, "p90_ms": percentile(lat, 0.90) * 1000,
             "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": lat[-1] * 1000 if lat else float("nan"),
-            "sender_behind_ms": behind * 1000}
+            "sender_behind_ms": behind * 1000,
+            "acknowledged_rate": (statuses.get("200", 0) + statuses.get("202", 0)) / (last_ack - start)}
 
 
 async def flood(url: str, per_request: int, in_flight: int, items: list[bytes]) -> dict[str, Any]:
     bodies = [b"[" + b",".join(items[i:i + per_request]) + b"]" for i in range(0, len(items), per_request)]
     statuses: dict[str, int] = {}
+    errors: dict[str, str] = {}
     headers = {"Content-Type": "application/json; charset=utf-8"}
     queue = list(reversed(bodies))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight),
@@ -106,13 +111,14 @@ async def flood(url: str, per_request: int, in_flight: int, items: list[bytes]) 
                         status = str(resp.status)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     status = type(exc).__name__
+                    errors.setdefault(status, str(exc)[:300])
                 statuses[status] = statuses.get(status, 0) + 1
 
         start = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         done = time.monotonic()
     return {"mode": "flood", "records": len(items), "per_request": per_request, "in_flight": in_flight,
-            "statuses": statuses, "first_sent_at": start, "last_ack_at": done,
+            "statuses": statuses, "errors": errors, "first_sent_at": start, "last_ack_at": done,
             "push_rate": len(items) / (done - start)}
 
 
