@@ -52,6 +52,7 @@ from typing import Any
 
 from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from bench_ingest import ensure_file  # noqa: E402 - the data file generator (demo generator, seed 11)
+from counting_sink import parse_seconds  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -654,7 +655,8 @@ def main() -> None:
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 50],
                     help="records per POST, comma-separated (default 1,50)")
     ap.add_argument("--in-flight", type=int, default=8, help="requests in flight (default 8)")
-    ap.add_argument("--latency", type=float, default=0.0, help="seconds the sink holds each answer (e.g. 0.02)")
+    ap.add_argument("--latency", type=parse_seconds, default=0.0,
+                    help="how long the sink holds each answer, e.g. 20ms (default 0)")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["node-red", "bare-python", "gateway", "ingest", "push", "verify"],
                     help="leave a contestant or scenario out (repeatable)")
