@@ -6,7 +6,8 @@
     flood  closed loop: --records records in requests of --per-request, --in-flight at once.
 
 Items are the hall platform's CASE objects (what mappings/hall_platform.in.yaml reads), made from
-the demo generator's cases by the bare peer's hand-written mapping. Prints one JSON line.
+the demo generator's cases by the bare peer's hand-written mapping, sent with the bearer token
+in $BENCH_PUSH_TOKEN when set. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -39,10 +41,19 @@ def hall_items(n: int, seed: int) -> list[bytes]:
     out = []
     for i in range(n):
         (mapped,) = map_by_hand({"SPSHENQIN": case_fields(i, rng)})
-        body = to_hall(mapped.data, "hall_platform", "")
+        body = to_hall(mapped.data, "hall_platform", "", "")
         del body["meta"]
         out.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
     return out
+
+
+def request_headers() -> dict[str, str]:
+    """JSON, and the hall's bearer token when compare.py gave one (BENCH_PUSH_TOKEN)."""
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    token = os.environ.get("BENCH_PUSH_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -56,7 +67,7 @@ async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors: dict[str, str] = {}
-    headers = {"Content-Type": "application/json; charset=utf-8"}
+    headers = request_headers()
     connector = aiohttp.TCPConnector(limit=0)  # open loop: never queue behind a connection pool
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -98,7 +109,7 @@ async def flood(url: str, per_request: int, in_flight: int, items: list[bytes]) 
     bodies = [b"[" + b",".join(items[i:i + per_request]) + b"]" for i in range(0, len(items), per_request)]
     statuses: dict[str, int] = {}
     errors: dict[str, str] = {}
-    headers = {"Content-Type": "application/json; charset=utf-8"}
+    headers = request_headers()
     queue = list(reversed(bodies))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight),
                                      timeout=aiohttp.ClientTimeout(total=300)) as session:

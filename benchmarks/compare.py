@@ -30,11 +30,13 @@ shared machine hits all alike; ratios are taken within a repeat and reported wit
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import platform
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -78,8 +80,8 @@ adapter = "filedrop"
 mapping = "mappings/provincial_approvedatainfo.in.yaml"
 path = "drop"
 instance = "bench"
-stability_seconds = 0     # the sender renames a complete file into the folder
-poll_interval = 0.1
+stable_for = "0s"         # the sender renames a complete file into the folder
+poll_interval = "100ms"
 [sinks.{destination}]
 adapter = "rest"
 mapping = "mappings/hall_platform.out.yaml"
@@ -106,6 +108,7 @@ concurrency = {in_flight}
 adapter = "push"
 mapping = "mappings/hall_platform.in.yaml"
 accept = ["json"]
+auth = {{ tokens = [{{ sha256 = "{token_sha256}", label = "bench" }}] }}   # the hall proves who it is
 [sinks.{destination}]
 adapter = "rest"
 mapping = "mappings/hall_platform.out.yaml"
@@ -254,6 +257,14 @@ class Sink:
 # --------------------------------------------------------------------------- contestants
 
 
+def shipped_mapping_id() -> str:
+    """What the gateway writes in meta.mapping, handed to the peers so they follow a new mapping version."""
+    sys.path.insert(0, str(BENCH / "peers"))
+    from bare_post import shipped_mapping_id as read
+
+    return read()
+
+
 def ensure_node_red() -> tuple[str, str]:
     """Install the pinned Node-RED from package-lock.json when missing; (node version, node-red version)."""
     node = shutil.which("node")
@@ -298,7 +309,8 @@ def start_contestant(name: str, run_dir: Path, sink_url: str, batch: int, in_fli
         flow = user_dir / "flow.json"  # a copy: Node-RED may write beside its flow file
         shutil.copyfile(NODE_RED / "flow.json", flow)
         env = dict(os.environ, DROP_DIR=str(drop), SINK_URL=sink_url, BATCH=str(batch), IN_FLIGHT=str(in_flight),
-                   GW_SYSTEM="county_drop", GW_DESTINATION=DESTINATION, NODE_RED_PORT=str(free_port()))
+                   GW_SYSTEM="county_drop", GW_DESTINATION=DESTINATION, GW_MAPPING=shipped_mapping_id(),
+                   NODE_RED_PORT=str(free_port()))
         proc = Proc("node-red", ["node", str(NODE_RED / "node_modules" / "node-red" / "red.js"), "--settings",
                                  str(NODE_RED / "settings.js"), "--userDir", str(user_dir), str(flow)],
                     run_dir / "node-red.log", cwd=user_dir, env=env)
@@ -307,7 +319,8 @@ def start_contestant(name: str, run_dir: Path, sink_url: str, batch: int, in_fli
     if name == "bare-python":
         proc = Proc("bare-python", [sys.executable, str(BARE), "--drop", str(drop), "--url", sink_url,
                                     "--batch", str(batch), "--in-flight", str(in_flight),
-                                    "--destination", DESTINATION], run_dir / "bare.log")
+                                    "--destination", DESTINATION, "--mapping-id", shipped_mapping_id()],
+                    run_dir / "bare.log")
         proc.wait_for('"ready"', 120)
         return proc
     raise ValueError(name)
@@ -471,8 +484,10 @@ def run_push(kind: str, repeat: int, args: argparse.Namespace, rate: float = 0.0
     gw: Proc | None = None
     try:
         port = free_port()
+        token = secrets.token_urlsafe(32)  # a fresh bearer token per run, handed to the load by environment
         gw = start_gateway(run_dir, PUSH_CONFIG.format(port=port, url=sink.url, batch=args.push_batch,
-                                                       in_flight=args.in_flight, destination=DESTINATION))
+                                                       in_flight=args.in_flight, destination=DESTINATION,
+                                                       token_sha256=hashlib.sha256(token.encode()).hexdigest()))
         url = f"http://127.0.0.1:{port}/api/v1/inbound/hall_platform/case"
         if kind == "ack":
             cmd = [sys.executable, str(PUSH_LOAD), "ack", "--url", url, "--rate", str(rate),
@@ -483,7 +498,8 @@ def run_push(kind: str, repeat: int, args: argparse.Namespace, rate: float = 0.0
                    "--per-request", str(args.push_batch), "--in-flight", str(args.in_flight)]
             expected = args.push_records
         cpu0 = tree_cpu(gw.pid)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout,
+                              env=dict(os.environ, BENCH_PUSH_TOKEN=token))
         if done.returncode != 0:
             raise BenchError(f"push load ({kind}) failed:\n{done.stderr[-3000:]}")
         load = json.loads(done.stdout.strip().splitlines()[-1])

@@ -23,7 +23,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH / "peers"))
 
 from _push_load import hall_items  # noqa: E402
-from bare_post import to_hall  # noqa: E402
+from bare_post import shipped_mapping_id, to_hall  # noqa: E402
 from bench_mapping import map_by_hand, record  # noqa: E402
 from counting_sink import CountingSink, parse_seconds  # noqa: E402
 
@@ -94,7 +94,7 @@ def test_bare_peer_renders_the_body_the_gateway_renders_for_the_same_case() -> N
         assert not quarantined
         gateway_body = outbound.render(json.loads(accepted[0].body))
         (mapped,) = map_by_hand(item)
-        bare_body = to_hall(mapped.data, "county_drop", gateway_body["meta"]["receivedAt"])
+        bare_body = to_hall(mapped.data, "county_drop", gateway_body["meta"]["receivedAt"], shipped_mapping_id())
         assert bare_body == gateway_body
 
 

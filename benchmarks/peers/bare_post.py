@@ -39,11 +39,18 @@ from bench_mapping import map_by_hand  # noqa: E402 - the hand-written mapping, 
 from gateway.mapping._runtime import CHINA  # noqa: E402
 from gateway.pipeline.ingest import idempotency_key  # noqa: E402
 
-MAPPING_ID = "provincial_approvedatainfo@1"
 # mappings/codetables/hall_platform.yaml read in reverse: the first hall code listed for a national one
 APPLICANT_TYPE = {"1": "PERSON", "2": "ENTERPRISE", "3": "OTHER"}
 ID_TYPE = {"111": "10", "414": "11", "516": "12", "511": "13", "553": "14", "821": "20", "811": "21", "990": "99"}
 CHANNEL = {"1": "WINDOW", "2": "PC", "3": "APP", "4": "MAIL", "9": "OTHER"}
+
+
+def shipped_mapping_id() -> str:
+    """``name@version`` of the shipped provincial mapping: what the gateway puts in meta.mapping."""
+    from gateway.mapping import load_mapping
+
+    mapping = load_mapping(BENCH.parent / "mappings" / "provincial_approvedatainfo.in.yaml")
+    return f"{mapping.name}@{mapping.version}"
 
 
 def china_time(iso: str) -> str:
@@ -53,7 +60,7 @@ def china_time(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def to_hall(data: dict[str, Any], system: str, received_at: str) -> dict[str, Any]:
+def to_hall(data: dict[str, Any], system: str, received_at: str, mapping_id: str) -> dict[str, Any]:
     """The hall platform's ``CASE`` body for one mapped case, as hall_platform.out.yaml renders it."""
     body: dict[str, Any] = {"dataType": "CASE"}
     for out, field in (("caseNo", "case_no"), ("itemCode", "item_code"), ("implementCode", "implementation_code"),
@@ -77,7 +84,7 @@ def to_hall(data: dict[str, Any], system: str, received_at: str) -> dict[str, An
         if field in data:
             body[out] = data[field]
     body["version"] = data.get("version", 1)
-    body["meta"] = {"sourceSystem": system, "receivedAt": received_at, "mapping": MAPPING_ID}
+    body["meta"] = {"sourceSystem": system, "receivedAt": received_at, "mapping": mapping_id}
     return body
 
 
@@ -139,7 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 counts["invalid"] += 1
                 continue
             data = mapped.data
-            bodies.append(to_hall(data, system, received_at))
+            bodies.append(to_hall(data, system, received_at, args.mapping_id))
             keys.append(idempotency_key(system, "case", data["case_no"], data.get("version", 1), destination))
             counts["records"] += 1
             if len(bodies) >= args.batch:
@@ -172,7 +179,11 @@ def main() -> None:
     ap.add_argument("--system", default="county_drop")
     ap.add_argument("--destination", default="counting_sink")
     ap.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the file")
+    ap.add_argument("--mapping-id", default=None, help="name@version for meta.mapping (default: read from "
+                    "mappings/provincial_approvedatainfo.in.yaml, as the gateway does)")
     args = ap.parse_args()
+    if args.mapping_id is None:
+        args.mapping_id = shipped_mapping_id()
     if args.batch < 1 or args.in_flight < 1:
         ap.error("--batch and --in-flight must be at least 1")
     print(json.dumps(asyncio.run(run(args))), flush=True)
