@@ -20,8 +20,12 @@ Scenarios (issue 12), each contestant in its own fresh processes, on loopback on
 - **file ingest**: the gateway's ``ingest_file`` beside the bare durable loader (iterparse → JSON →
   executemany, synchronous=FULL) on the same file, both from bench_ingest.py.
 - **push**: acknowledgement latency of POST /api/v1/inbound at 1,000 records/s offered (open loop,
-  one record per request), and records/s end to end from the first push to the sink's last record
-  (pushes of 50, batch delivery of 50).
+  one record per request, a bearer token; ``--push-rates 250,500,1000`` for several rates), and
+  records/s end to end from the first push to the sink's last record (pushes of 50, batch delivery
+  of 50).
+
+``--latency 20ms`` makes the sink hold every answer; ``--skip`` leaves a contestant or scenario
+out; ``--json`` keeps every run's figures and ``--report-from`` prints their tables again.
 
 Repeats are interleaved (every contestant once per repeat, the order rotating), so noise on this
 shared machine hits all alike; ratios are taken within a repeat and reported with their spread.
