@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-compare clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check gateway adapters tests
+
+# The gateway beside Node-RED and bare Python (installs the pinned Node-RED with npm on first use).
+# Fewer records or repeats: make bench-compare BENCH_ARGS="--records 20000 --repeats 1"
+bench-compare: venv
+	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,160 @@
+"""Load for the gateway's push API (POST /api/v1/inbound/{system}/{kind}), run by compare.py in its own process.
+
+    ack    open loop: one record per request at --rate requests/s for --seconds, each request sent at
+           its scheduled time whether or not earlier ones were answered; latency is counted from the
+           scheduled time (so a stalled server cannot hide its queue) to the acknowledgement.
+    flood  closed loop: --records records in requests of --per-request, --in-flight at once.
+
+Items are the hall platform's CASE objects (what mappings/hall_platform.in.yaml reads), made from
+the demo generator's cases by the bare peer's hand-written mapping, sent with the bearer token
+in $BENCH_PUSH_TOKEN when set. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH / "peers"))
+
+from bare_post import to_hall  # noqa: E402
+from bench_mapping import map_by_hand  # noqa: E402
+
+from gateway.demo.generate import case_fields  # noqa: E402
+
+
+def hall_items(n: int, seed: int) -> list[bytes]:
+    """``n`` distinct CASE objects as the hall platform pushes them, serialised."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        (mapped,) = map_by_hand({"SPSHENQIN": case_fields(i, rng)})
+        body = to_hall(mapped.data, "hall_platform", "", "")
+        del body["meta"]
+        out.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    return out
+
+
+def request_headers() -> dict[str, str]:
+    """JSON, and the hall's bearer token when compare.py gave one (BENCH_PUSH_TOKEN)."""
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    token = os.environ.get("BENCH_PUSH_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[bytes]) -> dict[str, Any]:
+    n = int(rate * (seconds + warmup))
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    headers = request_headers()
+    connector = aiohttp.TCPConnector(limit=0)  # open loop: never queue behind a connection pool
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def one(i: int, scheduled: float) -> None:
+            try:
+                async with session.post(url, data=items[i], headers=headers) as resp:
+                    await resp.read()
+                    status = str(resp.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = type(exc).__name__
+                errors.setdefault(status, str(exc)[:300])
+            statuses[status] = statuses.get(status, 0) + 1
+            if i >= rate * warmup and status in ("200", "202"):
+                latencies.append(time.monotonic() - scheduled)
+
+        start = time.monotonic() + 0.1
+        tasks = []
+        behind = 0.0
+        for i in range(n):
+            scheduled = start + i / rate
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                behind = max(behind, -delay)
+            tasks.append(asyncio.create_task(one(i, scheduled)))
+        await asyncio.gather(*tasks)
+        last_ack = time.monotonic()
+    lat = sorted(latencies)
+    return {"mode": "ack", "offered_rate": rate, "seconds": seconds, "warmup": warmup, "requests": n,
+            "measured": len(lat), "statuses": statuses, "errors": errors, "first_sent_at": start,
+            "p50_ms": percentile(lat, 0.50) * 1000, "p90_ms": percentile(lat, 0.90) * 1000,
+            "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": lat[-1] * 1000 if lat else float("nan"),
+            "sender_behind_ms": behind * 1000,
+            "acknowledged_rate": (statuses.get("200", 0) + statuses.get("202", 0)) / (last_ack - start)}
+
+
+async def flood(url: str, per_request: int, in_flight: int, items: list[bytes]) -> dict[str, Any]:
+    bodies = [b"[" + b",".join(items[i:i + per_request]) + b"]" for i in range(0, len(items), per_request)]
+    statuses: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    headers = request_headers()
+    queue = list(reversed(bodies))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        status = str(resp.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status = type(exc).__name__
+                    errors.setdefault(status, str(exc)[:300])
+                statuses[status] = statuses.get(status, 0) + 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        done = time.monotonic()
+    return {"mode": "flood", "records": len(items), "per_request": per_request, "in_flight": in_flight,
+            "statuses": statuses, "errors": errors, "first_sent_at": start, "last_ack_at": done,
+            "push_rate": len(items) / (done - start)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("ack", "flood"))
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds at the same rate not counted (ack)")
+    ap.add_argument("--records", type=int, default=20_000)
+    ap.add_argument("--per-request", type=int, default=50)
+    ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args()
+    if args.mode == "ack":
+        items = hall_items(int(args.rate * (args.seconds + args.warmup)), args.seed)
+        print(json.dumps({"ready": True}), flush=True)
+        result = asyncio.run(ack(args.url, args.rate, args.seconds, args.warmup, items))
+    else:
+        items = hall_items(args.records, args.seed)
+        print(json.dumps({"ready": True}), flush=True)
+        result = asyncio.run(flood(args.url, args.per_request, args.in_flight, items))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
