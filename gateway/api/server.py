@@ -226,7 +226,7 @@ async def metrics(request: web.Request) -> web.Response:
         counts = await asyncio.wait_for(gw.store.counts(), timeout=10.0)
     except Exception as exc:  # a scrape must still answer, with gateway_store_up 0
         log.warning("metrics: store counts unavailable: %s", exc)
-    body = request.app[METRICS].render(counts) + refusal_log(gw).render()
+    body = request.app[METRICS].render(counts) + refusal_log(gw).render() + gw.delivery_metrics.render()
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
