@@ -264,3 +264,47 @@ def test_the_cli_refuses_unknown_destinations_and_bad_settings(tmp_path) -> None
     empty = CliRunner().invoke(main, ["destinations", "set", "hall_platform", "-c", str(site.config_path)])
     assert empty.exit_code == 2 and "nothing to change" in empty.output
     assert site.audit_count("destination_settings") == 0
+
+
+HEALTH_SINK = """
+[sinks.supervisor]
+adapter = "rest"
+mapping = "mappings/hall_platform.out.yaml"
+url = "{url}"
+health_url = "{url}"
+timeouts = {{ connect = "1s", read = "500ms", total = "1s" }}
+"""
+
+
+async def test_with_a_health_url_the_circuit_probes_with_health_requests_not_deliveries(tmp_path) -> None:
+    port = _free_port()
+    supervisor = HallPlatform(port=port)  # GET on its records URL answers 200: the health request
+    url = f"http://127.0.0.1:{port}/api/records"
+    async with HallPlatform() as hall:
+        site = Site(tmp_path, hall.records_url, extra_sinks=HEALTH_SINK.format(url=url),
+                    route_to='["hall_platform", "supervisor"]')
+        gw = Gateway(site.config())
+        await gw.start()
+        try:
+            site.drop_cases(40)
+            worker = gw.workers["supervisor"]
+            await wait_until(lambda: worker.circuit.state != "closed", what="the supervisor's circuit open")
+            attempts = lambda: site.scalar(  # noqa: E731
+                "SELECT sum(attempts) FROM outbox WHERE destination='supervisor'")
+            before, probes_before = attempts(), metric(gw, "gateway_delivery_probes_total", destination="supervisor",
+                                                       result="failure")
+            await asyncio.sleep(1.5)
+            assert attempts() == before  # no delivery was spent on probing
+            assert metric(gw, "gateway_delivery_probes_total", destination="supervisor",
+                          result="failure") > probes_before
+            assert hall.unique == 40
+            await supervisor.start()
+            started = time.monotonic()
+            await wait_until(lambda: supervisor.unique == 40, timeout=10, what="the backlog at the supervisor")
+            drained = time.monotonic() - started
+        finally:
+            await gw.stop()
+            await supervisor.stop()
+    assert drained < 3.0
+    assert metric(gw, "gateway_delivery_probes_total", destination="supervisor", result="success") == 1
+    assert site.scalar("SELECT count(*) FROM outbox WHERE state='dead'") == 0
