@@ -70,7 +70,7 @@ class DeliverySection(_Model):
     poll_interval: Duration = Field(1.0, gt=0)
     circuit_failures: int = Field(5, ge=1, le=100_000)  # failures in a row that open a destination's circuit
     probe_initial: Duration = Field(2.0, gt=0)  # first probe after the circuit opened; doubles per failed probe
-    probe_max: Duration = Field(30.0, gt=0)
+    probe_max: Duration = Field(10.0, gt=0)  # one request per 10 s does not hammer; recovery seen within it
 
     @model_validator(mode="after")
     def _probes(self) -> DeliverySection:

@@ -42,7 +42,7 @@ class CircuitBreaker:
     """The breaker of one destination."""
 
     def __init__(self, destination: str, *, failure_threshold: int = 5, probe_initial: float = 2.0,
-                 probe_max: float = 30.0, clock: Callable[[], float] = time.time,
+                 probe_max: float = 10.0, clock: Callable[[], float] = time.time,
                  jitter: Callable[[float], float] | None = None) -> None:
         if failure_threshold < 1 or probe_initial <= 0 or probe_max < probe_initial:
             raise ValueError("circuit breaker needs failure_threshold >= 1 and 0 < probe_initial <= probe_max")

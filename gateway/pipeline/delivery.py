@@ -68,7 +68,7 @@ class DeliveryPolicy:
     rate: float | None = None  # sends per second; None: no limit
     circuit_failures: int = 5
     probe_initial: float = 2.0
-    probe_max: float = 30.0
+    probe_max: float = 10.0
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Exponential with full jitter (half to whole of the step), never shorter than Retry-After."""
@@ -494,7 +494,8 @@ class DestinationWorker:
             fields.update(open_for=round(t.open_for, 3), probes=t.probes)
         action = ("circuit_opened" if (t.before, t.after) == (CLOSED, OPEN)
                   else "circuit_closed" if t.after == CLOSED else None)
-        level = logging.WARNING if t.after == OPEN else logging.INFO
+        # The first opening is news; each failed probe after it is routine (one line per probe interval).
+        level = logging.WARNING if (t.before, t.after) == (CLOSED, OPEN) else logging.INFO
         log.log(level, "circuit of %s %s -> %s: %s", t.destination, t.before, t.after, mask_text(t.reason),
                 extra=fields)
         detail = {k: v for k, v in fields.items() if k in ("failures", "open_for", "probes", "probe_in")}
