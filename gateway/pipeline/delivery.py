@@ -220,7 +220,6 @@ class DestinationWorker:
                 if (found.paused, found.concurrency, found.rate) != (
                         self.controls.paused, self.controls.concurrency, self.controls.rate):
                     self.apply_controls(found)
-                    self.wake.clear()
                 else:
                     self.controls = found
         if force or now - self._gauges_read >= _GAUGE_EVERY:
