@@ -78,8 +78,7 @@ async def test_a_long_outage_makes_no_dead_letters_spares_other_destinations_and
     await hall.start()
     supervisor = HallPlatform()
     await supervisor.start()
-    site = two_destination_site(tmp_path, f"http://127.0.0.1:{port}/api/records", supervisor.records_url,
-                                read_timeout=0.5, total_timeout=1.0)
+    site = two_destination_site(tmp_path, f"http://127.0.0.1:{port}/api/records", supervisor.records_url)
     gw = Gateway(site.config())
     await gw.start()
     try:
@@ -136,7 +135,6 @@ async def test_a_long_outage_makes_no_dead_letters_spares_other_destinations_and
         versions.setdefault(body["caseNo"], []).append(int(body["version"]))
     assert len(versions) == 120 and all(v in ([1], [1, 2]) for v in versions.values())
     assert sum(len(v) == 2 for v in versions.values()) == 100
-    assert hall.repeats == 0
     # Circuit changes: audited, logged with their fields, counted.
     assert site.audit_count("circuit_opened") >= 1 and site.audit_count("circuit_closed") >= 1
     closed = site.audit_bodies("circuit_closed")[-1]["detail"]
@@ -289,6 +287,8 @@ async def test_with_a_health_url_the_circuit_probes_with_health_requests_not_del
             site.drop_cases(40)
             worker = gw.workers["supervisor"]
             await wait_until(lambda: worker.circuit.state != "closed", what="the supervisor's circuit open")
+            await wait_until(lambda: site.scalar("SELECT count(*) FROM outbox WHERE destination='supervisor'"
+                                                 " AND state='inflight'") == 0, what="the failed sends settled")
             attempts = lambda: site.scalar(  # noqa: E731
                 "SELECT sum(attempts) FROM outbox WHERE destination='supervisor'")
             before, probes_before = attempts(), metric(gw, "gateway_delivery_probes_total", destination="supervisor",
