@@ -157,6 +157,9 @@ class DestinationWorker:
         self._pruned = time.monotonic()
         self._tally = _Tally()
         self.metrics.destination(destination)
+        # Labelled children looked up once: the success path runs per delivery.
+        self._m_delivered = self.metrics.attempts.labels(destination, "delivered")
+        self._m_latency = self.metrics.latency.labels(destination)
         self._apply_pacing()
 
     # ------------------------------------------------------------------ controls
@@ -372,7 +375,7 @@ class DestinationWorker:
                 except Exception as exc:  # a sink bug: retry, keep the text for the operator
                     log.exception("sink %s raised", self.destination)
                     results, failure = None, RetryableError(f"sink raised {type(exc).__name__}: {exc}")
-                self.metrics.latency.labels(self.destination).observe(time.perf_counter() - started)
+                self._m_latency.observe(time.perf_counter() - started)
                 by_id = {r.delivery_id: r for r in results or ()}
                 out = []
                 for c, _ in chunk:
@@ -432,15 +435,16 @@ class DestinationWorker:
         ``final``: the gateway itself cannot send this record (unreadable, unrenderable): no attempt helps.
         """
         attempt = c.attempts + 1
+        if error is None:
+            self.sent += 1
+            self._m_delivered.inc()
+            remote = result.receipt.remote_id if result is not None and result.receipt is not None else None
+            return _Outcome(Settlement(c.delivery_id, "delivered", c.destination, c.idempotency_key, c.kind,
+                                       c.record_key, c.case_no, attempt, remote_id=remote), c, sent)
         common = dict(delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
                       kind=c.kind, record_key=c.record_key, case_no=c.case_no, attempt=attempt)
         fields = {"destination": c.destination, "delivery_id": c.delivery_id, "case_no": c.case_no,
                   "kind": c.kind, "attempt": attempt}
-        if error is None:
-            self.sent += 1
-            self.metrics.attempts.labels(self.destination, "delivered").inc()
-            remote = result.receipt.remote_id if result is not None and result.receipt is not None else None
-            return _Outcome(Settlement(outcome="delivered", remote_id=remote, **common), c, sent)
         text = f"{type(error).__name__}: {error}"
         if getattr(error, "status", None):
             text = f"{text} (HTTP {error.status})"
