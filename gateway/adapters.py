@@ -153,6 +153,13 @@ class Source(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
+    """Sends rendered records to one counterpart.
+
+    Optional: a ``probe`` attribute holding ``async () -> None`` (or None). When a destination's
+    circuit is open the delivery worker calls it instead of sending a delivery: returning means the
+    counterpart is back, a retryable DeliveryError (or any exception) that it is not.
+    """
+
     batch_size: int  # >1 when the counterpart accepts arrays
 
     async def start(self) -> None: ...

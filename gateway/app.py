@@ -32,7 +32,8 @@ from gateway.adapters import (
     validate_config,
 )
 from gateway.config import ConfigError, GatewayConfig
-from gateway.pipeline.delivery import DeliveryPolicy, DestinationWorker
+from gateway.pipeline.delivery import DestinationWorker, policy_for
+from gateway.pipeline.delivery_metrics import DeliveryMetrics
 from gateway.pipeline.ingest import Ingestor
 from gateway.pipeline.router import Router
 from gateway.store import Store, StoreError, make_store, sqlite_path
@@ -290,6 +291,7 @@ class Gateway:
         self.supervision: Any = None  # the SupervisionFollower, when enabled
         self.sealer: Any = None  # the audit Sealer, when sealing is on
         self.alerts: Any = None  # GatewayAlerts: alerts and audit seals the gateway itself originates
+        self.delivery_metrics = DeliveryMetrics()  # per destination; /metrics appends it
         self.refusals: Any = None  # gateway.security.refusals.RefusalLog of the push API, when it runs
         self.started = False  # every part started; the API answers 503 until then
         self._store_open = False
@@ -390,13 +392,9 @@ class Gateway:
                     continue
                 self.sinks[name] = sink
                 starts.append((f"sink {name}", sink.start()))
-                d = cfg.delivery
-                policy = DeliveryPolicy(
-                    max_attempts=sink_section.max_attempts or d.max_attempts, max_age=d.max_age,
-                    backoff_initial=d.backoff_initial, backoff_max=d.backoff_max, lease_seconds=d.lease_seconds,
-                    concurrency=sink_section.concurrency or d.concurrency, poll_interval=d.poll_interval)
-                self.workers[name] = DestinationWorker(name, sink, comp.outbound[name], self.store, policy,
-                                                       cipher=comp.cipher)
+                self.workers[name] = DestinationWorker(name, sink, comp.outbound[name], self.store,
+                                                       policy_for(cfg, name), cipher=comp.cipher,
+                                                       metrics=self.delivery_metrics, alerts=self._gateway_alerts())
         if self.run_sources:
             for name, src_cfg in comp.source_configs.items():
                 adapter = comp.adapters[cfg.sources[name].adapter]
@@ -455,7 +453,6 @@ class Gateway:
         from gateway.audit import Sealer, load_certificates
         from gateway.audit.signers import SignerError, make_signer
         from gateway.audit.witness import WitnessLog
-        from gateway.pipeline.alerts import GatewayAlerts
 
         a = self.config.audit
         certs_dir = self.config.resolve(self.config.gateway.certs_dir)
@@ -475,13 +472,21 @@ class Gateway:
             trusted = load_certificates(certs_dir) if any(certs_dir.glob("audit-seal*.crt")) else {}
         except SignerError:
             trusted = {}
-        assert self.store is not None and self.components is not None and self.components.router is not None
-        self.alerts = GatewayAlerts(self.store, self.components.router, self.config.supervision.destinations,
-                                    a.witness_destinations, chain=self.config.gateway.name,
-                                    on_commit=self._wake_workers)
+        self.alerts = self._gateway_alerts()
         return Sealer(self.store, signer, every_entries=a.seal_every_entries, every_seconds=a.seal_every_seconds,
                       witness=WitnessLog(self.config.resolve(a.witness)) if a.witness else None, trusted=trusted,
                       on_alarm=self.alerts.audit_alarm, on_signed=self.alerts.seal_signed)
+
+    def _gateway_alerts(self) -> Any:
+        """The one GatewayAlerts of this gateway: the sealer's alarms and seals, and dead-letter alerts."""
+        from gateway.pipeline.alerts import GatewayAlerts
+
+        if self.alerts is None:
+            assert self.store is not None and self.components is not None and self.components.router is not None
+            self.alerts = GatewayAlerts(self.store, self.components.router, self.config.supervision.destinations,
+                                        self.config.audit.witness_destinations, chain=self.config.gateway.name,
+                                        on_commit=self._wake_workers)
+        return self.alerts
 
     async def _audit_configuration(self) -> None:
         assert self.store is not None

@@ -72,6 +72,9 @@ def deprecations(config: GatewayConfig, comp: Components | None) -> list[str]:
     found = deprecated_settings(GatewayConfig, raw)
     rules = (raw.get("supervision") or {}).get("rules")
     found += deprecated_settings(SupervisionConfig, rules, "supervision.rules")
+    from gateway.pipeline.delivery import delivery_deprecations
+
+    found += delivery_deprecations(config)
     if comp is not None:
         for section, role in (("sources", "source_config"), ("sinks", "sink_config")):
             for name, options in (raw.get(section) or {}).items():

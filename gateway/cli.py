@@ -426,6 +426,7 @@ def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
     from gateway.mapping.commands import mapping
+    from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
@@ -433,7 +434,8 @@ def _add_subsystem_groups() -> None:
     from gateway.security.encryption_commands import encryption
     from gateway.security.people_commands import tokens, users
 
-    for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens):
+    for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
+                  destinations):
         main.add_command(group)
 
 

@@ -55,13 +55,28 @@ class GatewaySection(_Model):
 
 
 class DeliverySection(_Model):
-    max_attempts: int = Field(12, ge=1)
-    max_age: Duration = 2 * 86400.0
+    """Retries, the circuit breaker and pacing of every destination (docs/deliveries.md); sinks may override some."""
+
+    max_age: Duration = 7 * 86400.0  # retryable failures are retried until a delivery is this old
+    permanent_attempts: int = Field(1, ge=1, le=1000)  # attempts of a record the counterpart refuses as it is
+    # Deprecated: a cap on every attempt, retryable ones too (an outage became dead letters). Still
+    # honoured when set, and `gateway check` warns; leave it out to retry until max_age.
+    max_attempts: int | None = Field(None, ge=1)
     backoff_initial: Duration = Field(1.0, gt=0)
     backoff_max: Duration = Field(300.0, gt=0)
     lease_seconds: Duration = renamed(60.0, "lease", "lease_seconds", gt=0)
     concurrency: int = Field(8, ge=1, le=256)
+    rate: float | None = Field(None, gt=0)  # sends per second to each destination; none: no limit
     poll_interval: Duration = Field(1.0, gt=0)
+    circuit_failures: int = Field(5, ge=1, le=100_000)  # failures in a row that open a destination's circuit
+    probe_initial: Duration = Field(2.0, gt=0)  # first probe after the circuit opened; doubles per failed probe
+    probe_max: Duration = Field(10.0, gt=0)  # one request per 10 s does not hammer; recovery seen within it
+
+    @model_validator(mode="after")
+    def _probes(self) -> DeliverySection:
+        if self.probe_max < self.probe_initial:
+            raise ValueError("delivery.probe_max is shorter than delivery.probe_initial")
+        return self
 
 
 class ApiSection(_Model):
@@ -191,7 +206,9 @@ class SinkSection(BaseModel):
     mapping: str
     enabled: bool = True
     concurrency: int | None = Field(None, ge=1, le=256)
-    max_attempts: int | None = Field(None, ge=1)
+    rate: float | None = Field(None, gt=0)  # sends per second; over [delivery] rate
+    permanent_attempts: int | None = Field(None, ge=1, le=1000)
+    max_attempts: int | None = Field(None, ge=1)  # deprecated, as [delivery] max_attempts
 
     def adapter_options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

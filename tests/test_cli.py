@@ -84,7 +84,7 @@ def test_a_configuration_change_is_audited_once_per_change(tmp_path) -> None:
     asyncio.run(start_and_stop())
     assert site.audit_count("config_changed") == 1
     site.config_path.write_text(site.config_path.read_text(encoding="utf-8").replace(
-        "max_attempts = 20", "max_attempts = 21"), encoding="utf-8")
+        "concurrency = 8", "concurrency = 9"), encoding="utf-8")
     asyncio.run(start_and_stop())
     rows = site.audit_bodies("config_changed")
     assert len(rows) == 2 and rows[1]["detail"]["previous"] == rows[0]["detail"]["sha256"]

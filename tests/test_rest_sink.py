@@ -502,3 +502,26 @@ async def test_deliver_before_start_is_a_programming_error() -> None:
     sink = RestSink("hall", RestSinkConfig(url="http://127.0.0.1:9/api"))
     with pytest.raises(RuntimeError, match="before start"):
         await sink.deliver([delivery(1)])
+
+
+async def test_the_health_request_answers_2xx_when_up_and_raises_retryable_otherwise() -> None:
+    async with HallPlatform(bearer_token="s3cret") as hall:
+        os.environ["HEALTH_TEST_TOKEN"] = "s3cret"
+        try:
+            async with running_sink(hall.records_url, health_url=hall.records_url,
+                                    auth={"type": "bearer", "token": {"env": "HEALTH_TEST_TOKEN"}}) as sink:
+                assert sink.probe is not None
+                await sink.probe()  # GET with the sink's credentials: 200
+                assert hall.last_headers["Authorization"] == "Bearer s3cret"
+                hall.fail_next(1, status=503)
+                with pytest.raises(RestRetryableError, match="health request: GET .* answered 503"):
+                    await sink.probe()
+        finally:
+            del os.environ["HEALTH_TEST_TOKEN"]
+    async with running_sink("http://127.0.0.1:9/api/records") as plain:
+        assert plain.probe is None  # without health_url the worker probes with a delivery
+
+
+def test_a_health_url_must_be_http() -> None:
+    with pytest.raises(ValidationError, match="health_url 'ftp://x' must start with http"):
+        RestSinkConfig(url="http://127.0.0.1/api", health_url="ftp://x")

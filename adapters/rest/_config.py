@@ -141,6 +141,16 @@ class RestSinkConfig(_HttpClientConfig):
     batch_size: int = Field(1, ge=1, le=1000)
     batch_results: BatchResults = Field(default_factory=BatchResults)
     error_body_chars: int = Field(300, ge=0, le=10_000)  # how much of a refusal body goes into the error
+    # A GET the delivery worker sends, instead of a delivery, to learn whether the counterpart is
+    # back while its circuit is open (docs/deliveries.md); a 2xx answer means it is.
+    health_url: str | None = None
+
+    @field_validator("health_url")
+    @classmethod
+    def _health_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"health_url {value!r} must start with http:// or https://")
+        return value
 
     @field_validator("url")
     @classmethod

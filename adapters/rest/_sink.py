@@ -66,6 +66,9 @@ class RestSink:
         self._items_path = compile_path(shape.items_path)
         t = config.timeouts
         self._timeouts = (t.connect, t.read, t.total)
+        # The optional health request the delivery worker probes with behind an open circuit;
+        # without health_url it probes with one delivery.
+        self.probe = self._probe if config.health_url else None
 
     async def start(self) -> None:
         """Read secrets and certificates now, so a missing one stops start-up with a clear message."""
@@ -183,6 +186,25 @@ class RestSink:
             else:
                 results.append(self._fail(delivery, PermanentError(message)))
         return results
+
+    async def _probe(self) -> None:
+        """GET health_url; returns when it answers 2xx, raises RestRetryableError otherwise."""
+        if self._session is None:
+            raise RuntimeError(f"{self._owner}: probe() called before start() or after close()")
+        url = str(self.config.health_url)
+        target = URL(url)
+        headers = dict(self._signer("GET", target.raw_path_qs, b""))
+        try:
+            async with self._session.get(target, headers=headers, allow_redirects=False) as response:
+                status = response.status
+                raw = await response.read()
+        except TRANSPORT_ERRORS as exc:
+            reason = describe_transport_error(exc, self._timeouts, https=target.scheme == "https")
+            raise RestRetryableError(f"{self._owner}: health request: GET {url}: {reason}") from None
+        if not 200 <= status < 300:
+            text = trim_body(raw, self.config.error_body_chars)
+            raise RestRetryableError(f"{self._owner}: health request: GET {url} answered {status}: {text}",
+                                     status=status)
 
     # ------------------------------------------------------------------ the wire
 

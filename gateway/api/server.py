@@ -8,6 +8,7 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
     GET  /api/v1/records | deliveries | quarantine | audit | alerts;  GET /api/v1/quarantine/{id}
     POST /api/v1/quarantine/reprocess | discard    engineers and operators of the item's system
     POST /api/v1/deliveries/replay
+    GET  /api/v1/destinations;  POST /api/v1/destinations/{name}/pause | resume | settings
     GET  /login, POST /login | /logout, POST /api/v1/auth/login | logout, GET /api/v1/auth/whoami
     GET  /healthz  /metrics  /api/v1/openapi.json
 
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import _actions, _auth, _quarantine, _query, _soap
+from gateway.api import _actions, _auth, _destinations, _quarantine, _query, _soap
 from gateway.api._inbound import (
     ApiError,
     BatchResult,
@@ -226,7 +227,7 @@ async def metrics(request: web.Request) -> web.Response:
         counts = await asyncio.wait_for(gw.store.counts(), timeout=10.0)
     except Exception as exc:  # a scrape must still answer, with gateway_store_up 0
         log.warning("metrics: store counts unavailable: %s", exc)
-    body = request.app[METRICS].render(counts) + refusal_log(gw).render()
+    body = request.app[METRICS].render(counts) + refusal_log(gw).render() + gw.delivery_metrics.render()
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -265,6 +266,7 @@ def build_app(gw: Gateway) -> web.Application:
     app.router.add_get("/api/v1/audit", _query.audit)
     app.router.add_get("/api/v1/alerts", _query.alerts)
     app.router.add_post("/api/v1/deliveries/replay", _actions.replay)
+    _destinations.add_routes(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -50,6 +50,12 @@ ACTIONS = frozenset(
         "logout",
         "login_throttled",
         "unmasked",
+        # delivery controls and the circuit breaker (gateway.pipeline.delivery, gateway.store.destinations)
+        "destination_paused",
+        "destination_resumed",
+        "destination_settings",
+        "circuit_opened",
+        "circuit_closed",
     }
 )
 

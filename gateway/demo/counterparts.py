@@ -105,6 +105,10 @@ class _LocalService:
         """Answer the next ``count`` requests with ``status`` (and a Retry-After header if given)."""
         self._failures.extend([(status, retry_after)] * count)
 
+    def recover(self) -> None:
+        """Stop failing: the requests still queued to fail (``fail_next``) are answered normally."""
+        self._failures.clear()
+
     def set_delay(self, seconds: float) -> None:
         """Hold every answer for ``seconds`` (0 to stop); the request is still processed afterwards."""
         self.delay = seconds

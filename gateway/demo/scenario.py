@@ -40,11 +40,11 @@ name = "demo"
 store = "sqlite:///gateway.db"
 adapters = ["filedrop", "rest", "push"]
 
-[delivery]
-max_attempts = 8
+[delivery]                         # retries until max_age; a circuit breaker per destination (docs/deliveries.md)
 backoff_initial = "0.2s"
 backoff_max = "5s"
 poll_interval = "0.5s"
+probe_max = "5s"
 
 [api]
 host = "127.0.0.1"

@@ -120,6 +120,32 @@ class GatewayAlerts:
         log.warning("alert %s raised: %s", alert_type, description)
         return await self._commit(alert_item(alert, now, self.router, (*self.supervision_destinations, *also_to)))
 
+    async def raise_alerts(self, alerts: Sequence[dict[str, Any]], *, exclude: Sequence[str] = ()) -> list[IngestOutcome]:
+        """Commit several alerts (data from ``make_alert``) in one transaction, routed like ``raise_alert``.
+
+        ``exclude`` names destinations an alert must not go to — a dead letter's own destination,
+        so that an alert about a destination that refuses records is not queued behind them.
+        """
+        now = datetime.now(_CHINA)
+        items = []
+        for alert in alerts:
+            if not alert.get("case_no"):
+                alert["case_no"] = None
+            log.warning("alert %s raised: %s", alert.get("alert_type"), alert.get("description"))
+            item = alert_item(alert, now, self.router, self.supervision_destinations)
+            if item is not None and exclude:
+                keep = [i for i, d in enumerate(item.destinations) if d not in exclude]
+                item.destinations = tuple(item.destinations[i] for i in keep)
+                item.idempotency_keys = tuple(item.idempotency_keys[i] for i in keep)
+            if item is not None:
+                items.append(item)
+        if not items:
+            return []
+        outcomes = await self.store.commit_ingest(items, [])
+        if self.on_commit is not None and any(o.status == "accepted" for o in outcomes):
+            self.on_commit()
+        return outcomes
+
     async def audit_alarm(self, problem: str) -> None:
         """The sealer's alarm: the trail does not hold, signing stopped. One alert per distinct problem.
 

@@ -28,9 +28,9 @@ Roles and their permissions (:data:`ROLE_PERMISSIONS`):
 
 ============  ===========================================================================
 engineer      integration engineer: reads everything (masked), replays any delivery,
-              manages quarantine, configures
-operator      bureau operator (审批局): reads and replays only its own systems — the systems
-              the account is bound to (``Identity.systems``); masked
+              manages quarantine, pauses and tunes destinations, configures
+operator      bureau operator (审批局): reads, replays, pauses and tunes only its own systems —
+              the systems the account is bound to (``Identity.systems``); masked
 supervisor    监察 / 纪检: reads the audit trail, supervision alerts and records; masked
 auditor       reads everything and may unmask personal data, each time with a stated reason
               that is written to the audit trail (see ``gateway.api._query``)
@@ -73,6 +73,7 @@ PERMISSIONS: dict[str, str] = {
     "audit:read": "read audit entries",
     "alerts:read": "read electronic-supervision alerts (电子监察预警)",
     "deliveries:replay": "send deliveries again (dead letters or chosen ones)",
+    "destinations:manage": "pause and resume a destination, change its concurrency and rate limit",
     "quarantine:manage": "reprocess or discard quarantined items",
     "configure": "see and change the gateway's configuration",
     "personal:unmask": "see personal data unmasked, with a stated reason, audited",
@@ -80,14 +81,14 @@ PERMISSIONS: dict[str, str] = {
 """Every permission the gateway checks, with what it allows."""
 
 SYSTEM_SCOPED = frozenset({"records:read", "deliveries:read", "quarantine:read", "deliveries:replay",
-                           "quarantine:manage"})
+                           "quarantine:manage", "destinations:manage"})
 """Permissions an operator holds only for the systems its account is bound to."""
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "engineer": frozenset({"records:read", "deliveries:read", "quarantine:read", "audit:read", "alerts:read",
-                           "deliveries:replay", "quarantine:manage", "configure"}),
+                           "deliveries:replay", "quarantine:manage", "destinations:manage", "configure"}),
     "operator": frozenset({"records:read", "deliveries:read", "quarantine:read", "deliveries:replay",
-                           "quarantine:manage"}),
+                           "quarantine:manage", "destinations:manage"}),
     "supervisor": frozenset({"audit:read", "alerts:read", "records:read"}),
     "auditor": frozenset({"records:read", "deliveries:read", "quarantine:read", "audit:read", "alerts:read",
                           "personal:unmask"}),

@@ -81,7 +81,7 @@ class Settlement:
     """The outcome of one delivery attempt, as the delivery worker decided it."""
 
     delivery_id: int
-    outcome: str  # delivered | retry | dead
+    outcome: str  # delivered | retry | dead | released (claimed, not sent: back to pending, no attempt)
     destination: str
     idempotency_key: str
     kind: str

@@ -44,6 +44,7 @@ from gateway.store.identity import IdentityStoreMixin
 from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin, audit_row
 from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
+from gateway.store.sqlite_destinations import SqliteDestinationsMixin
 from gateway.store.sqlite_quarantine import SqliteQuarantineMixin
 
 T = TypeVar("T")
@@ -169,8 +170,8 @@ class _Writer(threading.Thread):
                 fut.set_exception(exc)
 
 
-class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteAuditMixin, SqliteEncryptionMixin,
-                  IdentityStoreMixin, Store):
+class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
+                  SqliteEncryptionMixin, IdentityStoreMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
@@ -719,6 +720,11 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
             if cur.rowcount:
                 audit.append(audit_row(chain, at, "dead_lettered", **common, detail={
                     "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error}))
+        elif s.outcome == "released":
+            # Claimed but never sent (the circuit opened or the destination was paused mid-batch): the claim
+            # is undone, no attempt counted. A claim writes no audit entry, so neither does undoing it.
+            conn.execute("UPDATE outbox SET state='pending', lease_until=NULL, next_attempt_at=?"
+                         " WHERE id=? AND state='inflight'", (s.next_attempt_at or now, s.delivery_id))
         else:
             raise StoreError(f"unknown settlement outcome {s.outcome!r}")
     if audit:

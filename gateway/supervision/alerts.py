@@ -40,6 +40,7 @@ ALERT_TYPES: dict[str, AlertType] = {
         AlertType("changed_after_completion", "change_after_completion", "yellow", "办结后修改"),
         AlertType("audit_integrity", "audit_integrity", "red", "审计链完整性受损：封印已拒签"),
         AlertType("data_quality_finding", "data_quality", "info", "数据质量：带问题接收"),
+        AlertType("delivery_dead_letter", "delivery_dead_letter", "red", "投递死信：对方拒收或长期不可达"),
     )
 }
 
