@@ -34,6 +34,7 @@ from gateway.adapters import (
 from gateway.config import ConfigError, GatewayConfig
 from gateway.pipeline.delivery import DestinationWorker, policy_for
 from gateway.pipeline.delivery_metrics import DeliveryMetrics
+from gateway.pipeline.handoff import Handoff
 from gateway.pipeline.ingest import Ingestor
 from gateway.pipeline.router import Router
 from gateway.store import Store, StoreError, make_store, sqlite_path
@@ -281,6 +282,7 @@ class Gateway:
         self.components: Components | None = None
         self.store: Store | None = None
         self.ingestor: Ingestor | None = None
+        self.handoff: Handoff | None = None  # new deliveries claimed at birth, handed to the workers in memory
         self.sinks: dict[str, Sink] = {}
         self.sources: dict[str, Source] = {}
         self.workers: dict[str, DestinationWorker] = {}
@@ -335,8 +337,10 @@ class Gateway:
         self._store_open = True
         await self._audit_configuration()
         assert comp.router is not None
+        self.handoff = Handoff() if self.run_delivery else None
         self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers,
-                                 cipher=comp.cipher if cfg.encryption.enabled else None)
+                                 cipher=comp.cipher if cfg.encryption.enabled else None, handoff=self.handoff,
+                                 renderers=comp.outbound)
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
             from gateway.security.refusals import RefusalLog
@@ -395,6 +399,8 @@ class Gateway:
                 self.workers[name] = DestinationWorker(name, sink, comp.outbound[name], self.store,
                                                        policy_for(cfg, name), cipher=comp.cipher,
                                                        metrics=self.delivery_metrics, alerts=self._gateway_alerts())
+                if self.handoff is not None:
+                    self.handoff.add(self.workers[name])
         if self.run_sources:
             for name, src_cfg in comp.source_configs.items():
                 adapter = comp.adapters[cfg.sources[name].adapter]

@@ -54,6 +54,7 @@ class IngestOutcome:
     errors: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     quarantine_id: int | None = None  # the quarantine entry a refused item is kept in
+    deliveries: tuple[Any, ...] = ()  # gateway.store.ClaimedDelivery: claimed at birth (Store.commit_ingest)
 
 
 class StoreUnavailable(Exception):

@@ -104,7 +104,7 @@ def test_when_every_item_of_a_batch_fails_alone_the_batch_fails_instead_of_quara
     conn = sqlite3.connect(":memory:")
     chain = ChainWriter(0, "0" * 64)
 
-    def refuses_everything(conn: object, chain: object, accepted: list, quarantined: list, cursor: object) -> list:
+    def refuses_everything(conn: object, chain: object, accepted: list, quarantined: list, cursor: object, claims: object = None) -> list:
         if accepted or quarantined:
             raise ValueError("a bug, not the data")
         return []

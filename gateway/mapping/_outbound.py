@@ -243,5 +243,18 @@ class OutboundMapping:
             )
         return renderer(record)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # compiled functions do not pickle; a helper process compiles the same file again
+        return (_reload_outbound, (str(self.path),))
+
     def __repr__(self) -> str:
         return f"OutboundMapping({self.ref}, kinds={self.kinds})"
+
+
+def _reload_outbound(path: str) -> OutboundMapping:
+    """Unpickling: the same mapping compiled again from its file."""
+    from gateway.mapping._load import load_mapping
+
+    mapping = load_mapping(path)
+    assert isinstance(mapping, OutboundMapping)
+    return mapping

@@ -2,7 +2,14 @@
 
 One worker per destination. The store hands out at most one open delivery per case at a
 time (the oldest), so order per case holds for each destination while every other case
-keeps moving. Retries that must survive a restart live in the outbox row (attempts, next
+keeps moving.
+
+On the happy path a new delivery does not go through the database twice: the ingest
+commit claims it at birth when its case has no other open delivery there, and hands it
+to the worker in memory with its body already rendered (``gateway.pipeline.handoff``).
+The worker takes those first and claims from the store for everything else — restarts,
+retries, backlogs, later records of a busy case — at least once per poll interval, so
+neither path starves the other. Retries that must survive a restart live in the outbox row (attempts, next
 attempt time); the worker itself holds nothing that a crash could lose — at worst a send
 whose settlement was not committed is sent again with the same idempotency key.
 
@@ -30,9 +37,12 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from gateway.adapters import Delivery, DeliveryError, DeliveryResult, PermanentError, RetryableError, Sink
 from gateway.pipeline._waiting import sleep_or
@@ -156,6 +166,10 @@ class DestinationWorker:
         self._gauges_read = 0.0
         self._pruned = time.monotonic()
         self._tally = _Tally()
+        self._fresh: deque[ClaimedDelivery] = deque()  # claimed at birth, handed over in memory
+        self._running = False
+        self._store_drained = False  # the last claim from the store found less than it asked for
+        self._store_claimed = 0.0
         self.metrics.destination(destination)
         # Labelled children looked up once: the success path runs per delivery.
         self._m_delivered = self.metrics.attempts.labels(destination, "delivered")
@@ -180,6 +194,57 @@ class DestinationWorker:
         if self.controls.paused:
             return "paused"
         return {CLOSED: "running", OPEN: "circuit open"}.get(self.circuit.state, "circuit half-open")
+
+    # ------------------------------------------------------------------ deliveries claimed at birth
+
+    def fresh_room(self) -> bool:
+        """Whether the ingest may claim new deliveries for this worker now (``gateway.pipeline.handoff``)."""
+        return (self._running and not self.controls.paused and self.circuit.state == CLOSED
+                and len(self._fresh) < self._fresh_limit())
+
+    def offer(self, claimed: Iterable[ClaimedDelivery]) -> None:
+        """Take deliveries the ingest claimed at birth (already in flight in the store, with a lease)."""
+        self._fresh.extend(claimed)
+        self.wake.set()
+
+    def _fresh_limit(self) -> int:
+        return 2 * self.concurrency * max(1, getattr(self.sink, "batch_size", 1)) * _WAVES
+
+    def _take_fresh(self, limit: int) -> list[ClaimedDelivery]:
+        """Up to ``limit`` deliveries claimed at birth; one whose lease is half gone is left to the store."""
+        taken: list[ClaimedDelivery] = []
+        stale = time.time() - self.policy.lease_seconds / 2
+        while self._fresh and len(taken) < limit:
+            c = self._fresh.popleft()
+            if c.created_at >= stale:
+                taken.append(c)
+            # else: its lease runs out soon and the store's claim hands it out again
+        return taken
+
+    async def _release_fresh(self) -> None:
+        """Paused, circuit open or stopping: deliveries held in memory go back to pending at once."""
+        if not self._fresh:
+            return
+        held = list(self._fresh)
+        self._fresh.clear()
+        try:
+            await self.store.settle([self._released(c).settlement for c in held])
+        except Exception as exc:  # their leases run out and the store hands them out again
+            log.warning("cannot release %d deliveries to %s held in memory: %s", len(held), self.destination, exc)
+
+    async def _next_claims(self, limit: int) -> list[ClaimedDelivery]:
+        """Deliveries claimed at birth first; the store for the rest, at least once per poll interval."""
+        claimed = self._take_fresh(limit)
+        if len(claimed) >= limit:
+            return claimed
+        if claimed and self._store_drained and time.monotonic() - self._store_claimed < self.policy.poll_interval:
+            return claimed
+        self._store_claimed = time.monotonic()
+        more = await self.store.claim(self.destination, limit - len(claimed), self.policy.lease_seconds, time.time())
+        self._store_drained = len(more) < limit - len(claimed)
+        return claimed + more
+
+    # ------------------------------------------------------------------ controls
 
     def apply_controls(self, controls: DestinationControls) -> None:
         """Take the controls an operator just stored (the API calls this; other processes are read by polling)."""
@@ -248,20 +313,23 @@ class DestinationWorker:
         except Exception as exc:
             log.warning("cannot reset the stored circuit state of %s: %s", self.destination, exc)
         await self._refresh(force=True)
+        self._running = True
         try:
             while not stopping.is_set():
                 await self._refresh()
                 if self.controls.paused:
+                    await self._release_fresh()
                     await self._write_tally(force=True)
                     await sleep_or(stopping, self.wake, self.policy.poll_interval)
                     continue
                 if not self.circuit.sending:
+                    await self._release_fresh()
                     await self._probe(stopping, batch)
                     continue
                 # Several waves per claim: a claim and a settle are one fsync each, shared by all of them.
                 limit = self.concurrency * batch * _WAVES
                 try:
-                    claimed = await self.store.claim(self.destination, limit, self.policy.lease_seconds, time.time())
+                    claimed = await self._next_claims(limit)
                 except Exception:
                     log.exception("claim failed for %s", self.destination)
                     await sleep_or(stopping, self.wake, self.policy.poll_interval)
@@ -272,6 +340,8 @@ class DestinationWorker:
                     continue
                 await self._deliver(claimed, batch)
         finally:
+            self._running = False
+            await self._release_fresh()
             await self._write_tally(force=True)
 
     async def _idle(self, stopping: asyncio.Event) -> None:
@@ -329,8 +399,14 @@ class DestinationWorker:
         outcomes: list[_Outcome] = []
         ready: list[tuple[ClaimedDelivery, Delivery]] = []
         for c in claimed:
+            if c.rendered is not None:  # claimed at birth, rendered at ingest from the same record
+                ready.append((c, Delivery(
+                    delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
+                    kind=c.kind, record_key=c.record_key, case_no=c.case_no, body=c.rendered,
+                    attempt=c.attempts + 1)))
+                continue
             try:
-                record = self._opened(json.loads(c.body))
+                record = self._opened(_loads(c.body), sealed='"$enc"' in c.body)
             except SealedFields as exc:  # a key missing from the keyring: retry once the operator restores it
                 outcomes.append(self._outcome(c, RetryableError(f"cannot open the stored record: {exc}"),
                                               sent=False))
@@ -407,8 +483,13 @@ class DestinationWorker:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _opened(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The record with personal fields encrypted at rest opened; never sends a sealed value on."""
+    def _opened(self, record: dict[str, Any], *, sealed: bool = True) -> dict[str, Any]:
+        """The record with personal fields encrypted at rest opened; never sends a sealed value on.
+
+        ``sealed=False``: the stored text holds no sealed field (no ``"$enc"`` in it), nothing to open.
+        """
+        if not sealed:
+            return record
         if self.cipher is not None:
             try:
                 return self.cipher.open_record(record)
@@ -570,6 +651,14 @@ class DestinationWorker:
             await self.alerts.raise_alerts(alerts, exclude=(self.destination,))
         except Exception:
             log.exception("cannot raise the dead-letter alerts of %s", self.destination)
+
+
+def _loads(body: str) -> Any:
+    """A stored body as Python values: orjson, and json for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _china_now() -> Any:

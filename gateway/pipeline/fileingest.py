@@ -153,7 +153,7 @@ def _produce(job: _Job, preparer: Any) -> Iterator[Message]:
     yield ("done",)
 
 
-def _helper(conn: Any, job: _Job, mapping: Any, rules: Sequence[Any], cipher: Any) -> None:
+def _helper(conn: Any, job: _Job, mapping: Any, rules: Sequence[Any], cipher: Any, renderers: Any) -> None:
     """A helper process: produce and send; the last message says how it ended."""
     from gateway.pipeline.prepare import Preparer
     from gateway.pipeline.router import Router
@@ -163,7 +163,7 @@ def _helper(conn: Any, job: _Job, mapping: Any, rules: Sequence[Any], cipher: An
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     try:
-        preparer = Preparer(Router(rules), {job.system: mapping}, cipher)
+        preparer = Preparer(Router(rules), {job.system: mapping}, cipher, renderers)
         for message in _produce(job, preparer):
             conn.send(message)
     except (BrokenPipeError, EOFError):
@@ -207,22 +207,22 @@ def _start_helper(args: tuple[Any, ...]) -> tuple[Connection, subprocess.Popen[b
 
 def _helper_main(write_fd: int) -> None:
     """Entry of a helper process (see ``_HELPER_CODE``)."""
-    job, mapping, rules, cipher = pickle.load(sys.stdin.buffer)
-    _helper(Connection(write_fd, readable=False), job, mapping, rules, cipher)
+    job, mapping, rules, cipher, renderers = pickle.load(sys.stdin.buffer)
+    _helper(Connection(write_fd, readable=False), job, mapping, rules, cipher, renderers)
 
 
 class _Producer:
     """One producer's messages, from a thread of this process or from a helper process."""
 
     def __init__(self, job: _Job, *, preparer: Any, process: bool, mapping: Any = None, rules: Sequence[Any] = (),
-                 cipher: Any = None, name: str = "ingest") -> None:
+                 cipher: Any = None, renderers: Any = None, name: str = "ingest") -> None:
         self.job = job
         self._proc: subprocess.Popen[bytes] | None = None
         self._queue: queue.Queue[Message] | None = None
         self._closed = threading.Event()
         self._next: asyncio.Future[Message] | None = None
         if process:
-            self._conn, self._proc = _start_helper((job, mapping, tuple(rules), cipher))
+            self._conn, self._proc = _start_helper((job, mapping, tuple(rules), cipher, renderers))
         else:
             # lxml parsers keep libxml2 state that must stay on the thread that created them: one thread.
             self._queue = queue.Queue(maxsize=2)
@@ -359,7 +359,8 @@ async def _run(path: Path, system: str, options: dict[str, Any], *, ref_prefix: 
         else:
             jobs = [base]
         producers = [_Producer(job, preparer=preparer, process=parallel, mapping=mapping, rules=rules,
-                               cipher=cipher, name=f"ingest:{path.name}:{i}") for i, job in enumerate(jobs)]
+                               cipher=cipher, renderers=preparer.renderers if preparer is not None else None,
+                               name=f"ingest:{path.name}:{i}") for i, job in enumerate(jobs)]
         try:
             go_on = await _consume(producers, plan or [], commit, cursor, result, stopping, on_batch)
         finally:

@@ -26,6 +26,7 @@ from gateway.pipeline.prepare import (
     payload_hash,
     receipt_id,
 )
+from gateway.pipeline.handoff import Handoff
 from gateway.pipeline.router import Router
 from gateway.records import IngestOutcome, RawRecord
 from gateway.store import AcceptItem, QuarantineItem, Store
@@ -48,10 +49,15 @@ class Ingestor:
         *,
         on_commit: Callable[[], None] | None = None,
         cipher: Any = None,
+        handoff: Handoff | None = None,
+        renderers: Mapping[str, Any] | None = None,
     ) -> None:
+        """``handoff`` and ``renderers`` (destination → outbound mapping): claim new deliveries at birth and
+        hand them, rendered, to this process's workers (``gateway.pipeline.handoff``)."""
         self.store = store
         self.on_commit = on_commit
-        self.preparer = Preparer(router, mappings, cipher)
+        self.handoff = handoff
+        self.preparer = Preparer(router, mappings, cipher, renderers if handoff is not None else None)
 
     @property
     def router(self) -> Router:
@@ -78,7 +84,11 @@ class Ingestor:
         self, accepted: list[AcceptItem], quarantined: list[QuarantineItem], cursor: tuple[str, str] | None = None
     ) -> list[IngestOutcome]:
         """Commit a prepared batch (see ``prepare``) and wake whoever waits for new records."""
-        outcomes = await self.store.commit_ingest_isolated(accepted, quarantined, cursor)
+        claims = self.handoff.claims() if self.handoff is not None and accepted else None
+        outcomes = await self.store.commit_ingest_isolated(accepted, quarantined, cursor, claims)
+        if claims is not None:
+            assert self.handoff is not None
+            self.handoff.hand_over(outcomes)
         findings = {(it.ref, it.kind, it.record_key): it.findings for it in accepted if it.findings}
         if findings:  # say which records were accepted with findings (on_invalid = accept_with_finding)
             for outcome in outcomes:

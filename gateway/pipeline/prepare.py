@@ -70,10 +70,13 @@ def idempotency_key(system: str, kind: str, key: str, version: int, destination:
 class Preparer:
     """``prepare(system, raws)`` → (accepted tuples, quarantined tuples) for one batch of one system."""
 
-    def __init__(self, router: Router, mappings: Mapping[str, Any], cipher: Any = None) -> None:
+    def __init__(self, router: Router, mappings: Mapping[str, Any], cipher: Any = None,
+                 renderers: Mapping[str, Any] | None = None) -> None:
         self.router = router
         self.mappings = dict(mappings)  # system -> InboundMapping
         self.cipher = cipher  # gateway.security.fieldcrypt.FieldCipher: personal fields sealed in stored bodies
+        # destination -> OutboundMapping: bodies rendered here for deliveries that may be claimed at birth
+        self.renderers = dict(renderers or {})
 
     def prepare(self, system: str, raws: Sequence[RawRecord]) -> tuple[list[Accepted], list[Quarantined]]:
         mapping = self.mappings.get(system)
@@ -178,9 +181,34 @@ class Preparer:
                                "encode; the counterpart must send valid Unicode"}], receipt_time, mapping_id))
                 continue
             dests = route(m.kind, system, data)
+            rendered = self._render(body, data, dests) if self.renderers else None
             accepted.append((system, m.kind, key, version, case_no, business_time, receipt_time, phash, body, raw.ref,
                              rid, dests, tuple(idempotency_key(system, m.kind, key, version, d) for d in dests),
-                             mapping_id, findings))
+                             mapping_id, findings, rendered))
+
+    def _render(self, body: str, data: Mapping[str, Any], dests: Sequence[str]) -> dict[str, Any] | None:
+        """Destination → counterpart body, from exactly what a delivery reads back from the store.
+
+        A record that does not render is left to the delivery, which records why; nothing is lost here.
+        """
+        out: dict[str, Any] | None = None
+        record: dict[str, Any] | None = None
+        for dest in dests:
+            renderer = self.renderers.get(dest)
+            if renderer is None:
+                continue
+            try:
+                if record is None:
+                    record = orjson.loads(body)
+                    if self.cipher is not None:  # the stored body holds sealed fields; the delivery opens them
+                        record["data"] = orjson.loads(_dumps(data)[0])
+                rendered = renderer.render(record)
+            except Exception:  # noqa: S112 - the delivery renders it again and records why it cannot
+                continue
+            if out is None:
+                out = {}
+            out[dest] = rendered
+        return out
 
 
 def _unencodable_field(body: str, data: Mapping[str, Any], original: Any) -> str | None:

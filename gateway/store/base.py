@@ -34,6 +34,9 @@ class AcceptItem:
     idempotency_keys: tuple[str, ...]  # one per destination, same order
     mapping: str
     findings: tuple[dict[str, Any], ...] = ()  # accepted data-quality findings (also in ``body``)
+    # Destination → its counterpart body, rendered at ingest (in a helper process, for a file) for the
+    # deliveries a commit may claim at birth (``Claims``); a delivery read back from the store renders again.
+    rendered: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +77,12 @@ class ClaimedDelivery:
     case_no: str
     system: str
     body: str  # the stored common record JSON
+    rendered: Any = None  # the counterpart body rendered at ingest, for a delivery claimed at birth
+
+
+# Destination → lease end (epoch seconds): the destinations whose new deliveries a commit may claim at
+# birth (see ``Store.commit_ingest``).
+Claims = dict[str, float]
 
 
 @dataclass(slots=True)
@@ -143,11 +152,17 @@ class Store(abc.ABC):
         accepted: Sequence[AcceptItem],
         quarantined: Sequence[QuarantineItem],
         cursor: tuple[str, str] | None = None,
+        claims: Claims | None = None,
     ) -> list[IngestOutcome]:
         """Persist one batch in one transaction: records, outbox rows, quarantine, audit, cursor.
 
         Returns one outcome per accepted item (accepted / duplicate / superseded),
         then one per quarantined item, only after the transaction committed.
+
+        ``claims``: a new delivery to one of these destinations is claimed at birth (stored in
+        flight with that lease, returned in its outcome's ``deliveries``) when its case has no
+        other open delivery there — in the store or earlier in the batch — so per-case order
+        holds. Everything else waits as pending, for ``claim``.
         """
 
     @abc.abstractmethod
@@ -159,6 +174,7 @@ class Store(abc.ABC):
         accepted: Sequence[AcceptItem],
         quarantined: Sequence[QuarantineItem],
         cursor: tuple[str, str] | None = None,
+        claims: Claims | None = None,
     ) -> list[IngestOutcome]:
         """``commit_ingest``, except that an item whose data the store cannot take is quarantined, not fatal.
 

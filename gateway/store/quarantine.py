@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,7 +29,8 @@ from gateway.store.sqlite_audit import AUDIT_INSERT, audit_row
 STATES = ("open", "resolved", "discarded")
 ENTRY_COLUMNS = ("id, system, ref, kind, errors, payload, receipt_time, item_hash, seen_count, last_seen, last_ref,"
                  " state, mapping, settled_at, resolution")
-CommitBatch = Callable[[Any, ChainWriter, Sequence[AcceptItem], Sequence[QuarantineItem], Any], list[IngestOutcome]]
+# (connection, chain, accepted, quarantined, cursor, claims) → outcomes
+CommitBatch = Callable[[Any, ChainWriter, Sequence[AcceptItem], Sequence[QuarantineItem], Any, Any], list[IngestOutcome]]
 
 # Exceptions an item's own data can cause while it is stored: an integer beyond 64 bits, a lone
 # surrogate that UTF-8 cannot encode, nesting too deep to serialise, a value the database refuses.
@@ -140,7 +141,7 @@ def _unstorable(unit: AcceptItem | QuarantineItem, exc: BaseException, at: str) 
 def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem],
                     quarantined: Sequence[QuarantineItem], cursor: tuple[str, str] | None, at: str,
                     commit_batch: CommitBatch, set_cursor: Callable[[Any, tuple[str, str], str], None],
-                    ) -> list[IngestOutcome]:
+                    claims: Mapping[str, float] | None = None) -> list[IngestOutcome]:
     """``commit_batch`` for the whole batch; if an item's data makes it fail, everything but that item.
 
     Only a data fault (:data:`ITEM_FAULTS`) is isolated; any other failure propagates and the
@@ -148,7 +149,7 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
     """
     try:
         with _savepoint(conn, chain, "batch_whole"):
-            return commit_batch(conn, chain, accepted, quarantined, cursor)
+            return commit_batch(conn, chain, accepted, quarantined, cursor, claims)
     except Exception as exc:
         if not is_item_fault(exc):
             raise
@@ -163,7 +164,7 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
         try:
             with _savepoint(conn, chain, f"batch_part_{depth}"):
                 outcomes.extend(commit_batch(conn, chain, [u for u in part if isinstance(u, AcceptItem)],
-                                             [u for u in part if isinstance(u, QuarantineItem)], None))
+                                             [u for u in part if isinstance(u, QuarantineItem)], None, claims))
             return
         except Exception as exc:
             if not is_item_fault(exc):
@@ -189,14 +190,14 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
         entry = _unstorable(unit, exc, at)
         try:
             with _savepoint(conn, chain, "batch_culprit"):
-                outcomes.extend(commit_batch(conn, chain, [], [entry], None))
+                outcomes.extend(commit_batch(conn, chain, [], [entry], None, None))
         except Exception as again:
             if not is_item_fault(again):
                 raise
             # Not even its bytes can be kept: the entry says so, with nothing of the item in it.
             entry.raw = None
             entry.errors[0]["message"] += "; not even its bytes could be kept"
-            outcomes.extend(commit_batch(conn, chain, [], [entry], None))
+            outcomes.extend(commit_batch(conn, chain, [], [entry], None, None))
     if cursor is not None:
         set_cursor(conn, cursor, at)
     return outcomes
@@ -315,7 +316,7 @@ def commit_reprocess(conn: Any, chain: ChainWriter, at: str, items: Sequence[Rep
         if item.accepted:
             try:
                 with _savepoint(conn, chain, "reprocess_entry"):
-                    outcomes = commit_batch(conn, chain, item.accepted, [], None)
+                    outcomes = commit_batch(conn, chain, item.accepted, [], None, None)
             except Exception as exc:
                 if not is_item_fault(exc):
                     raise

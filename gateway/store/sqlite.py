@@ -33,6 +33,7 @@ from gateway.store.base import (
     AcceptItem,
     AuditRow,
     ClaimedDelivery,
+    Claims,
     QuarantineItem,
     Settlement,
     Store,
@@ -276,8 +277,10 @@ class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinatio
         accepted: Sequence[AcceptItem],
         quarantined: Sequence[QuarantineItem],
         cursor: tuple[str, str] | None = None,
+        claims: Claims | None = None,
     ) -> list[IngestOutcome]:
-        return await self._write(lambda conn, chain: _commit_ingest(conn, chain, accepted, quarantined, cursor))
+        return await self._write(lambda conn, chain: _commit_ingest(conn, chain, accepted, quarantined, cursor,
+                                                                    claims))
 
     async def get_cursor(self, name: str) -> str | None:
         def q(conn: sqlite3.Connection) -> str | None:
@@ -523,6 +526,7 @@ def _commit_ingest(
     accepted: Sequence[AcceptItem],
     quarantined: Sequence[QuarantineItem],
     cursor: tuple[str, str] | None,
+    claims: Claims | None = None,
 ) -> list[IngestOutcome]:
     at = now_iso()
     now = time.time()
@@ -530,6 +534,7 @@ def _commit_ingest(
     records: list[tuple[Any, ...]] = []
     superseded_ids: list[tuple[int]] = []
     outbox: list[tuple[Any, ...]] = []
+    births: list[tuple[int, IngestOutcome, AcceptItem]] = []  # outbox rows that may be claimed at birth
     audit: list[tuple[Any, ...]] = []
     # The newest version seen per business key in this batch, so a batch that holds
     # the same record twice dedupes against itself before anything is inserted.
@@ -581,9 +586,12 @@ def _commit_ingest(
                                                          "receipt": it.receipt_id, "payload_hash": it.payload_hash,
                                                          "business_time": it.business_time, "mapping": it.mapping,
                                                          "routed_to": list(it.destinations)}))
+        outcome = IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key)
         for dest, key in zip(it.destinations, it.idempotency_keys, strict=True):
             outbox.append((rid, dest, it.case_no, key, now, now))
-        outcomes.append(IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key))
+            if claims is not None and dest in claims:
+                births.append((len(outbox) - 1, outcome, it))
+        outcomes.append(outcome)
 
     # One open entry per item and reason: an item read again is counted, not added (gateway.store.quarantine).
     outcomes.extend(record_quarantined(conn, chain, at, quarantined, audit))
@@ -597,17 +605,63 @@ def _commit_ingest(
     if superseded_ids:
         conn.executemany("UPDATE records SET status='superseded' WHERE id=? AND status='current'", superseded_ids)
     if outbox:
-        conn.executemany(
-            "INSERT INTO outbox(record_id, destination, case_no, idem_key, state, created_at, next_attempt_at)"
-            " VALUES (?,?,?,?,'pending',?,?)",
-            outbox,
-        )
+        if births:
+            assert claims is not None
+            _insert_outbox_claiming(conn, outbox, births, claims)
+        else:
+            conn.executemany(
+                "INSERT INTO outbox(record_id, destination, case_no, idem_key, state, created_at, next_attempt_at)"
+                " VALUES (?,?,?,?,'pending',?,?)",
+                outbox,
+            )
     if audit:
         conn.executemany(AUDIT_INSERT, audit)
     _bump(conn, "duplicates", duplicates)
     if cursor is not None:
         _set_cursor(conn, cursor, at)
     return outcomes
+
+
+def _insert_outbox_claiming(conn: sqlite3.Connection, outbox: list[tuple[Any, ...]],
+                            births: list[tuple[int, IngestOutcome, AcceptItem]], claims: Claims) -> None:
+    """Insert the batch's outbox rows, claiming at birth each one whose case has no other open delivery there.
+
+    A claimed row is stored in flight with its destination's lease and handed back in its outcome's
+    ``deliveries``; the rest wait as pending. An open row of the case — stored, or earlier in this
+    batch — keeps the new one pending, so the case's deliveries still go in order.
+    """
+    wanted: dict[str, set[str]] = {}
+    for index, _, _ in births:
+        row = outbox[index]
+        wanted.setdefault(row[1], set()).add(row[2])
+    busy: set[tuple[str, str]] = set()
+    for dest, cases in wanted.items():
+        case_list = list(cases)
+        for i in range(0, len(case_list), 500):
+            chunk = case_list[i:i + 500]
+            busy.update((dest, c) for (c,) in conn.execute(
+                "SELECT DISTINCT case_no FROM outbox WHERE destination=? AND state IN ('pending','inflight','dead')"
+                f" AND case_no IN ({','.join('?' * len(chunk))})", (dest, *chunk)))
+    born = {index: (outcome, item) for index, outcome, item in births}
+    next_id = (conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0) + 1
+    rows = []
+    for index, (rid, dest, case_no, key, created, due) in enumerate(outbox):
+        oid = next_id + index
+        lease = None
+        if index in born and (dest, case_no) not in busy:
+            lease = claims[dest]
+            outcome, item = born[index]
+            rendered = item.rendered.get(dest) if item.rendered else None
+            outcome.deliveries = (*outcome.deliveries, ClaimedDelivery(
+                oid, dest, key, 0, created, rid, item.kind, item.record_key, case_no, item.system, item.body,
+                rendered))
+        busy.add((dest, case_no))
+        rows.append((oid, rid, dest, case_no, key, "pending" if lease is None else "inflight", created, due, lease))
+    conn.executemany(
+        "INSERT INTO outbox(id, record_id, destination, case_no, idem_key, state, created_at, next_attempt_at,"
+        " lease_until) VALUES (?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
 
 
 def _set_cursor(conn: sqlite3.Connection, cursor: tuple[str, str], at: str) -> None:

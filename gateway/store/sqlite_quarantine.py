@@ -7,7 +7,7 @@ pool (``self._read``), exactly like the audit mixin beside this one.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,11 +43,13 @@ class SqliteQuarantineMixin:
         accepted: Sequence[AcceptItem],
         quarantined: Sequence[QuarantineItem],
         cursor: tuple[str, str] | None = None,
+        claims: Mapping[str, float] | None = None,
     ) -> list[IngestOutcome]:
         commit_batch, set_cursor = self._batch_ops()
 
         def op(conn: sqlite3.Connection, chain: ChainWriter) -> list[IngestOutcome]:
-            return ops.commit_isolated(conn, chain, accepted, quarantined, cursor, _now(), commit_batch, set_cursor)
+            return ops.commit_isolated(conn, chain, accepted, quarantined, cursor, _now(), commit_batch, set_cursor,
+                                       claims)
 
         return await self._write(op)
 
