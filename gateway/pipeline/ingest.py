@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gateway.pipeline.handoff import Handoff
 from gateway.pipeline.prepare import (
     CHINA,
     Accepted,
@@ -26,7 +27,6 @@ from gateway.pipeline.prepare import (
     payload_hash,
     receipt_id,
 )
-from gateway.pipeline.handoff import Handoff
 from gateway.pipeline.router import Router
 from gateway.records import IngestOutcome, RawRecord
 from gateway.store import AcceptItem, QuarantineItem, Store
