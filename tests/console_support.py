@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 

@@ -326,10 +326,23 @@ async def _statistics(request: web.Request) -> tuple[str, str, str, list[dict[st
             for column in ("received", "completed", "on_time", "timed", "overdue", "backfilled"):
                 agg[column] += row[column]
             agg["name"] = agg["name"] or row["name"]
+    for month in _months(first, last):  # a month without cases is a zero in the report, not a gap in the chart
+        for target in (months, groups) if by == "month" else (months,):
+            target.setdefault(month, {"key": month, "name": "", "received": 0, "completed": 0, "on_time": 0,
+                                      "timed": 0, "overdue": 0, "backfilled": 0})
     out_groups = sorted(groups.values(), key=lambda g: g["key"] if by == "month" else (-g["received"], g["key"]))
     for agg in (*out_groups, *months.values()):
         agg["on_time_rate"] = round(agg["on_time"] / agg["timed"], 4) if agg["timed"] else None
     return by, first, last, out_groups, [months[m] for m in sorted(months)]
+
+
+def _months(first: str, last: str) -> list[str]:
+    year, month = int(first[:4]), int(first[5:])
+    out = []
+    while f"{year:04d}-{month:02d}" <= last and len(out) < 1200:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
 
 
 async def statistics(request: web.Request) -> web.Response:

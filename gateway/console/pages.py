@@ -32,7 +32,7 @@ ASSETS: dict[str, str] = {
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 _SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-                     "Referrer-Policy": "no-referrer"}
+                     "Referrer-Policy": "same-origin"}  # no-referrer would make fetch() send Origin: null
 
 _SHELL = """<!DOCTYPE html>
 <html lang="zh-CN">

@@ -214,8 +214,8 @@ async function casePage(caseNo) {
     h("h2", {}, "时间线"), timeline,
     h("h2", {}, "记录内容"), h("div", {}, data.records.map((r) =>
       details(`${fmtTime(r.receipt_time)} ${KINDS[r.kind] || r.kind} · ${r.system} · ${r.record_key}`, r.record))),
-    data.audit ? [h("h2", {}, "审计记录"), h("div", {}, data.audit.map((a) =>
-      details(`#${a.seq} ${fmtTime(a.at)} ${ACTIONS[a.action] || a.action} · ${VERIFY[a.verification.state] || ""}`, a.entry)))] : "");
+    ...(data.audit ? [h("h2", {}, "审计记录"), h("div", {}, data.audit.map((a) =>
+      details(`#${a.seq} ${fmtTime(a.at)} ${ACTIONS[a.action] || a.action} · ${VERIFY[a.verification.state] || ""}`, a.entry)))] : []));
 }
 
 // --------------------------------------------------------------------------- alerts
