@@ -191,7 +191,11 @@ def index_batch(rows: Iterable[tuple[int, str, dict[str, Any], str | None]], sta
                 clock: Any | None, now: datetime) -> IndexBatch:
     """The index changes for stored records ``(id, receipt_time, record, case key)`` and the states after them.
 
-    ``clock(state, now)`` reads a case's supervision clock (SupervisionEngine.clock), or None.
+    ``clock(state, as_of)`` reads a case's supervision clock (SupervisionEngine.clock), or None. It is
+    read as of the case's newest record (or its completion), not ``now``: what the records said when
+    they arrived. A case that runs late afterwards gets its red card from the rules' clock tick, as
+    an alert record that raises the index's flags in turn; reading as of now would walk the calendar
+    from the acceptance of every old case to today.
     """
     batch = IndexBatch()
     for record_id, received_at, record, key in rows:
@@ -203,8 +207,21 @@ def index_batch(rows: Iterable[tuple[int, str, dict[str, Any], str | None]], sta
         reading = None
         if clock is not None:
             try:
-                reading = clock(state, now)
+                reading = clock(state, _as_of(row, state, now))
             except Exception:  # a case whose clock cannot be read is still indexed, without its due date
                 reading = None
         apply_state(row, state, reading)
     return batch
+
+
+def _as_of(row: Mapping[str, Any], state: Any, now: datetime) -> datetime:
+    moments = [row["last_received_at"], (state.completion or {}).get("completed_at")]
+    parsed = []
+    for moment in moments:
+        try:
+            value = datetime.fromisoformat(moment) if moment else None
+        except ValueError:
+            value = None
+        if value is not None:
+            parsed.append(value if value.tzinfo is not None else value.replace(tzinfo=_CHINA))
+    return min(max(parsed), now) if parsed else now
