@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
+from gateway.store.cases import AlertQuery
 from tests.console_support import ID_NO, console_gateway, load_scenario, until
 from tests.test_api_support import PASSWORD, add_user
 from tests.test_api_support import http_fixture as http_fixture  # noqa: F401  (the ``http`` fixture)
@@ -71,6 +72,13 @@ async def logged_in(browser: Any, gw: Gateway, user: str) -> Any:
     return page
 
 
+async def shown(page: Any, hash_part: str, selector: str) -> None:
+    """Wait until the page routed to a hash holding ``hash_part`` and finished loading ``selector``."""
+    await page.wait_for_function(
+        "([part, sel]) => location.hash.includes(part) && document.querySelector(sel) !== null"
+        " && document.querySelector('main .loading') === null", arg=[hash_part, selector])
+
+
 async def test_an_engineer_searches_a_case_opens_its_timeline_sees_a_red_alert_and_replays_a_dead_letter(
         gw, http, browser) -> None:
     await load_scenario(http, gw)
@@ -82,12 +90,12 @@ async def test_an_engineer_searches_a_case_opens_its_timeline_sees_a_red_alert_a
     await page.click("nav a[data-page=cases]")
     await page.fill("#case-search input[name=case_no]", "SL-RED")
     await page.click("#case-search button[type=submit]")
-    await page.wait_for_selector("#case-results table.grid")
+    await shown(page, "case_no=SL-RED", "#case-results table.grid")
     rows = page.locator("#case-results tbody tr")
     assert await rows.count() == 1
     assert "红牌" in await rows.first.inner_text()
     await page.click("#case-results a:text('SL-RED-0001')")
-    await page.wait_for_selector("#verification")
+    await shown(page, "case/SL-RED-0001", "#verification")
     text = await page.inner_text("main")
     assert "办件 SL-RED-0001" in text and "时间线" in text
     assert "红牌：超期未办结" in text  # the red alert of this case
@@ -97,13 +105,21 @@ async def test_an_engineer_searches_a_case_opens_its_timeline_sees_a_red_alert_a
     await page.click("nav a[data-page=alerts]")
     await page.select_option("#alert-filters select[name=severity]", "red")
     await page.click("#alert-filters button[type=submit]")
-    await page.wait_for_selector("#alert-results table.grid")
+    await shown(page, "severity=red", "#alert-results table.grid")
     board = await page.inner_text("#alert-results")
     assert "红牌：超期未办结" in board and "体外循环：无受理即办结" in board and "SL-RED-0001" in board
 
+    # Acknowledge the red card with a note: the page sends the session's CSRF token.
+    red = page.locator("#alert-results tbody tr", has_text="红牌：超期未办结")
+    await red.locator("form.ack input[name=note]").fill("已督办承办科室")
+    await red.locator("form.ack button").click()
+    await red.locator(".ok").wait_for()
+    acked, _ = await gw.store.list_alert_index(AlertQuery(alert_type="overdue_red"))  # type: ignore[union-attr]
+    assert acked[0]["acked_by"] == "zhang.gong" and acked[0]["ack_note"] == "已督办承办科室"
+
     # Dead letters: preview what a replay would send, then replay one.
     await page.click("nav a[data-page=deliveries]")
-    await page.wait_for_selector("#delivery-results table.grid")
+    await shown(page, "deliveries", "#delivery-results table.grid")
     dead = await gw.store.list_deliveries(state="dead", case_no="SL-RED-0001")  # type: ignore[union-attr]
     row = page.locator("#delivery-results tbody tr", has_text="SL-RED-0001")
     await row.locator("button.preview").click()
@@ -132,7 +148,7 @@ async def test_a_supervisor_sees_the_id_number_masked_and_no_replay_button(gw, h
     assert "办件查询" in nav and "监察预警" in nav and "投递与死信" not in nav and "隔离区" not in nav
 
     await page.goto(gw.api.url + "/console/#/case/SL-RED-0001")
-    await page.wait_for_selector("#verification")
+    await shown(page, "case/SL-RED-0001", "#verification")
     await page.locator("details summary", has_text="办件").first.click()
     text = await page.inner_text("main")
     assert MASKED_ID in text and ID_NO not in text
