@@ -506,7 +506,14 @@ def _masked_body(request: web.Request, record: dict[str, Any], renderer: Any, cl
     return mask_text(text)
 
 
+async def _warn_without_supervision(app: web.Application) -> None:
+    if not app[GATEWAY].config.supervision.enabled:
+        log.warning("[supervision] enabled = false: the console's case search, alert board and statistics stay "
+                    "empty, because the supervision follower keeps their index")
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_startup.append(_warn_without_supervision)
     app.router.add_get("/api/v1/cases", cases)
     app.router.add_get("/api/v1/cases/{case_no}", case_timeline)
     app.router.add_get("/api/v1/supervision/alerts", alert_board)
