@@ -159,6 +159,24 @@ async def test_a_changed_audit_entry_shows_as_broken_in_the_timeline(loaded, htt
     assert first["state"] == "broken" and "hash" in first["problem"]
 
 
+async def test_a_seal_whose_signature_was_changed_makes_its_entries_broken_in_the_timeline(loaded, http) -> None:
+    await loaded.sealer.seal_now()
+    import sqlite3
+
+    store: Any = loaded.store
+    seal = await store.seal_for_seq((await store.audit_case_seqs("SL-OK-0003"))[0])
+    conn = sqlite3.connect(store.path)
+    forged = bytes(seal.signature[:-1]) + bytes([seal.signature[-1] ^ 1])
+    conn.execute("UPDATE audit_seals SET signature = ? WHERE seal = ?", (forged, seal.seal))
+    conn.commit()
+    conn.close()
+    auth = await token_for(loaded, "jian.cha", "supervisor")
+    status, answer = await get(http, loaded, "/api/v1/cases/SL-OK-0003", auth)
+    assert status == 200 and answer["verification"]["verdict"] == "broken"
+    problems = {a["verification"].get("problem") for a in answer["audit"] if a["verification"]["seal"] == seal.seal}
+    assert problems == {f"seal {seal.seal}: the signature does not verify (statement or signature changed)"}
+
+
 async def test_a_supervisor_sees_no_deliveries_in_the_timeline_and_an_auditor_may_unmask_with_a_reason(
         loaded, http) -> None:
     supervisor = await token_for(loaded, "jian.cha", "supervisor")
