@@ -95,7 +95,7 @@ async def test_a_store_upgraded_to_the_case_index_is_indexed_from_its_records_at
         before, _, _ = await store.search_cases(CaseQuery(limit=10))
         # As a store from before migration 0045 looks once it ran: records folded, index empty.
         conn = sqlite3.connect(store.path)
-        for table in ("case_index", "alert_index", "counterpart_contact"):
+        for table in ("case_index", "alert_index", "counterpart_contact", "case_stats_monthly"):
             conn.execute(f"DELETE FROM {table}")
         conn.execute("DELETE FROM cursors WHERE name = 'console:case_index'")
         conn.commit()
@@ -107,3 +107,57 @@ async def test_a_store_upgraded_to_the_case_index_is_indexed_from_its_records_at
         keep = ("case_no", "status", "warning", "overdue", "outside_system", "applicant_credit_code", "license_no")
         assert [{k: r[k] for k in keep} for r in after] == [{k: r[k] for k in keep} for r in before]
         assert await gw.supervision.catch_up_index() == 0  # nothing left to do
+        _from_scratch(store.path)
+
+
+def _from_scratch(path: str) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """The monthly table as grouping every case would give it."""
+    conn = sqlite3.connect(path)
+    out: dict[tuple[str, str, str], list[int]] = {}
+    for month, dept, item, n, overdue, backfilled in conn.execute(
+            "SELECT received_month, COALESCE(department, ''), COALESCE(item_code, ''), count(*), sum(overdue),"
+            " sum(backfilled) FROM case_index GROUP BY 1, 2, 3"):
+        out.setdefault((month, dept, item), [0] * 6)[:3] = [n, overdue, backfilled]
+    for month, dept, item, n, on_time, timed in conn.execute(
+            "SELECT completed_month, COALESCE(department, ''), COALESCE(item_code, ''), count(*),"
+            " sum(CASE WHEN on_time = 1 THEN 1 ELSE 0 END), sum(CASE WHEN on_time IS NULL THEN 0 ELSE 1 END)"
+            " FROM case_index WHERE completed_month IS NOT NULL GROUP BY 1, 2, 3"):
+        out.setdefault((month, dept, item), [0] * 6)[3:] = [n, on_time, timed]
+    kept = {(m, d, i): (r, o, b, c, t, tm) for m, d, i, r, o, b, c, t, tm in conn.execute(
+        "SELECT month, department, item_code, received, overdue, backfilled, completed, on_time, timed"
+        " FROM case_stats_monthly")}
+    conn.close()
+    assert {k: v for k, v in kept.items() if any(v)} == {k: tuple(v) for k, v in out.items()}
+    return kept
+
+
+async def test_the_monthly_statistics_follow_every_change_of_a_case(store: SqliteStore) -> None:
+    from gateway.console.index import apply_state
+    from gateway.supervision.state import CaseState
+
+    def case_batch(n: int, month: str, **changes: Any) -> IndexBatch:
+        batch = IndexBatch()
+        fold_record(batch, n, f"{month}-03T09:00:00+08:00", record(
+            "case", case_no="SL-7", item_code="3706000001", department_name="芝罘区市场监管局"), "SL-7")
+        state = CaseState("SL-7", "case", f"{month}-03T09:00:00+08:00", submitted_at=f"{month}-03T09:00:00+08:00",
+                          **changes)
+        apply_state(batch.cases["SL-7"], state, None)
+        return batch
+
+    await store.commit_index(case_batch(1, "2026-09"), "1")
+    _from_scratch(store.path)
+    # Accepted, then completed in the next month; then it turns out overdue (an alert); then a new
+    # version of the case record moves its application into October.
+    await store.commit_index(case_batch(2, "2026-09", acceptance={"accepted_at": "2026-09-04T09:00:00+08:00"}), "2")
+    await store.commit_index(case_batch(3, "2026-09", acceptance={"accepted_at": "2026-09-04T09:00:00+08:00"},
+                                        completion={"completed_at": "2026-10-20T09:00:00+08:00"}), "3")
+    late = IndexBatch()
+    fold_record(late, 4, "2026-10-21T09:00:00+08:00", alert("SL-7", "overdue_red", "red", "sa-7"), None)
+    await store.commit_index(late, "4")
+    kept = _from_scratch(store.path)
+    assert kept[("2026-09", "芝罘区市场监管局", "3706000001")][:2] == (1, 1)
+    assert kept[("2026-10", "芝罘区市场监管局", "3706000001")][3] == 1
+    await store.commit_index(case_batch(5, "2026-10", completion={"completed_at": "2026-10-20T09:00:00+08:00"}), "5")
+    kept = _from_scratch(store.path)
+    assert kept[("2026-09", "芝罘区市场监管局", "3706000001")][0] == 0
+    assert kept[("2026-10", "芝罘区市场监管局", "3706000001")][:4] == (1, 1, 0, 1)

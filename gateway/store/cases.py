@@ -81,8 +81,52 @@ CURSOR_UPSERT = ("INSERT INTO cursors(name, value, updated_at) VALUES (?,?,?) "
                  "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at")
 
 
+_STAT_SOURCE = ("received_month", "completed_month", "department", "item_code", "item_name", "overdue",
+                "backfilled", "on_time")
+_STAT_COUNTS = ("received", "overdue", "backfilled", "completed", "on_time", "timed")
+STATS_UPSERT = (
+    "INSERT INTO case_stats_monthly(month, department, item_code, item_name, " + ", ".join(_STAT_COUNTS) + ")"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(month, department, item_code) DO UPDATE SET"
+    " item_name = COALESCE(excluded.item_name, case_stats_monthly.item_name), "
+    + ", ".join(f"{c} = case_stats_monthly.{c} + excluded.{c}" for c in _STAT_COUNTS))
+
+
+def _stat_sources(conn: Conn, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        out.extend(conn.execute(f"SELECT {', '.join(_STAT_SOURCE)} FROM case_index WHERE case_no IN"
+                                f" ({', '.join('?' * len(chunk))})", chunk).fetchall())
+    return out
+
+
+def _add_contributions(totals: dict[tuple[str, str, str], list[Any]], rows: list[tuple[Any, ...]], sign: int) -> None:
+    """What each case row counts in the monthly table: received where it was applied for, completed where done."""
+    for received_month, completed_month, department, item_code, item_name, overdue, backfilled, on_time in rows:
+        dept, item = department or "", item_code or ""
+        got = totals.setdefault((received_month, dept, item), [item_name, 0, 0, 0, 0, 0, 0])
+        got[0] = got[0] or item_name
+        got[1] += sign
+        got[2] += sign * (overdue or 0)
+        got[3] += sign * (backfilled or 0)
+        if completed_month:
+            done = totals.setdefault((completed_month, dept, item), [item_name, 0, 0, 0, 0, 0, 0])
+            done[0] = done[0] or item_name
+            done[4] += sign
+            done[5] += sign * (1 if on_time == 1 else 0)
+            done[6] += sign * (0 if on_time is None else 1)
+
+
 def write_index(conn: Conn, batch: IndexBatch, cursor: str | None) -> None:
-    """Upsert one batch of index changes and, when given, move the index cursor (the caller's transaction)."""
+    """Upsert one batch of index changes and, when given, move the index cursor (the caller's transaction).
+
+    The monthly statistics move with it: what the batch's cases counted before is subtracted and
+    what they count now is added.
+    """
+    keys = list(batch.cases)
+    totals: dict[tuple[str, str, str], list[Any]] = {}
+    if keys:
+        _add_contributions(totals, _stat_sources(conn, keys), -1)
     full, alert_only = [], []
     for row in batch.cases.values():
         if row.get("_alert_only"):
@@ -94,6 +138,12 @@ def write_index(conn: Conn, batch: IndexBatch, cursor: str | None) -> None:
     if alert_only:
         conn.executemany(CASE_ALERT_UPDATE, [
             (*(v for c in _RISE for v in (r[c], r[c])), r["alerts"], r["case_no"]) for r in alert_only])
+    if keys:
+        _add_contributions(totals, _stat_sources(conn, keys), +1)
+        changed = [(month, dept, item, counts[0], *counts[1:]) for (month, dept, item), counts in totals.items()
+                   if month and any(counts[1:])]
+        if changed:
+            conn.executemany(STATS_UPSERT, changed)
     if batch.alerts:
         conn.executemany(ALERT_INSERT, [tuple(a[c] for c in ALERT_COLUMNS) for a in batch.alerts])
     if batch.contacts:
@@ -282,42 +332,31 @@ def statistics(conn: Conn, by: str, first_month: str, last_month: str,
                department: str | None = None, item_code: str | None = None) -> list[dict[str, Any]]:
     """Per month and ``by`` (month | department | item): received, completed, on time, overdue, back-filled.
 
-    Received, overdue and back-filled count cases by the month of application; completed and on
-    time by the month of completion. ``timed`` counts completed cases that had a time limit (the
-    denominator of the on-time rate).
+    Read from the monthly table (migration 0046), kept with the case index. Received, overdue and
+    back-filled count cases by the month of application; completed and on time by the month of
+    completion. ``timed`` counts completed cases that had a time limit (the on-time rate's denominator).
     """
     dim = DIMENSIONS[by]
-    key = f"COALESCE({dim}, '')" if dim else "''"
-    name = "max(item_name)" if by == "item" else "''"
-    extra, extra_args = "", []
+    key = dim if dim else "''"
+    where, args = ["month >= ?", "month <= ?"], [first_month, last_month]
     if department is not None:
-        extra += " AND department = ?"
-        extra_args.append(department)
+        where.append("department = ?")
+        args.append(department)
     if item_code is not None:
-        extra += " AND item_code = ?"
-        extra_args.append(item_code)
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def row(month: str, k: str) -> dict[str, Any]:
-        return merged.setdefault((month, k), {"month": month, "key": k, "name": "", "received": 0, "completed": 0,
-                                              "on_time": 0, "timed": 0, "overdue": 0, "backfilled": 0})
-
-    for month, k, label, received, overdue, backfilled in conn.execute(
-            f"SELECT received_month, {key}, {name}, count(*), sum(overdue), sum(backfilled) FROM case_index"
-            f" WHERE received_month >= ? AND received_month <= ?{extra} GROUP BY received_month, {key}",
-            (first_month, last_month, *extra_args)):
-        r = row(month, k)
-        r.update(received=received, overdue=overdue or 0, backfilled=backfilled or 0)
-        r["name"] = label or r["name"]
-    for month, k, label, completed, on_time, timed in conn.execute(
-            f"SELECT completed_month, {key}, {name}, count(*), sum(CASE WHEN on_time = 1 THEN 1 ELSE 0 END),"
-            f" sum(CASE WHEN on_time IS NULL THEN 0 ELSE 1 END) FROM case_index"
-            f" WHERE completed_month >= ? AND completed_month <= ?{extra} GROUP BY completed_month, {key}",
-            (first_month, last_month, *extra_args)):
-        r = row(month, k)
-        r.update(completed=completed, on_time=on_time or 0, timed=timed or 0)
-        r["name"] = label or r["name"]
-    return [merged[k] for k in sorted(merged)]
+        where.append("item_code = ?")
+        args.append(item_code)
+    name = "max(item_name)" if by == "item" else "''"
+    rows = conn.execute(
+        f"SELECT month, {key}, {name}, sum(received), sum(overdue), sum(backfilled), sum(completed), sum(on_time),"
+        f" sum(timed) FROM case_stats_monthly WHERE {' AND '.join(where)} GROUP BY month, {key}"
+        f" ORDER BY month, {key}", args).fetchall()
+    out = []
+    for month, k, label, received, overdue, backfilled, completed, on_time, timed in rows:
+        if not (received or completed):
+            continue
+        out.append({"month": month, "key": k, "name": label or "", "received": received, "completed": completed,
+                    "on_time": on_time, "timed": timed, "overdue": overdue, "backfilled": backfilled})
+    return out
 
 
 # --------------------------------------------------------------------------- counterpart health
