@@ -179,12 +179,20 @@ async def timed(http: aiohttp.ClientSession, url: str, headers: dict[str, str], 
     return statistics.median(times), max(times), body
 
 
-async def run(records: int, rounds: int) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-console-"))
+async def run(records: int, rounds: int, keep: Path | None) -> dict[str, Any]:
+    tmp = keep or Path(tempfile.mkdtemp(prefix="bench-console-"))
     try:
+        tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
-        cases, gen_s, samples = await generate(tmp / "gateway.db", records)
-        print(f"generated {records:,} records of {cases:,} cases in {gen_s:.1f} s", flush=True)
+        if (tmp / "gateway.db").exists():  # --dir with a store from an earlier run: measure again
+            conn = sqlite3.connect(tmp / "gateway.db")
+            cases, gen_s = conn.execute("SELECT count(*) FROM case_index").fetchone()[0], 0.0
+            samples = [r[0] for r in conn.execute("SELECT case_no FROM case_index WHERE rowid % 997 = 0")]
+            conn.close()
+            print(f"reusing the store in {tmp}", flush=True)
+        else:
+            cases, gen_s, samples = await generate(tmp / "gateway.db", records)
+            print(f"generated {records:,} records of {cases:,} cases in {gen_s:.1f} s", flush=True)
         gw = Gateway(load_config(tmp / "gateway.toml"))
         started = time.perf_counter()
         await gw.start()
@@ -270,7 +278,8 @@ async def run(records: int, rounds: int) -> dict[str, Any]:
         finally:
             await gw.stop()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write(figures: dict[str, Any], records: int) -> None:
@@ -286,10 +295,13 @@ def write(figures: dict[str, Any], records: int) -> None:
         "```",
         "",
         f"{figures['records']:,} records stored ({figures['cases']:,} cases, {figures['alerts']:,} supervision alerts",
-        "among them). Writing the generated records through `commit_ingest` took "
-        f"{figures['generate_s']:.0f} s; the running gateway's supervision follower folded them and kept the case "
-        f"index in {figures['index_s']:.0f} s ({figures['records'] / figures['index_s']:,.0f} records/s, rules and "
-        f"index together); sealing and signing the trail ({figures['seals']} seals) {figures['seal_s']:.0f} s.",
+        "among them). " + (
+            "The store was reused from an earlier run (--dir); generating and indexing were not measured in this one."
+            if not figures["generate_s"] else
+            "Writing the generated records through `commit_ingest` took "
+            f"{figures['generate_s']:.0f} s; the running gateway's supervision follower folded them and kept the case "
+            f"index in {figures['index_s']:.0f} s ({figures['records'] / figures['index_s']:,.0f} records/s, rules "
+            f"and index together); sealing and signing the trail ({figures['seals']} seals) {figures['seal_s']:.0f} s."),
         "",
         "Each request goes through the running API on loopback as an engineer with a token: authentication,",
         "the indexed query, masking of every row, JSON. Median and worst of the rounds:",
@@ -312,8 +324,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--dir", type=Path, help="keep the store here; a later run with the same --dir measures it "
+                                                 "again without generating and indexing")
     args = parser.parse_args()
-    figures = asyncio.run(run(args.records, args.rounds))
+    figures = asyncio.run(run(args.records, args.rounds, args.dir))
     if args.write:
         write(figures, args.records)
 
