@@ -118,7 +118,8 @@ def scenario() -> list[dict[str, Any]]:
 
     - SL-RED-0001: a person's case, accepted in 2026-09 with 5 working days, never completed: overdue, a red card;
     - SL-OUT-0002: an enterprise's case completed with no acceptance: outside the system (体外循环), red;
-    - SL-OK-0003: applied for, accepted and completed minutes ago, on time, with a licence.
+    - SL-OK-0003: applied for, accepted and completed minutes ago, on time, with a licence;
+    - SL-BAD-0004: an ID number whose check character is wrong: quarantined.
     """
     return [
         case_item("SL-RED-0001", submitTime="2026-09-28 09:00:00", regionCode="370602", deptName="芝罘区市场监管局"),
@@ -131,6 +132,8 @@ def scenario() -> list[dict[str, Any]]:
                   applicantName="赵六"),
         accept_item("SL-OK-0003", _ago(2)),
         finish_item("SL-OK-0003", _ago(1)),
+        # An ID number with a wrong check character: quarantined, for the quarantine page.
+        case_item("SL-BAD-0004", id_no="110105194912310021", submitTime=_ago(3)),
     ]
 
 
@@ -147,7 +150,8 @@ async def push(http: aiohttp.ClientSession, gw: Gateway, items: list[dict[str, A
     assert gw.api is not None
     async with http.post(gw.api.url + "/api/v1/inbound/hall_platform", json=items, headers=PUSH_AUTH) as r:
         body = await r.json()
-        assert r.status in (200, 202), body
+        # 400 names the quarantined items; the others were committed all the same.
+        assert r.status in (200, 202, 400) and body["committed"] is True, body
         return body
 
 

@@ -136,6 +136,16 @@ async def test_an_engineer_searches_a_case_opens_its_timeline_sees_a_red_alert_a
                    and "zhang.gong" in e.decoded()["detail"]["actor"] for e in entries)
 
     await until(replayed)
+
+    # Quarantine: a dry run of reprocessing says what would happen and changes nothing.
+    await page.click("nav a[data-page=quarantine]")
+    await shown(page, "quarantine", "#quarantine-results table.grid")
+    bad = page.locator("#quarantine-results tbody tr", has_text="hall_platform")
+    assert "applicant_id_no" in await bad.inner_text()
+    await bad.locator("button:text('试运行')").click()
+    await page.wait_for_selector("#quarantine-outcome pre")
+    assert "试运行" in await page.inner_text("#quarantine-outcome")
+    assert len(await gw.store.quarantine_entries(state="open")) == 1  # type: ignore[union-attr]
     assert page.errors == []  # type: ignore[attr-defined]
 
 
