@@ -304,9 +304,12 @@ async def test_counterpart_health_shows_last_contact_backlog_dead_letters_and_wh
     assert status == 200
     systems = {s["system"]: s for s in body["systems"]}
     assert systems["hall_platform"]["last_contact"]["records"] == 7
+    assert systems["hall_platform"]["quarantine"] == 1
     city = systems["city_platform"]["deliveries"]
-    assert city["dead"] == 3 and city["error_rate"] == 1.0
-    assert set(body["unavailable"]) <= {"circuits", "reconciliation"}
+    assert city["dead"] == 3 and city["backlog"] == 0 and city["error_rate"] == 1.0
+    assert city["circuit"] in ("closed", "open", "half_open") and city["paused"] is False
+    assert "400" in city["last_error"]
+    assert body["unavailable"] == ["reconciliation"]  # the exchange part's 对账 has not landed
     supervisor = await token_for(loaded, "jian.cha", "supervisor")
     status, _ = await get(http, loaded, "/api/v1/counterparts/health", supervisor)
     assert status == 403

@@ -146,6 +146,16 @@ async def test_an_engineer_searches_a_case_opens_its_timeline_sees_a_red_alert_a
     await page.wait_for_selector("#quarantine-outcome pre")
     assert "试运行" in await page.inner_text("#quarantine-outcome")
     assert len(await gw.store.quarantine_entries(state="open")) == 1  # type: ignore[union-attr]
+
+    # Counterpart health: the refusing city platform shows its dead letters; pause it from here.
+    await page.click("nav a[data-page=health]")
+    await shown(page, "health", "main table.grid")
+    city = page.locator("main tbody tr", has_text="city_platform")
+    assert "100.0%" in await city.inner_text()
+    await city.locator("button.destination-pause").click()
+    await page.locator("main tbody tr", has_text="city_platform").locator("button.destination-resume").wait_for()
+    controls = await gw.store.destination_controls(["city_platform"])  # type: ignore[union-attr]
+    assert controls["city_platform"].paused and controls["city_platform"].paused_by.startswith("user:zhang.gong")
     assert page.errors == []  # type: ignore[attr-defined]
 
 

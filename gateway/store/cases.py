@@ -10,7 +10,6 @@ SQLite store's writer thread and reader pool. Tables: migration 0045.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -368,35 +367,6 @@ def last_contacts(conn: Conn) -> dict[str, dict[str, Any]]:
                 "SELECT system, last_received_at, last_record_id, records FROM counterpart_contact")}
 
 
-def delivery_health(conn: Conn, since: float) -> dict[str, dict[str, Any]]:
-    """Per destination: backlog (pending and in flight), oldest waiting, dead letters, failing now,
-    and of the deliveries settled since ``since``, how many ended dead (the error rate)."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def entry(dest: str) -> dict[str, Any]:
-        return out.setdefault(dest, {"backlog": 0, "oldest_waiting_at": None, "dead": 0, "retrying": 0,
-                                     "settled_recent": 0, "dead_recent": 0})
-
-    for dest, state, n, oldest, retrying in conn.execute(
-            "SELECT destination, state, count(*), min(created_at),"
-            " sum(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) FROM outbox"
-            " WHERE state IN ('pending', 'inflight', 'dead') GROUP BY destination, state"):
-        e = entry(dest)
-        if state == "dead":
-            e["dead"] = n
-        else:
-            e["backlog"] += n
-            e["retrying"] += retrying or 0
-            if oldest is not None and (e["oldest_waiting_at"] is None or oldest < e["oldest_waiting_at"]):
-                e["oldest_waiting_at"] = oldest
-    for dest, settled, dead in conn.execute(
-            "SELECT destination, count(*), sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) FROM outbox"
-            " WHERE settled_at >= ? GROUP BY destination", (since,)):
-        e = entry(dest)
-        e["settled_recent"], e["dead_recent"] = settled, dead or 0
-    return out
-
-
 def open_quarantine(conn: Conn) -> dict[str, int]:
     return dict(conn.execute("SELECT system, count(*) FROM quarantine WHERE state = 'open' GROUP BY system"))
 
@@ -453,10 +423,6 @@ class SqliteCasesMixin:
 
     async def counterpart_contacts(self) -> dict[str, dict[str, Any]]:
         return await self._read(last_contacts)
-
-    async def destination_health(self, window: float = 86400.0) -> dict[str, dict[str, Any]]:
-        since = time.time() - window
-        return await self._read(lambda conn: delivery_health(conn, since))
 
     async def open_quarantine_by_system(self) -> dict[str, int]:
         return await self._read(open_quarantine)

@@ -356,27 +356,52 @@ async function reprocess(entry, dryRun, target) {
 
 // --------------------------------------------------------------------------- counterpart health
 
+const CIRCUIT = { closed: "正常", open: "熔断（暂停投递）", half_open: "试探恢复中" };
+
 async function healthPage() {
   page("对接系统健康", h("p", { class: "loading" }, "加载中…"));
+  let data;
   try {
-    const data = await api("/api/v1/counterparts/health", {}, { masked: true });
-    const d = (s) => s.deliveries || {};
-    page("对接系统健康",
-      h("p", { class: "summary" }, `截至 ${fmtTime(data.as_of)}`),
-      table([
-        ["系统", (s) => s.system], ["角色", (s) => ({ source: "来源", sink: "目的", "source+sink": "来源与目的" }[s.role] || s.role)],
-        ["最近联系", (s) => s.last_contact ? fmtTime(s.last_contact.last_contact) : "—"],
-        ["积压", (s) => d(s).backlog ?? "—"], ["最早等待", (s) => fmtTime(d(s).oldest_waiting_at) || "—"],
-        ["重试中", (s) => d(s).retrying ?? "—"], ["死信", (s) => d(s).dead ?? "—"],
-        ["失败率（24小时）", (s) => d(s).error_rate === null || d(s).error_rate === undefined ? "—" : `${(d(s).error_rate * 100).toFixed(1)}%`],
-        ["待处理隔离", (s) => s.quarantine ?? 0],
-        ["熔断状态", (s) => s.circuits ? JSON.stringify(s.circuits) : "—"],
-        ["对账结果", (s) => s.reconciliation ? JSON.stringify(s.reconciliation) : "—"],
-      ], data.systems, "尚未配置对接系统。"),
-      data.unavailable.length ? h("p", { class: "muted" }, `本网关版本尚未提供：${data.unavailable.map((i) => ({ circuits: "熔断状态", reconciliation: "对账结果" }[i] || i)).join("、")}。`) : "");
+    data = await api("/api/v1/counterparts/health", {}, { masked: true });
   } catch (error) {
     page("对接系统健康", failure(error));
+    return;
   }
+  const d = (s) => s.deliveries || {};
+  const dash = (v) => (v === null || v === undefined ? "—" : v);
+  const outcome = h("div", { id: "health-outcome" });
+  page("对接系统健康",
+    h("p", { class: "summary" }, `截至 ${fmtTime(data.as_of)}`), outcome,
+    table([
+      ["系统", (s) => s.system], ["角色", (s) => ({ source: "来源", sink: "目的", "source+sink": "来源与目的" }[s.role] || s.role)],
+      ["最近联系", (s) => fmtTime(s.last_contact ? s.last_contact.last_contact : d(s).last_success_at) || "—"],
+      ["积压", (s) => dash(d(s).backlog)], ["最早等待", (s) => fmtTime(d(s).oldest_waiting_at) || "—"],
+      ["死信", (s) => dash(d(s).dead)], ["被死信阻塞", (s) => d(s).held ? `${d(s).held}（${d(s).held_cases} 件）` : dash(d(s).held)],
+      ["失败率", (s) => d(s).error_rate === null || d(s).error_rate === undefined ? "—"
+        : `${(d(s).error_rate * 100).toFixed(1)}%（近 ${d(s).error_window_minutes} 分钟）`],
+      ["熔断", (s) => d(s).circuit ? badge(CIRCUIT[d(s).circuit] || d(s).circuit, `c-${d(s).circuit}`) : "—"],
+      ["最近错误", (s) => d(s).last_error ? `${fmtTime(d(s).last_error_at)} ${d(s).last_error}` : "—"],
+      ["待处理隔离", (s) => s.quarantine ?? 0],
+      ["对账结果", (s) => s.reconciliation ? JSON.stringify(s.reconciliation) : "—"],
+      ["投递控制", (s) => s.deliveries && can("destinations:manage") ? pauseControl(s.system, d(s), outcome)
+        : d(s).paused ? `已暂停（${d(s).paused_by || ""}）` : ""],
+    ], data.systems, "尚未配置对接系统。"),
+    data.unavailable.length ? h("p", { class: "muted" }, `本网关版本尚未提供：${data.unavailable.map((i) => ({ reconciliation: "对账结果", deliveries: "投递状态", last_contact: "最近联系" }[i] || i)).join("、")}。`) : "");
+}
+
+function pauseControl(name, delivery, outcome) {
+  const action = delivery.paused ? "resume" : "pause";
+  const label = delivery.paused ? `恢复投递（${delivery.paused_by || ""}暂停）` : "暂停投递";
+  return h("button", { class: `destination-${action}`, onclick: async (event) => {
+    event.target.disabled = true;
+    try {
+      await api(`/api/v1/destinations/${encodeURIComponent(name)}/${action}`, {}, { method: "POST", body: {} });
+      healthPage();
+    } catch (error) {
+      outcome.replaceChildren(failure(error));
+      event.target.disabled = false;
+    }
+  } }, label);
 }
 
 // --------------------------------------------------------------------------- statistics
