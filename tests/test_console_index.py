@@ -79,6 +79,15 @@ async def test_flags_only_rise_and_fields_a_later_record_lacks_are_kept(store: S
     assert await store.get_cursor("console:case_index") == "4"
 
 
+async def test_a_dead_letter_alert_gives_a_case_no_card(store: SqliteStore) -> None:
+    batch = IndexBatch()
+    fold_record(batch, 1, "2026-10-01T09:00:00+08:00", record("case", case_no="SL-2", item_code="3706000001"), "SL-2")
+    fold_record(batch, 2, "2026-10-01T09:05:00+08:00", alert("SL-2", "delivery_dead_letter", "red", "sa-d"), None)
+    await store.commit_index(batch, "2")
+    row = await store.case_index_row("SL-2")
+    assert row is not None and row["warning"] == 0 and row["alerts"] == 1
+
+
 async def test_an_alert_for_a_case_not_yet_indexed_adds_no_half_empty_row(store: SqliteStore) -> None:
     batch = IndexBatch()
     fold_record(batch, 1, "2026-10-01T09:00:00+08:00", alert("SL-9", "audit_integrity", "red", "sa-9"), None)

@@ -22,6 +22,10 @@ WARNING_RANK = {"yellow": 1, "red": 2}
 OVERDUE_TYPES = frozenset({"overdue_red"})
 BACKFILL_TYPES = frozenset({"backfill_late_entry", "backfill_completed_on_first_sight"})
 OUTSIDE_TYPES = frozenset({"outside_system_no_acceptance"})
+# Alerts about the gateway's own work rather than the handling of the case: listed with the case and
+# on the alert board, but they give the case no red or yellow card (a refused delivery is not the
+# hall's lateness).
+OPERATIONAL_TYPES = frozenset({"delivery_dead_letter", "audit_integrity", "data_quality_finding"})
 # 统一社会信用代码: 18 characters over 0-9A-Z without I, O, S, V, Z (GB 32100).
 _CREDIT_CODE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{18}$")
 _PERSON_DOCUMENTS = frozenset({"111", "414", "516", "511", "553"})
@@ -148,7 +152,8 @@ def _fold_alert(batch: IndexBatch, record_id: int, received_at: str, data: Mappi
         row["_alert_only"] = True
         batch.cases[case_no] = row
     row["alerts"] += 1
-    row["warning"] = max(row["warning"], WARNING_RANK.get(severity, 0))
+    if alert_type not in OPERATIONAL_TYPES:
+        row["warning"] = max(row["warning"], WARNING_RANK.get(severity, 0))
     row["overdue"] = max(row["overdue"], int(alert_type in OVERDUE_TYPES))
     row["backfilled"] = max(row["backfilled"], int(alert_type in BACKFILL_TYPES))
     row["outside_system"] = max(row["outside_system"], int(alert_type in OUTSIDE_TYPES))
