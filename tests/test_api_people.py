@@ -375,7 +375,7 @@ async def test_the_login_page_logs_in_and_out_with_its_forms(gw, browser) -> Non
         assert r.status == 401 and "用户名或密码错误" in await r.text()
     async with browser.post(gw.api.url + "/login", data={"user": "zhang.gong", "password": PASSWORD,
                                                          "csrf_token": csrf}, allow_redirects=False) as r:
-        assert r.status == 303 and r.headers["Location"] == "/login"
+        assert r.status == 303 and r.headers["Location"] == "/console/"
     async with browser.get(gw.api.url + "/login") as r:
         page = await r.text()
     assert "已登录" in page and "zhang.gong" in page and "审批局业务人员" in page

@@ -14,7 +14,8 @@ Two middlewares and five endpoints:
   browsers never attach one on their own. The counterpart push endpoints
   (``/api/v1/inbound/*``, ``/soap/*``) are left alone: counterparts authenticate there
   with their own credentials; ``/healthz`` and ``/metrics`` answer without any.
-- ``GET /login`` (a minimal zh-CN page), ``POST /login`` and ``POST /logout`` (its forms);
+- ``GET /login`` (a minimal zh-CN page), ``POST /login`` (on success to the console, /console/)
+  and ``POST /logout`` (its forms);
   ``POST /api/v1/auth/login``, ``POST /api/v1/auth/logout`` and ``GET /api/v1/auth/whoami``
   for the console's scripts.
 
@@ -442,6 +443,7 @@ _LOGIN_FORM = """{error}<form method="post" action="/login" autocomplete="off">
 </form>"""
 
 _LOGGED_IN = """<p class="ok">已登录：<strong>{user}</strong>（{role}）</p>
+<p><a href="/console/">进入监管控制台</a></p>
 <form method="post" action="/logout">
 <input type="hidden" name="csrf_token" value="{csrf}">
 <button type="submit">退出登录</button>
@@ -457,7 +459,9 @@ def _page(request: web.Request, body: str, status: int = 200) -> web.Response:
     response.headers.update({
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                    "frame-ancestors 'none'; base-uri 'none'",
-        "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        # Not no-referrer: under it browsers send "Origin: null" with the form's POST, which the Origin check
+        # refuses. same-origin still sends nothing to other sites.
+        "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store"})
     return response
 
@@ -502,7 +506,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
         if exc.retry_after:
             response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
         return response
-    response = _see_other("/login")
+    response = _see_other("/console/")  # the console (gateway/console) is where people work
     _start_session(request, response, session_id)
     return response
 

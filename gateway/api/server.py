@@ -11,6 +11,8 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
     GET  /api/v1/destinations;  POST /api/v1/destinations/{name}/pause | resume | settings
     GET  /login, POST /login | /logout, POST /api/v1/auth/login | logout, GET /api/v1/auth/whoami
     GET  /healthz  /metrics  /api/v1/openapi.json
+    GET  /api/v1/cases[/{case_no}] | supervision/alerts | statistics[.csv] | counterparts/health …,
+         GET /console/ (the console: gateway/console)
 
 Every request gets a correlation id (``X-Correlation-Id``, taken from the request
 when it is sane, else made up), returned on the response and written in the one
@@ -270,6 +272,11 @@ def build_app(gw: Gateway) -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    from gateway.console import api as console_api
+    from gateway.console import pages as console_pages
+
+    console_api.add_routes(app)  # the console's query API (gateway/console/api.py)
+    console_pages.add_routes(app)  # the console itself: /console/
     return app
 
 

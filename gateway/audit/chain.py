@@ -56,6 +56,7 @@ ACTIONS = frozenset(
         "destination_settings",
         "circuit_opened",
         "circuit_closed",
+        "alert_acknowledged",  # a person acknowledged a supervision alert in the console (who, role, note)
     }
 )
 

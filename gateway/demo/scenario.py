@@ -278,7 +278,8 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
     echo("")
     if login_url:
         echo(f"console login: user {DEMO_USER}  password {password}  (role engineer; personal data shows masked)")
-        echo(f"  `gateway run -c {config_path}` serves {login_url.rsplit(':', 1)[0]}:<port>/login again ([api] port 0 "
+        echo(f"  `gateway run -c {config_path}` serves the console at {login_url.rsplit(':', 1)[0]}:<port>/console/ "
+             "(docs/console.md) ([api] port 0 "
              "picks a free one: set a port to keep one; the certificate is from the demo's development CA)")
         echo("")
     echo("look around:")

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.console.index import IndexBatch, index_batch
 from gateway.pipeline._waiting import sleep_or
 from gateway.pipeline.alerts import SUPERVISION, alert_item
 from gateway.pipeline.router import Router
 from gateway.store import AcceptItem, Store
+from gateway.store.cases import INDEX_CURSOR
 from gateway.store.sqlite import CHINA
 from gateway.supervision import CaseState, SupervisionEngine
 
@@ -47,6 +49,10 @@ class SupervisionFollower:
 
     async def run(self, stopping: asyncio.Event) -> None:
         next_tick = 0.0
+        try:
+            await self.catch_up_index()
+        except Exception:
+            log.exception("the console's case index could not catch up; case search may miss older cases")
         while not stopping.is_set():
             try:
                 progressed = await self.step()
@@ -66,11 +72,14 @@ class SupervisionFollower:
         if not rows:
             return False
         records = []
-        for _rid, receipt_time, body in rows:
+        indexed: list[tuple[int, str, dict[str, Any], str | None]] = []
+        for rid, receipt_time, body in rows:
             rec = json.loads(body)
             if rec.get("kind") == "supervision_alert":
+                indexed.append((rid, receipt_time, rec, None))  # the console indexes alerts of every origin
                 continue
             key = self.engine.case_key(rec)
+            indexed.append((rid, receipt_time, rec, key))
             if key is not None:
                 records.append((key, rec, datetime.fromisoformat(receipt_time)))
         stored = await self.store.case_states([k for k, _, _ in records])
@@ -89,8 +98,44 @@ class SupervisionFollower:
             findings = rec.get("findings")
             if isinstance(findings, list):
                 self.findings_counted += len(findings)
-        await self._commit(states, alerts, now, (CURSOR, str(rows[-1][0])))
+        index = index_batch(indexed, states, self.engine.clock, now) if self._indexing else None
+        await self._commit(states, alerts, now, (CURSOR, str(rows[-1][0])), index)
         return True
+
+    @property
+    def _indexing(self) -> bool:
+        return hasattr(self.store, "commit_supervision_indexed")
+
+    async def catch_up_index(self) -> int:
+        """Index records folded before the console's case index existed (a store upgraded to it).
+
+        The stored case states are final for those records, so no rule runs again; returns how
+        many records were indexed.
+        """
+        if not self._indexing:
+            return 0
+        store: Any = self.store
+        folded = int(await store.get_cursor(CURSOR) or 0)
+        done = int(await store.get_cursor(INDEX_CURSOR) or 0)
+        total = 0
+        while done < folded:
+            rows = [r for r in await store.records_since(done, _BATCH) if r[0] <= folded]
+            if not rows:
+                break
+            indexed = []
+            for rid, receipt_time, body in rows:
+                rec = json.loads(body)
+                key = None if rec.get("kind") == "supervision_alert" else self.engine.case_key(rec)
+                indexed.append((rid, receipt_time, rec, key))
+            stored = await store.case_states([k for _, _, _, k in indexed if k is not None])
+            states = {k: CaseState.from_dict(json.loads(v)) for k, v in stored.items()}
+            await store.commit_index(index_batch(indexed, states, self.engine.clock, datetime.now(CHINA)),
+                                     str(rows[-1][0]))
+            done = rows[-1][0]
+            total += len(rows)
+        if total:
+            log.info("console case index: caught up on %d records folded before it existed", total)
+        return total
 
     async def tick(self, now: datetime) -> int:
         """Re-evaluate the cases whose clock could raise something by ``now``; returns alerts raised."""
@@ -109,7 +154,7 @@ class SupervisionFollower:
             total += len(alerts)
 
     async def _commit(self, states: dict[str, CaseState], alerts: list[dict[str, Any]], now: datetime,
-                      cursor: tuple[str, str] | None) -> None:
+                      cursor: tuple[str, str] | None, index: IndexBatch | None = None) -> None:
         rows = {}
         for key, state in states.items():
             nxt = self.engine.next_check_at(state, now)
@@ -118,7 +163,10 @@ class SupervisionFollower:
             rows[key] = (json.dumps(state.to_dict(), ensure_ascii=False), ts)
         items = [self._alert_item(a, now) for a in alerts]
         valid = [i for i in items if i is not None]
-        await self.store.commit_supervision(rows, valid, cursor)
+        if index is not None:
+            await self.store.commit_supervision_indexed(rows, valid, cursor, index)  # type: ignore[attr-defined]
+        else:
+            await self.store.commit_supervision(rows, valid, cursor)
         self.alerts_raised += len(valid)
 
     def _alert_item(self, alert: dict[str, Any], now: datetime) -> AcceptItem | None:

@@ -75,6 +75,7 @@ PERMISSIONS: dict[str, str] = {
     "deliveries:replay": "send deliveries again (dead letters or chosen ones)",
     "destinations:manage": "pause and resume a destination, change its concurrency and rate limit",
     "quarantine:manage": "reprocess or discard quarantined items",
+    "alerts:acknowledge": "acknowledge supervision alerts in the console, with a note (audited)",
     "configure": "see and change the gateway's configuration",
     "personal:unmask": "see personal data unmasked, with a stated reason, audited",
 }
@@ -86,12 +87,13 @@ SYSTEM_SCOPED = frozenset({"records:read", "deliveries:read", "quarantine:read",
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "engineer": frozenset({"records:read", "deliveries:read", "quarantine:read", "audit:read", "alerts:read",
-                           "deliveries:replay", "quarantine:manage", "destinations:manage", "configure"}),
+                           "deliveries:replay", "quarantine:manage", "destinations:manage", "configure",
+                           "alerts:acknowledge"}),
     "operator": frozenset({"records:read", "deliveries:read", "quarantine:read", "deliveries:replay",
                            "quarantine:manage", "destinations:manage"}),
-    "supervisor": frozenset({"audit:read", "alerts:read", "records:read"}),
+    "supervisor": frozenset({"audit:read", "alerts:read", "records:read", "alerts:acknowledge"}),
     "auditor": frozenset({"records:read", "deliveries:read", "quarantine:read", "audit:read", "alerts:read",
-                          "personal:unmask"}),
+                          "personal:unmask", "alerts:acknowledge"}),
 }
 
 

@@ -40,6 +40,7 @@ from gateway.store.base import (
     StoreCounts,
     StoreError,
 )
+from gateway.store.cases import SqliteCasesMixin
 from gateway.store.encryption import SqliteEncryptionMixin
 from gateway.store.identity import IdentityStoreMixin
 from gateway.store.quarantine import record_quarantined
@@ -172,7 +173,7 @@ class _Writer(threading.Thread):
 
 
 class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
-                  SqliteEncryptionMixin, IdentityStoreMixin, Store):
+                  SqliteEncryptionMixin, IdentityStoreMixin, SqliteCasesMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
@@ -460,17 +461,7 @@ class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinatio
         alerts: Sequence[AcceptItem],
         cursor: tuple[str, str] | None,
     ) -> list[IngestOutcome]:
-        def op(conn: sqlite3.Connection, chain: ChainWriter) -> list[IngestOutcome]:
-            at = now_iso()
-            conn.executemany(
-                "INSERT INTO case_state(case_key, state, next_check, updated_at) VALUES (?,?,?,?) "
-                "ON CONFLICT(case_key) DO UPDATE SET state=excluded.state, next_check=excluded.next_check,"
-                " updated_at=excluded.updated_at",
-                [(k, st, nc, at) for k, (st, nc) in states.items()],
-            )
-            return _commit_ingest(conn, chain, alerts, [], cursor)
-
-        return await self._write(op)
+        return await self._write(lambda conn, chain: _commit_supervision(conn, chain, states, alerts, cursor))
 
     # ------------------------------------------------------------------ audit
 
@@ -662,6 +653,18 @@ def _insert_outbox_claiming(conn: sqlite3.Connection, outbox: list[tuple[Any, ..
         " lease_until) VALUES (?,?,?,?,?,?,?,?,?)",
         rows,
     )
+
+
+def _commit_supervision(conn: sqlite3.Connection, chain: ChainWriter, states: dict[str, tuple[str, float | None]],
+                        alerts: Sequence[AcceptItem], cursor: tuple[str, str] | None) -> list[IngestOutcome]:
+    at = now_iso()
+    conn.executemany(
+        "INSERT INTO case_state(case_key, state, next_check, updated_at) VALUES (?,?,?,?) "
+        "ON CONFLICT(case_key) DO UPDATE SET state=excluded.state, next_check=excluded.next_check,"
+        " updated_at=excluded.updated_at",
+        [(k, st, nc, at) for k, (st, nc) in states.items()],
+    )
+    return _commit_ingest(conn, chain, alerts, [], cursor)
 
 
 def _set_cursor(conn: sqlite3.Connection, cursor: tuple[str, str], at: str) -> None:
