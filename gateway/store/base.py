@@ -34,6 +34,13 @@ class AcceptItem:
     idempotency_keys: tuple[str, ...]  # one per destination, same order
     mapping: str
     findings: tuple[dict[str, Any], ...] = ()  # accepted data-quality findings (also in ``body``)
+    # What to do when the same key and version is stored with a different payload: "quarantine" (rule
+    # version_conflict) or "keep_first" (kept, audited as version_conflict); None: the kind's default.
+    on_conflict: str | None = None
+    # An older version arriving late: "keep" (stored stale, audited, never delivered) or "quarantine".
+    on_older: str | None = None
+    raw: bytes | None = None  # the item as received, kept only if it has to be quarantined after all
+    payload: Any = None  # the parsed item (a mapping), likewise
 
 
 @dataclass(slots=True)
