@@ -46,6 +46,7 @@ from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin, audit_row
 from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
 from gateway.store.sqlite_destinations import SqliteDestinationsMixin
+from gateway.store.sqlite_exchange import SqliteExchangeMixin
 from gateway.store.sqlite_quarantine import SqliteQuarantineMixin
 
 T = TypeVar("T")
@@ -172,7 +173,7 @@ class _Writer(threading.Thread):
 
 
 class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
-                  SqliteEncryptionMixin, IdentityStoreMixin, Store):
+                  SqliteEncryptionMixin, IdentityStoreMixin, SqliteExchangeMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
