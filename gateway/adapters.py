@@ -140,6 +140,53 @@ class CounterpartManifest:
     sent: list[ManifestEntry] | None = None
     can_resend: bool = False  # it can be asked to send again what it sent and the gateway lacks
 
+    @classmethod
+    def from_json(cls, data: Any, *, where: str = "manifest") -> CounterpartManifest:
+        """The gateway's JSON manifest contract (docs/exchange.md)::
+
+            {"received": [{"key": "<idempotency key>", "digest": "sha256:…", "at": "2026-11-29T10:00:00+08:00"}],
+             "sent": [{"kind": "supervision_result", "key": "<business key>", "version": 1, "at": "…"}],
+             "can_resend": true}
+
+        Raises :class:`ManifestUnavailable` naming what is wrong with it.
+        """
+        if not isinstance(data, Mapping):
+            raise ManifestUnavailable(f"{where}: expected a JSON object, got {type(data).__name__}")
+
+        def entries(name: str) -> list[ManifestEntry] | None:
+            items = data.get(name)
+            if items is None:
+                return None
+            if not isinstance(items, list):
+                raise ManifestUnavailable(f"{where}: {name!r} is not a list")
+            out = []
+            for i, item in enumerate(items):
+                if not isinstance(item, Mapping) or not isinstance(item.get("key"), str) or not item["key"]:
+                    raise ManifestUnavailable(f"{where}: {name}[{i}] has no key")
+                version = item.get("version")
+                try:
+                    version = None if version in (None, "") else int(version)
+                except (TypeError, ValueError):
+                    raise ManifestUnavailable(f"{where}: {name}[{i}].version {version!r} is not a whole number") from None
+                out.append(ManifestEntry(key=item["key"], digest=_opt(item.get("digest")), at=_opt(item.get("at")),
+                                         kind=_opt(item.get("kind")), version=version))
+            return out
+
+        return cls(received=entries("received"), sent=entries("sent"), can_resend=bool(data.get("can_resend")))
+
+    def as_json(self) -> dict[str, Any]:
+        def dump(items: list[ManifestEntry] | None) -> list[dict[str, Any]] | None:
+            if items is None:
+                return None
+            return [{k: v for k, v in (("key", e.key), ("digest", e.digest), ("at", e.at), ("kind", e.kind),
+                                       ("version", e.version)) if v is not None} for e in items]
+
+        return {"received": dump(self.received), "sent": dump(self.sent), "can_resend": self.can_resend}
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
 
 class ManifestUnavailable(Exception):
     """The counterpart could not give its manifest now (down, refusing, not yet written): try later."""
