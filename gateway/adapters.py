@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -108,11 +108,24 @@ class DeliveryResult:
 
 @dataclass(frozen=True, slots=True)
 class ReconcilePeriod:
-    """The period a reconciliation (对账) compares: ``start`` inclusive, ``end`` exclusive, China time."""
+    """The period a reconciliation (对账) compares: ``start`` inclusive, ``end`` exclusive, China time.
+
+    A record within ``margin`` seconds outside it may have been counted on the other side of the
+    edge by the counterpart's clock: ask for ``wide_start``…``wide_end`` where that is cheap.
+    """
 
     counterpart: str
     start: datetime
     end: datetime
+    margin: float = 0.0
+
+    @property
+    def wide_start(self) -> datetime:
+        return self.start - timedelta(seconds=self.margin)
+
+    @property
+    def wide_end(self) -> datetime:
+        return self.end + timedelta(seconds=self.margin)
 
 
 @dataclass(slots=True)

@@ -425,6 +425,7 @@ def demo(n_records: int, workdir: Path | None, timeout: float) -> None:
 def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
+    from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
     from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
@@ -435,7 +436,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations):
+                  destinations, exchange, reconcile):
         main.add_command(group)
 
 

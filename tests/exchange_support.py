@@ -83,7 +83,7 @@ path = "out/county"
 fsync = false
 
 [exchange]
-tick_interval = "0.2s"
+tick_interval = "{tick}"
 
 [exchange.counterparts.county]
 sources = ["county_results"]
@@ -111,12 +111,12 @@ to = ["hall_platform"]
 """
 
 
-def write_site(root: Path, extra: str = "") -> Path:
+def write_site(root: Path, extra: str = "", *, tick: str = "0.2s") -> Path:
     shutil.copytree(MAPPINGS, root / "mappings", dirs_exist_ok=True)
     for sub in ("hall", "ministry", "county"):
         (root / "out" / sub).mkdir(parents=True, exist_ok=True)
     config = root / "gateway.toml"
-    config.write_text(BASE.format(extra=extra), encoding="utf-8")
+    config.write_text(BASE.format(extra=extra, tick=tick), encoding="utf-8")
     return config
 
 

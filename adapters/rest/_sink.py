@@ -217,7 +217,7 @@ class RestSink:
         settings = self.config.reconcile
         if settings is None:
             raise ManifestUnavailable(f"{self._owner}: reconciliation is not configured (set reconcile.url)")
-        body = _json_bytes({"from": period.start.isoformat(), "to": period.end.isoformat(),
+        body = _json_bytes({"from": period.wide_start.isoformat(), "to": period.wide_end.isoformat(),
                             "counterpart": period.counterpart})
         payload = await self._call(settings.url, body, "reconciliation manifest")
         return CounterpartManifest.from_json(payload, where=f"{self._owner}: {settings.url}")
@@ -226,7 +226,7 @@ class RestSink:
         settings = self.config.reconcile
         if settings is None or settings.resend_url is None:
             raise ManifestUnavailable(f"{self._owner}: the counterpart takes no resend requests (reconcile.resend_url)")
-        body = _json_bytes({"from": period.start.isoformat(), "to": period.end.isoformat(),
+        body = _json_bytes({"from": period.wide_start.isoformat(), "to": period.wide_end.isoformat(),
                             "entries": [{"kind": e.kind, "key": e.key, "version": e.version} for e in entries]})
         payload = await self._call(settings.resend_url, body, f"resend request for {len(entries)} records")
         requested = payload.get("requested") if isinstance(payload, dict) else None

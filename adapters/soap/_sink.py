@@ -121,7 +121,8 @@ class SoapSink:
         settings = self.config.reconcile
         if settings is None:
             raise ManifestUnavailable(f"SOAP system {self.system!r}: reconciliation is not configured ([reconcile])")
-        values = {"start": period.start.isoformat(), "end": period.end.isoformat(), "counterpart": period.counterpart}
+        values = {"start": period.wide_start.isoformat(), "end": period.wide_end.isoformat(),
+                  "counterpart": period.counterpart}
         root = await self._reconcile_call(settings, values, "reconciliation manifest")
         f = settings.fields
         received = None if settings.received_path is None else [
@@ -142,8 +143,8 @@ class SoapSink:
             raise ManifestUnavailable(f"SOAP system {self.system!r}: the counterpart takes no resend requests "
                                       "(reconcile.resend)")
         f = settings.fields
-        values = {"start": period.start.isoformat(), "end": period.end.isoformat(), "counterpart": period.counterpart,
-                  "entries": [{f.kind: e.kind, f.key: e.key, f.version: e.version} for e in entries]}
+        values = {"start": period.wide_start.isoformat(), "end": period.wide_end.isoformat(),
+                  "counterpart": period.counterpart, "entries": [{f.kind: e.kind, f.key: e.key, f.version: e.version} for e in entries]}
         await self._reconcile_call(settings.resend, values, f"resend request for {len(entries)} records")
         return len(entries)
 

@@ -65,7 +65,7 @@ class CountyFrontEnd:
         for folder in (self.drop, self.out, self.manifests, self.keep):
             folder.mkdir(parents=True, exist_ok=True)
         self.carried: dict[str, Carried] = {}
-        self.lost: list[str] = []
+        self.lost: list[str] = []  # keys of files it carried away and lost (a later copy is carried as usual)
         self.dropped: list[Dropped] = []
         self.resend_requests: list[dict[str, Any]] = []
         self._lose = 0
@@ -123,7 +123,7 @@ class CountyFrontEnd:
                 path.unlink()
                 continue
             key = path.stem
-            if key in self.carried or key in self.lost:
+            if key in self.carried:
                 path.unlink()  # written again (a re-delivery): the same file
                 continue
             if self._lose > 0:

@@ -90,7 +90,7 @@ class Reconciliation:
                 dry_run=dry_run)
         via, reconciler = found
         slack = timedelta(seconds=cp.reconcile.slack)
-        period = ReconcilePeriod(cp.name, start - slack, end + slack)
+        period = ReconcilePeriod(cp.name, start, end, cp.reconcile.slack)
         try:
             theirs = await asyncio.wait_for(reconciler.reconcile_manifest(period), timeout=MANIFEST_TIMEOUT)
         except (ManifestUnavailable, DeliveryError, TimeoutError, OSError) as exc:

@@ -53,6 +53,8 @@ class ExchangeService:
         self.wake = asyncio.Event()
         # One step at a time: the loop and a caller (drain, the API) must not fold the same batch twice.
         self._lock = asyncio.Lock()
+        self._schedule_lock = asyncio.Lock()
+        self.ticks = 0  # clock ticks done (tests wait for the loop's first one)
 
     # ------------------------------------------------------------------ the loop
 
@@ -91,6 +93,7 @@ class ExchangeService:
             raised = await parallel_tick(self.follower, now)
             await self.watch(now)
         await self.scheduled_reconciliations(now)
+        self.ticks += 1
         if raised and self.on_commit is not None:
             self.on_commit()
 
@@ -159,6 +162,10 @@ class ExchangeService:
 
     async def scheduled_reconciliations(self, now: datetime) -> list[dict[str, Any]]:
         """At each counterpart's ``reconcile.at``, reconcile the day before (once; a missed day is caught up)."""
+        async with self._schedule_lock:
+            return await self._scheduled(now)
+
+    async def _scheduled(self, now: datetime) -> list[dict[str, Any]]:
         done = []
         for cp in self.counterparts.values():
             if cp.reconcile.at is None or now.time() < parse_hhmm(cp.reconcile.at):

@@ -32,9 +32,12 @@ class ContactBook:
         self._received: dict[str, float] = {}
 
     def note(self, system: str, outcomes: Sequence[IngestOutcome] = ()) -> None:
-        now = _time.time()
+        """The ingestor's hook: ``system`` was heard from now (whatever became of its items)."""
+        self.heard(system, _time.time())
+
+    def heard(self, system: str, at: float) -> None:
         with self._lock:
-            self._received[system] = now
+            self._received[system] = max(at, self._received.get(system, 0.0))
 
     def received(self) -> dict[str, float]:
         with self._lock:
