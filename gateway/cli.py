@@ -137,8 +137,11 @@ def check(config_path: Path, strict: bool) -> None:
         click.echo(f"  sink   {name}: adapter {config.sinks[name].adapter}, mapping {m.name}@{m.version} "
                    f"({', '.join(m.kinds)})")
     for r in config.routes:
+        conditions = [f"{label} {', '.join(values)}" for label, values in (
+            ("事项编码", r.items), ("事项类型", r.item_types), ("许可类别", r.license_categories), ("区划", r.regions))
+            if values]
         click.echo(f"  route  {r.name}: {', '.join(r.kinds or ['*'])} from {', '.join(r.sources or ['*'])} "
-                   f"→ {', '.join(r.to)}")
+                   + (f"where {'; '.join(conditions)} " if conditions else "") + f"→ {', '.join(r.to)}")
     warnings = security_warnings(config, comp)
     for w in warnings:
         click.echo(f"WARNING {w}")

@@ -83,7 +83,7 @@ async def test_no_contact_for_too_long_fires_an_alert_then_clears_when_the_count
     assert health["state"] == "firing" and health["watchdogs"][0]["state"] == "firing"
     assert await service.watch(start + timedelta(minutes=40)) == []  # still silent: no second alert
     # the ministry is heard from again (a result pulled): the watchdog clears, and says so
-    await push(gw, "market_ministry", supervision_result("烟市监检〔2026〕1号", "91370602MA3C6LXQ0B", kind="检查",
+    await push(gw, "market_ministry", supervision_result("烟市监检〔2026〕1号", "91370602W03JAX9C6G", kind="检查",
                                                          effect=None))
     changed = await service.watch(datetime.now(CHINA) + timedelta(minutes=1))
     assert changed == [{"counterpart": "market_ministry", "watch": "silence", "state": "ok",
