@@ -142,6 +142,10 @@ def check(config_path: Path, strict: bool) -> None:
             if values]
         click.echo(f"  route  {r.name}: {', '.join(r.kinds or ['*'])} from {', '.join(r.sources or ['*'])} "
                    + (f"where {'; '.join(conditions)} " if conditions else "") + f"→ {', '.join(r.to)}")
+    from gateway.exchange.commands import describe_config
+
+    for line in describe_config(config):
+        click.echo(f"  {line}")
     warnings = security_warnings(config, comp)
     for w in warnings:
         click.echo(f"WARNING {w}")

@@ -170,6 +170,9 @@ poll_interval = "0.1s"
 enabled = false
 destinations = ["hall_platform"]
 
+[audit]
+seal = false
+
 [exchange]
 tick_interval = "0.3s"
 """

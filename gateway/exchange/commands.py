@@ -159,6 +159,30 @@ def describe(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_config(config: Any) -> list[str]:
+    """What ``gateway check`` prints about the exchange: counterparts that are watched or reconciled, schemes."""
+    from gateway.durations import suggest
+    from gateway.exchange.config import counterparts
+
+    lines = []
+    for cp in counterparts(config).values():
+        parts = []
+        if cp.watch.expect_by:
+            parts.append(f"records expected by {cp.watch.expect_by} on working days")
+        if cp.watch.silence:
+            parts.append(f"no-contact alarm after {suggest(cp.watch.silence)}")
+        if cp.reconcile.at:
+            parts.append(f"reconciled daily at {cp.reconcile.at}")
+        if parts or len(cp.systems) > 1:
+            lines.append(f"counterpart {cp.name}: sources {', '.join(cp.sources) or '-'}, sinks "
+                         f"{', '.join(cp.sinks) or '-'}" + (f"; {'; '.join(parts)}" if parts else ""))
+    for scheme in config.exchange.parallel:
+        lines.append(f"并联审批 {scheme.name}: items {', '.join(scheme.items)}, accepted by {scheme.lead or 'any source'}, "
+                     "departments " + ", ".join(f"{d.name} ({d.system}→{d.out}, {d.time_limit}{'工作日' if d.unit == 'G' else '日'})"
+                                                for d in scheme.departments))
+    return lines
+
+
 # --------------------------------------------------------------------------- gateway exchange …
 
 
