@@ -90,18 +90,18 @@ def resolve(facts: Facts, licences: Mapping[str, Mapping[str, Any]],
             licences_of_credit: Iterable[Mapping[str, Any]], cases_of_credit: Iterable[str]) -> Resolved:
     """The case of a record that does not name one, from what is known of its licence and its subject.
 
-    By its licence number when that licence's case is known; else by its credit code when that
-    names exactly one licence (or the free-text 暂扣或吊销证照名称及编号 names one of them), or
-    exactly one case. Several candidates and no way to choose: unresolved, with a note saying so.
+    By its licence number when that licence's case is known (a licence not seen yet: it waits for
+    it); a result that names no licence, by its credit code when that names exactly one licence (or
+    the free-text 暂扣或吊销证照名称及编号 names one of them), or exactly one case. Several
+    candidates and no way to choose: unresolved, with a note saying so.
     """
-    waiting = ""
     if facts.licence_no:
         known = licences.get(facts.licence_no)
         if known is not None and known.get("case_no"):
             return Resolved(str(known["case_no"]), facts.licence_no, "licence")
-        waiting = f"licence {facts.licence_no} is not known yet (no approval result or completion names it)"
-        if not facts.credit_code:
-            return Resolved(None, facts.licence_no, None, waiting)
+        # It names a licence the gateway has not seen: that licence's case, not another of the subject's.
+        return Resolved(None, facts.licence_no, None,
+                        f"licence {facts.licence_no} is not known yet (no approval result or completion names it)")
     if not facts.credit_code:
         return Resolved(None, facts.licence_no, None, "names neither a licence nor a credit code")
     candidates = [lic for lic in licences_of_credit if lic.get("case_no")]
@@ -113,12 +113,9 @@ def resolve(facts: Facts, licences: Mapping[str, Mapping[str, Any]],
         return Resolved(str(candidates[0]["case_no"]), str(candidates[0]["licence_no"]), "credit_code")
     cases = sorted(set(cases_of_credit))
     if len(cases) == 1:
-        licence = facts.licence_no
-        return Resolved(cases[0], licence, "credit_code")
+        return Resolved(cases[0], None, "credit_code")
     if not cases:
-        return Resolved(None, facts.licence_no, None,
-                        f"{waiting}; no case of its credit code either" if waiting else
-                        "no case of its credit code is known yet")
-    return Resolved(None, facts.licence_no, None,
+        return Resolved(None, None, None, "no case of its credit code is known yet")
+    return Resolved(None, None, None,
                     f"the credit code names {len(cases)} cases ({', '.join(cases[:5])}); the counterpart must name "
                     "the licence or the case")
