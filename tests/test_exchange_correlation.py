@@ -169,3 +169,39 @@ async def test_every_record_links_to_its_case_licence_and_credit_code(site: Gate
         ("completion", "JY10", None, "record"), ("approval_result", "JY10", code, "record")]
     assert [lk["record_key"] for lk in await store.exchange_links(credit_code=code)] == [
         "SB2026092900010", "芝审批许〔2026〕JY10号"]
+
+
+async def test_records_stored_before_the_exchange_existed_are_linked_without_telling_anyone_again(tmp_path):
+    import sqlite3
+
+    from exchange_support import write_site
+
+    from gateway.config import load_config
+
+    config_path = write_site(tmp_path)
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(text.replace("[exchange]\n", "[exchange]\nenabled = false\n"), encoding="utf-8")
+    gw = Gateway(load_config(config_path))
+    await gw.start()
+    code = holder_code("history")
+    try:
+        await _approved(gw, "SB-OLD-1", "JY-OLD-1", code)
+        await push(gw, "market_ministry", supervision_result("烟市监罚〔2025〕1号", code, licence_no="JY-OLD-1"))
+    finally:
+        await gw.stop()
+    # what migration 0030 notes on a store that has records when it is upgraded: where history ends
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        db.execute("UPDATE cursors SET value = (SELECT CAST(max(id) AS TEXT) FROM records) WHERE name = 'exchange:history'")
+    config_path.write_text(text, encoding="utf-8")
+    gw = Gateway(load_config(config_path))
+    await gw.start()
+    try:
+        await settle(gw)
+        assert gw.store is not None
+        detail = await gw.store.licence_detail("JY-OLD-1")
+        assert detail is not None and detail["licence"]["state"] == "revoked"  # the state is known …
+        assert [r["kind"] for r in await gw.store.list_records(case_no="SB-OLD-1")][-1] == "supervision_result"
+        assert await gw.store.list_records(kind="supervision_alert") == []  # … but the hall is not told again
+        assert audit_actions(gw, "routed") == []
+    finally:
+        await gw.stop()

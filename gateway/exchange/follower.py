@@ -31,6 +31,7 @@ log = logging.getLogger("gateway.exchange")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 RECORDS_CURSOR = "exchange:records"
 QUARANTINE_CURSOR = "exchange:quarantine"
+HISTORY_CURSOR = "exchange:history"  # records up to this id were stored before the exchange existed
 BATCH = 500
 _EFFECT_ALERT = {"suspend": "licence_suspended", "revoke": "licence_revoked"}
 _EFFECT_WORDS = {"suspend": "暂扣", "revoke": "撤销/吊销"}
@@ -56,11 +57,14 @@ class ExchangeFollower:
         self.notify = tuple(ex.effects.notify if ex.effects.notify is not None else config.supervision.destinations)
         self.to_approver = ex.effects.to_approver
         self.records_made = 0
+        self.history: int | None = None
 
     # ------------------------------------------------------------------ one step
 
     async def step(self) -> tuple[bool, list[Any]]:
         """Fold the next batch of records and quarantine entries; (progressed, outcomes of records made)."""
+        if self.history is None:
+            await self._history()
         after = int(await self.store.get_cursor(RECORDS_CURSOR) or 0)
         rows = await self.store.exchange_records_after(after, BATCH)
         q_after = int(await self.store.get_cursor(QUARANTINE_CURSOR) or 0)
@@ -80,6 +84,12 @@ class ExchangeFollower:
         self.records_made += len(made)
         return True, outcomes
 
+    async def _history(self) -> None:
+        """Where history ends: records a store held before the exchange existed (migration 0030 notes the last
+        one) are linked and their licence states kept, but nobody is told again of what happened before, and
+        nothing is dispatched or routed again."""
+        self.history = int(await self.store.get_cursor(HISTORY_CURSOR) or 0)
+
     # ------------------------------------------------------------------ records
 
     async def _records(self, rows: Sequence[dict[str, Any]], batch: ExchangeBatch, now: datetime) -> None:
@@ -95,7 +105,11 @@ class ExchangeFollower:
             items.append((row, data, facts_of(row["kind"], data)))
         await _Correlation(self, batch, now).run(items)
         if self.schemes:
-            await _Parallel(self, batch, now).run(items)
+            await _Parallel(self, batch, now).run([i for i in items if not self.historic(i[0]["id"])])
+
+    def historic(self, record_id: int) -> bool:
+        """Stored before the exchange existed: linked, but nobody is told of it again."""
+        return self.history is not None and record_id <= self.history
 
     # ------------------------------------------------------------------ version conflicts
 
@@ -286,7 +300,7 @@ class _Correlation:
         effect = facts.effect or "none"
         decision = facts.decision_no or link["record_key"]
         notice = None
-        if facts.effect is not None:
+        if facts.effect is not None and not self.f.historic(link["record_id"]):
             words = _EFFECT_WORDS[facts.effect]
             alert = make_alert(
                 _EFFECT_ALERT[facts.effect], case_no=case_no, raised_at=self.now,
@@ -310,11 +324,12 @@ class _Correlation:
 
     async def _to_approvers(self) -> None:
         """Supervision results also go back to the approving bureau: the system that sent the licence's approval."""
-        if not self.f.to_approver or not self.resolved_results:
+        fresh = [(link, number) for link, number in self.resolved_results if not self.f.historic(link["record_id"])]
+        if not self.f.to_approver or not fresh:
             return
-        ids = [link["record_id"] for link, _ in self.resolved_results]
+        ids = [link["record_id"] for link, _ in fresh]
         have = await self.store.exchange_destinations_of(ids)
-        for link, licence_no in self.resolved_results:
+        for link, licence_no in fresh:
             approver = (self.known.get(licence_no) or {}).get("approved_by")
             counterpart = self.f.counterpart_of_source.get(approver) if approver else None
             for sink in self.f.sinks_rendering(counterpart, "supervision_result"):

@@ -126,3 +126,8 @@ CREATE TABLE exchange_watchdogs (
 -- Reconciliation reads a period of one system's records and one destination's deliveries.
 CREATE INDEX ix_records_system_receipt ON records(system, receipt_time);
 CREATE INDEX ix_outbox_delivered ON outbox(destination, settled_at) WHERE state = 'delivered';
+
+-- Records stored before the exchange existed are linked when it first runs, but nobody is told
+-- again of what happened to them and nothing is dispatched again (gateway.exchange.follower).
+INSERT INTO cursors(name, value, updated_at)
+SELECT 'exchange:history', CAST(coalesce(max(id), 0) AS TEXT), strftime('%Y-%m-%dT%H:%M:%S', 'now') FROM records;
