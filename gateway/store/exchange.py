@@ -146,8 +146,8 @@ def apply_batch(conn: Any, chain: ChainWriter, at: str, batch: ExchangeBatch,
         # Its deliveries follow the record to its case (settling an in-flight one goes by its id alone), so
         # they are listed under the case, and later ones keep their order behind those of the case.
         conn.execute("UPDATE outbox SET case_no=? WHERE record_id=?", (r.case_no, r.record_id))
-        conn.execute("UPDATE exchange_links SET case_no=?, resolved_by=? WHERE record_id=?",
-                     (r.case_no, r.by, r.record_id))
+        conn.execute("UPDATE exchange_links SET case_no=?, resolved_by=?, licence_no=coalesce(?, licence_no), note=NULL"
+                     " WHERE record_id=?", (r.case_no, r.by, r.licence_no, r.record_id))
         audit.append(audit_row(chain, at, "case_linked", system=r.system, kind=r.kind, record=r.record_key,
                                case=r.case_no, detail={"record_id": r.record_id, "by": r.by, "licence": r.licence_no,
                                                        "previous_case_index": r.previous}))
