@@ -421,7 +421,8 @@ def status(config_path: Path, as_json: bool) -> None:
               help="Working directory to leave the store, drop folders and configuration in.")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
 def demo(n_records: int, workdir: Path | None, timeout: float) -> None:
-    """A simulated county file drop → the gateway (SQLite) → a simulated hall platform on loopback."""
+    """A simulated county file drop → the gateway (SQLite) → a simulated hall platform on loopback, then the
+    two-way exchange with a simulated market regulator (SOAP) and county front-end machine (files)."""
     from gateway.demo.scenario import run_demo
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.WARNING))
