@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -22,10 +23,11 @@ from gateway.durations import Duration, parse_duration, refuse_both_names, renam
 from gateway.records import FileIngestResult, FileUnreadable, IngestOutcome, RawRecord, StoreUnavailable
 
 __all__ = [
-    "API_VERSION", "Adapter", "AdapterConfig", "AdapterLoadError", "ConfigFacts", "ConfigPath", "Delivery",
-    "DeliveryError", "DeliveryReceipt", "DeliveryResult", "Duration", "FileIngestResult", "FileUnreadable",
-    "IngestOutcome", "PermanentError", "RawRecord", "RetryableError", "Sink", "Source", "SourceContext",
-    "StoreUnavailable", "discover", "parse_duration", "renamed", "validate_config",
+    "API_VERSION", "Adapter", "AdapterConfig", "AdapterLoadError", "ConfigFacts", "ConfigPath", "CounterpartManifest",
+    "Delivery", "DeliveryError", "DeliveryReceipt", "DeliveryResult", "Duration", "FileIngestResult", "FileUnreadable",
+    "IngestOutcome", "ManifestEntry", "ManifestUnavailable", "PermanentError", "RawRecord", "ReconcilePeriod",
+    "Reconciler", "RetryableError", "Sink", "Source", "SourceContext", "StoreUnavailable", "discover",
+    "manifest_digest", "parse_duration", "renamed", "validate_config",
 ]
 
 API_VERSION = 1
@@ -99,6 +101,140 @@ class DeliveryResult:
     delivery_id: int
     receipt: DeliveryReceipt | None = None
     error: DeliveryError | None = None
+
+
+# --------------------------------------------------------------------------- reconciliation (optional)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePeriod:
+    """The period a reconciliation (对账) compares: ``start`` inclusive, ``end`` exclusive, China time.
+
+    A record within ``margin`` seconds outside it may have been counted on the other side of the
+    edge by the counterpart's clock: ask for ``wide_start``…``wide_end`` where that is cheap.
+    """
+
+    counterpart: str
+    start: datetime
+    end: datetime
+    margin: float = 0.0
+
+    @property
+    def wide_start(self) -> datetime:
+        return self.start - timedelta(seconds=self.margin)
+
+    @property
+    def wide_end(self) -> datetime:
+        return self.end + timedelta(seconds=self.margin)
+
+
+@dataclass(slots=True)
+class ManifestEntry:
+    """One line of a counterpart's manifest.
+
+    What it *received* from the gateway is named by the delivery's idempotency key, with
+    :func:`manifest_digest` of the body it got. What it *sent* is named in the gateway's
+    own terms — the record kind, the business key and the version its push receipts give
+    back (``IngestOutcome.kind`` / ``record_key``) — so both sides speak of the same thing.
+    """
+
+    key: str
+    digest: str | None = None
+    at: str | None = None  # when it happened (ISO 8601)
+    kind: str | None = None  # sent entries
+    version: int | None = None  # sent entries
+
+
+@dataclass(slots=True)
+class CounterpartManifest:
+    """What a counterpart says it received from and sent to the gateway in a period (None: it cannot say)."""
+
+    received: list[ManifestEntry] | None = None
+    sent: list[ManifestEntry] | None = None
+    can_resend: bool = False  # it can be asked to send again what it sent and the gateway lacks
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str = "manifest") -> CounterpartManifest:
+        """The gateway's JSON manifest contract (docs/exchange.md)::
+
+            {"received": [{"key": "<idempotency key>", "digest": "sha256:…", "at": "2026-11-29T10:00:00+08:00"}],
+             "sent": [{"kind": "supervision_result", "key": "<business key>", "version": 1, "at": "…"}],
+             "can_resend": true}
+
+        Raises :class:`ManifestUnavailable` naming what is wrong with it.
+        """
+        if not isinstance(data, Mapping):
+            raise ManifestUnavailable(f"{where}: expected a JSON object, got {type(data).__name__}")
+
+        def entries(name: str) -> list[ManifestEntry] | None:
+            items = data.get(name)
+            if items is None:
+                return None
+            if not isinstance(items, list):
+                raise ManifestUnavailable(f"{where}: {name!r} is not a list")
+            out = []
+            for i, item in enumerate(items):
+                if not isinstance(item, Mapping) or not isinstance(item.get("key"), str) or not item["key"]:
+                    raise ManifestUnavailable(f"{where}: {name}[{i}] has no key")
+                version = item.get("version")
+                try:
+                    version = None if version in (None, "") else int(version)
+                except (TypeError, ValueError):
+                    raise ManifestUnavailable(f"{where}: {name}[{i}].version {version!r} is not a whole number") from None
+                out.append(ManifestEntry(key=item["key"], digest=_opt(item.get("digest")), at=_opt(item.get("at")),
+                                         kind=_opt(item.get("kind")), version=version))
+            return out
+
+        return cls(received=entries("received"), sent=entries("sent"), can_resend=bool(data.get("can_resend")))
+
+    def as_json(self) -> dict[str, Any]:
+        def dump(items: list[ManifestEntry] | None) -> list[dict[str, Any]] | None:
+            if items is None:
+                return None
+            return [{k: v for k, v in (("key", e.key), ("digest", e.digest), ("at", e.at), ("kind", e.kind),
+                                       ("version", e.version)) if v is not None} for e in items]
+
+        return {"received": dump(self.received), "sent": dump(self.sent), "can_resend": self.can_resend}
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+class ManifestUnavailable(Exception):
+    """The counterpart could not give its manifest now (down, refusing, not yet written): try later."""
+
+
+def manifest_digest(body: Any) -> str:
+    """The digest both sides compute of a delivered body: "sha256:" + hex.
+
+    Bytes as they are; text as UTF-8; a structure as canonical JSON (keys sorted, no spaces,
+    UTF-8 unescaped) — the form the file-drop sink writes and a JSON receiver can rebuild.
+    """
+    import hashlib
+    import json
+
+    if isinstance(body, bytes | bytearray | memoryview):
+        data = bytes(body)
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+    else:
+        data = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """Optional on a Sink: reconciliation with the counterpart it delivers to.
+
+    ``reconcile_manifest`` asks the counterpart for its manifest of a period (raise
+    :class:`ManifestUnavailable` when it cannot answer now); ``request_resend`` asks it to
+    send again what it sent and the gateway lacks, returning how many it agreed to resend.
+    """
+
+    async def reconcile_manifest(self, period: ReconcilePeriod) -> CounterpartManifest: ...
+
+    async def request_resend(self, period: ReconcilePeriod, entries: Sequence[ManifestEntry]) -> int: ...
 
 
 # --------------------------------------------------------------------------- context

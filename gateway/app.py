@@ -187,7 +187,15 @@ def build(config: GatewayConfig) -> Components:
         m = mapping("sinks", name, sink.mapping, "outbound")
         if m is not None:
             comp.outbound[name] = m
+    from gateway.schema import code_tables
+
+    tables = code_tables()
     for i, route in enumerate(config.routes):
+        for setting, table in (("item_types", "item_type"), ("license_categories", "license_category")):
+            unknown = [c for c in getattr(route, setting) or () if c not in tables[table].codes]
+            if unknown:
+                problems.append(f"routes[{i}] ({route.name}).{setting}: {', '.join(map(repr, unknown))} not in code "
+                                f"table {table} (codes: {', '.join(tables[table].codes)})")
         for kind in route.kinds or ():
             if kind not in KINDS:
                 problems.append(f"routes[{i}] ({route.name}): unknown record kind {kind!r} "
@@ -206,6 +214,9 @@ def build(config: GatewayConfig) -> Components:
         if out is not None and "audit_seal" not in out.kinds:
             problems.append(f"audit.witness_destinations: sink {dest!r} mapping {out.path} has no output for kind "
                             "audit_seal")
+    from gateway.exchange.config import exchange_problems
+
+    problems.extend(exchange_problems(config, comp.outbound))
     if config.supervision.enabled:
         comp.supervision = _supervision_engine(config, problems)
     from gateway.security.checks import counterpart_problems
@@ -294,6 +305,8 @@ class Gateway:
         self.sealer: Any = None  # the audit Sealer, when sealing is on
         self.alerts: Any = None  # GatewayAlerts: alerts and audit seals the gateway itself originates
         self.delivery_metrics = DeliveryMetrics()  # per destination; /metrics appends it
+        self.exchange: Any = None  # gateway.exchange.service.ExchangeService, when [exchange].enabled
+        self.contacts: Any = None  # gateway.exchange.watchdogs.ContactBook: when each counterpart was last heard
         self.refusals: Any = None  # gateway.security.refusals.RefusalLog of the push API, when it runs
         self.started = False  # every part started; the API answers 503 until then
         self._store_open = False
@@ -337,10 +350,14 @@ class Gateway:
         self._store_open = True
         await self._audit_configuration()
         assert comp.router is not None
+        from gateway.exchange.watchdogs import ContactBook
+
+        self.contacts = ContactBook()
         self.handoff = Handoff() if self.run_delivery else None
         self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers,
-                                 cipher=comp.cipher if cfg.encryption.enabled else None, handoff=self.handoff,
-                                 renderers=comp.outbound)
+                                 cipher=comp.cipher if cfg.encryption.enabled else None,
+                                 versions=cfg.exchange.versions.table(), on_outcomes=self.contacts.note,
+                                 handoff=self.handoff, renderers=comp.outbound)
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
             from gateway.security.refusals import RefusalLog
@@ -372,6 +389,12 @@ class Gateway:
             self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
                                                    cfg.supervision.destinations, cfg.supervision.tick_interval)
             self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
+        if self.run_sources and cfg.exchange.enabled:
+            from gateway.exchange.service import ExchangeService
+
+            self.exchange = ExchangeService(self.store, cfg, comp.router, outbound=comp.outbound, sinks=self.sinks,
+                                            cipher=comp.cipher, contacts=self.contacts, on_commit=self._wake_workers)
+            self._tasks.append(asyncio.create_task(self.exchange.run(self.stopping), name="exchange"))
         if self.sealer is not None:
             self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
 
@@ -509,6 +532,8 @@ class Gateway:
             worker.wake.set()
         if self.supervision is not None:
             self.supervision.wake.set()
+        if self.exchange is not None:
+            self.exchange.wake.set()
 
     async def _supervise_source(self, name: str, source: Source, ctx: SystemContext) -> None:
         """Run a source; if it crashes, log it and start it again with a growing pause."""

@@ -137,8 +137,15 @@ def check(config_path: Path, strict: bool) -> None:
         click.echo(f"  sink   {name}: adapter {config.sinks[name].adapter}, mapping {m.name}@{m.version} "
                    f"({', '.join(m.kinds)})")
     for r in config.routes:
+        conditions = [f"{label} {', '.join(values)}" for label, values in (
+            ("事项编码", r.items), ("事项类型", r.item_types), ("许可类别", r.license_categories), ("区划", r.regions))
+            if values]
         click.echo(f"  route  {r.name}: {', '.join(r.kinds or ['*'])} from {', '.join(r.sources or ['*'])} "
-                   f"→ {', '.join(r.to)}")
+                   + (f"where {'; '.join(conditions)} " if conditions else "") + f"→ {', '.join(r.to)}")
+    from gateway.exchange.commands import describe_config
+
+    for line in describe_config(config):
+        click.echo(f"  {line}")
     warnings = security_warnings(config, comp)
     for w in warnings:
         click.echo(f"WARNING {w}")
@@ -414,7 +421,8 @@ def status(config_path: Path, as_json: bool) -> None:
               help="Working directory to leave the store, drop folders and configuration in.")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
 def demo(n_records: int, workdir: Path | None, timeout: float) -> None:
-    """A simulated county file drop → the gateway (SQLite) → a simulated hall platform on loopback."""
+    """A simulated county file drop → the gateway (SQLite) → a simulated hall platform on loopback, then the
+    two-way exchange with a simulated market regulator (SOAP) and county front-end machine (files)."""
     from gateway.demo.scenario import run_demo
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.WARNING))
@@ -425,6 +433,7 @@ def demo(n_records: int, workdir: Path | None, timeout: float) -> None:
 def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
+    from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
     from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
@@ -435,7 +444,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations):
+                  destinations, exchange, reconcile):
         main.add_command(group)
 
 

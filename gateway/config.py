@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.durations import Duration, parse_duration, refuse_both_names, renamed
+from gateway.exchange.config import ExchangeSection
 
 __all__ = ["ConfigError", "GatewayConfig", "config_from_dict", "load_config", "parse_duration"]
 
@@ -221,6 +222,8 @@ class RouteSection(_Model):
     sources: list[str] | None = None
     items: list[str] | None = None  # 事项编码 prefixes
     regions: list[str] | None = None  # 行政区划代码 prefixes
+    item_types: list[str] | None = None  # 事项类型 codes (01 行政许可 …), exactly
+    license_categories: list[str] | None = None  # 许可类别 (普通, 特许, 认可, 核准, 登记, 其他), exactly
 
 
 class GatewayConfig(_Model):
@@ -230,6 +233,7 @@ class GatewayConfig(_Model):
     supervision: SupervisionSection = SupervisionSection()
     audit: AuditSection = AuditSection()
     encryption: EncryptionSection = EncryptionSection()
+    exchange: ExchangeSection = ExchangeSection()  # two-way exchange: gateway/exchange/config.py
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     sinks: dict[str, SinkSection] = Field(default_factory=dict)
     routes: list[RouteSection] = Field(default_factory=list)
@@ -248,9 +252,10 @@ class GatewayConfig(_Model):
                 if dest not in self.sinks:
                     problems.append(f"routes[{i}] ({route.name}): destination {dest!r} is not a configured sink")
             for src in route.sources or ():
-                if src not in self.sources and src != "supervision":
+                if src not in self.sources and src not in ("supervision", "exchange"):
                     problems.append(f"routes[{i}] ({route.name}): source {src!r} is not a configured source "
-                                    "(nor 'supervision', the source of alerts)")
+                                    "(nor 'supervision', the source of alerts, nor 'exchange', the source of "
+                                    "the combined results of 并联审批)")
         for dest in self.supervision.destinations:
             if dest not in self.sinks:
                 problems.append(f"supervision.destinations: {dest!r} is not a configured sink")

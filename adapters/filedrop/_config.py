@@ -65,6 +65,20 @@ class FiledropConfig(AdapterConfig):
         return value
 
 
+class FiledropReconcile(AdapterConfig):
+    """Reconciliation (对账) through the front-end machine: it leaves a manifest per day, the gateway asks by file.
+
+    The machine writes ``manifest-YYYYMMDD.json`` into ``manifests`` for each day (China time) in
+    the gateway's JSON manifest contract (docs/exchange.md), under a temporary name and renamed;
+    a resend request is written as ``resend-<time>.json`` into ``requests`` (default: the sink's own
+    folder, beside the deliveries), ``{"from", "to", "entries": [{"kind", "key", "version"}]}``.
+    """
+
+    manifests: ConfigPath
+    requests: ConfigPath | None = None
+    can_resend: bool = True  # whether the machine acts on resend requests
+
+
 class FiledropSinkConfig(AdapterConfig):
     """An outgoing drop folder: one file per delivery, for a front-end machine to carry across."""
 
@@ -77,6 +91,8 @@ class FiledropSinkConfig(AdapterConfig):
     batch_size: int = Field(100, ge=1, le=10_000)
     fsync: bool = True
     """Flush each file and the folder to disk before reporting the delivery as sent."""
+    reconcile: FiledropReconcile | None = None
+    """Reconciliation with the receiving side through manifest files (``gateway reconcile``)."""
 
     @field_validator("extension")
     @classmethod

@@ -12,15 +12,21 @@ import errno
 import hashlib
 import json
 import re
+import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.adapters import (
+    CounterpartManifest,
     Delivery,
     DeliveryReceipt,
     DeliveryResult,
+    ManifestEntry,
+    ManifestUnavailable,
     PermanentError,
+    ReconcilePeriod,
     RetryableError,
 )
 
@@ -105,3 +111,46 @@ class FiledropSink:
             delivery.delivery_id,
             receipt=DeliveryReceipt(delivery.delivery_id, remote_id=name, detail=f"written to {target}"),
         )
+
+    # ------------------------------------------------------------------ reconciliation (对账)
+
+    async def reconcile_manifest(self, period: ReconcilePeriod) -> CounterpartManifest:
+        """The front-end machine's manifests of every day the period touches, merged."""
+        settings = self.config.reconcile
+        if settings is None:
+            raise ManifestUnavailable(f"{self.destination}: reconciliation is not configured (reconcile.manifests)")
+        return await asyncio.to_thread(self._read_manifests, period, Path(settings.manifests), settings.can_resend)
+
+    def _read_manifests(self, period: ReconcilePeriod, folder: Path, can_resend: bool) -> CounterpartManifest:
+        received: list[ManifestEntry] = []
+        sent: list[ManifestEntry] = []
+        first, last = period.start.date(), (period.end - timedelta(microseconds=1)).date()
+        day = period.wide_start.date()
+        while day <= (period.wide_end - timedelta(microseconds=1)).date():
+            path = folder / f"manifest-{day:%Y%m%d}.json"
+            try:
+                data = json.loads(path.read_bytes())
+            except FileNotFoundError:
+                if not first <= day <= last:  # a day only the margin touches: welcome, not required
+                    day += timedelta(days=1)
+                    continue
+                raise ManifestUnavailable(f"{self.destination}: the front-end machine has not written {path} "
+                                          "(yet)") from None
+            except (OSError, ValueError) as exc:
+                raise ManifestUnavailable(f"{self.destination}: cannot read {path}: {exc}") from exc
+            manifest = CounterpartManifest.from_json(data, where=str(path))
+            received.extend(manifest.received or [])
+            sent.extend(manifest.sent or [])
+            day += timedelta(days=1)
+        return CounterpartManifest(received=received, sent=sent, can_resend=can_resend)
+
+    async def request_resend(self, period: ReconcilePeriod, entries: Sequence[ManifestEntry]) -> int:
+        settings = self.config.reconcile
+        if settings is None or not settings.can_resend:
+            raise ManifestUnavailable(f"{self.destination}: the front-end machine takes no resend requests")
+        folder = Path(settings.requests or self.path)
+        body = {"from": period.start.isoformat(), "to": period.end.isoformat(),
+                "entries": [{"kind": e.kind, "key": e.key, "version": e.version} for e in entries]}
+        name = f"resend-{time.strftime('%Y%m%d%H%M%S')}-{hashlib.sha256(render(body)).hexdigest()[:8]}.json"
+        await asyncio.to_thread(write_atomic, folder / name, render(body), fsync=self.config.fsync)
+        return len(entries)

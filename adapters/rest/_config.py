@@ -127,6 +127,26 @@ class BatchResults(AdapterConfig):
 DEFAULT_RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+class RestReconcile(AdapterConfig):
+    """Reconciliation (对账) with this counterpart: where it answers the gateway's manifest contract.
+
+    ``url`` is POSTed ``{"from": …, "to": …, "counterpart": …}`` (ISO 8601, China time) and answers
+    the JSON manifest (docs/exchange.md); ``resend_url``, when the counterpart can send again what
+    the gateway lacks, is POSTed ``{"from": …, "to": …, "entries": [{"kind", "key", "version"}]}``
+    and answers ``{"requested": n}``. Both are signed and authenticated like deliveries.
+    """
+
+    url: str
+    resend_url: str | None = None
+
+    @field_validator("url", "resend_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must be an http:// or https:// URL")
+        return value
+
+
 class RestSinkConfig(_HttpClientConfig):
     """Deliver rendered records by HTTP POST (or PUT) of JSON to one counterpart."""
 
@@ -144,6 +164,7 @@ class RestSinkConfig(_HttpClientConfig):
     # A GET the delivery worker sends, instead of a delivery, to learn whether the counterpart is
     # back while its circuit is open (docs/deliveries.md); a 2xx answer means it is.
     health_url: str | None = None
+    reconcile: RestReconcile | None = None  # 对账 with this counterpart (gateway reconcile)
 
     @field_validator("health_url")
     @classmethod

@@ -19,11 +19,15 @@ import aiohttp
 from yarl import URL
 
 from gateway.adapters import (
+    CounterpartManifest,
     Delivery,
     DeliveryError,
     DeliveryReceipt,
     DeliveryResult,
+    ManifestEntry,
+    ManifestUnavailable,
     PermanentError,
+    ReconcilePeriod,
 )
 
 from ._auth import make_signer
@@ -206,15 +210,46 @@ class RestSink:
             raise RestRetryableError(f"{self._owner}: health request: GET {url} answered {status}: {text}",
                                      status=status)
 
+    # ------------------------------------------------------------------ reconciliation (对账)
+
+    async def reconcile_manifest(self, period: ReconcilePeriod) -> CounterpartManifest:
+        """The counterpart's manifest of ``period`` from ``reconcile.url`` (gateway.adapters.Reconciler)."""
+        settings = self.config.reconcile
+        if settings is None:
+            raise ManifestUnavailable(f"{self._owner}: reconciliation is not configured (set reconcile.url)")
+        body = _json_bytes({"from": period.wide_start.isoformat(), "to": period.wide_end.isoformat(),
+                            "counterpart": period.counterpart})
+        payload = await self._call(settings.url, body, "reconciliation manifest")
+        return CounterpartManifest.from_json(payload, where=f"{self._owner}: {settings.url}")
+
+    async def request_resend(self, period: ReconcilePeriod, entries: Sequence[ManifestEntry]) -> int:
+        settings = self.config.reconcile
+        if settings is None or settings.resend_url is None:
+            raise ManifestUnavailable(f"{self._owner}: the counterpart takes no resend requests (reconcile.resend_url)")
+        body = _json_bytes({"from": period.wide_start.isoformat(), "to": period.wide_end.isoformat(),
+                            "entries": [{"kind": e.kind, "key": e.key, "version": e.version} for e in entries]})
+        payload = await self._call(settings.resend_url, body, f"resend request for {len(entries)} records")
+        requested = payload.get("requested") if isinstance(payload, dict) else None
+        return int(requested) if isinstance(requested, int) else len(entries)
+
+    async def _call(self, url: str, body: bytes, what: str) -> Any:
+        if self._session is None:
+            raise ManifestUnavailable(f"{self._owner}: not started")
+        outcome = await self._exchange(url, body, {"Content-Type": "application/json; charset=utf-8"}, what,
+                                       method="POST")
+        if isinstance(outcome, DeliveryError):
+            raise ManifestUnavailable(str(outcome))
+        return outcome[1]
+
     # ------------------------------------------------------------------ the wire
 
     async def _exchange(
-        self, url: str, body: bytes, headers: dict[str, str], what: str
+        self, url: str, body: bytes, headers: dict[str, str], what: str, *, method: str | None = None
     ) -> tuple[int, Any] | DeliveryError:
         """One HTTP request: (status, parsed JSON or None) for a success, or the classified error."""
         assert self._session is not None
         target = URL(url)
-        method = self.config.method
+        method = method or self.config.method
         headers.update(self._signer(method, target.raw_path_qs, body))
         try:
             async with self._session.request(

@@ -329,6 +329,70 @@ class PushSettings(CallSettings):
         return self
 
 
+RECONCILE_PLACEHOLDERS = frozenset({"start", "end", "counterpart"})
+RESEND_PLACEHOLDERS = frozenset({"start", "end", "counterpart", "entries"})
+
+
+class ManifestFields(AdapterConfig):
+    """Element names inside one manifest item (and inside one entry of a resend request)."""
+
+    key: str = "KEY"
+    digest: str = "DIGEST"
+    at: str = "AT"
+    kind: str = "KIND"
+    version: str = "VERSION"
+
+
+class ResendSettings(CallSettings):
+    """Asking the counterpart to send again: ``{entries}`` is the list of {kind, key, version} (named by ``fields``)."""
+
+    allowed_placeholders: ClassVar[frozenset[str]] = RESEND_PLACEHOLDERS
+
+    query: dict[str, Any] = {}
+    status_path: str | None = None
+    success_values: list[str] = ["0"]
+    message_path: str | None = None
+
+
+class ReconcileSettings(CallSettings):
+    """Reconciliation (对账): the call that answers a manifest, and where its parts are in the answer.
+
+    ``query`` is the body of the request (``{start}``, ``{end}``: ISO 8601 China time); the answer
+    lists what the counterpart received (``received_path``: items with key, digest, at) and sent
+    (``sent_path``: items with kind, key, version, at), in the gateway's manifest contract
+    (docs/exchange.md).
+    """
+
+    allowed_placeholders: ClassVar[frozenset[str]] = RECONCILE_PLACEHOLDERS
+
+    query: dict[str, Any] = {}
+    status_path: str | None = None
+    success_values: list[str] = ["0"]
+    message_path: str | None = None
+    received_path: str | None = None
+    sent_path: str | None = None
+    can_resend_path: str | None = None  # a boolean ("true"/"1") in the answer
+    fields: ManifestFields = ManifestFields()
+    resend: ResendSettings | None = None
+
+    @model_validator(mode="after")
+    def _reconcile_templates(self) -> ReconcileSettings:
+        for where, name in placeholders_in(self.query):
+            if name not in RECONCILE_PLACEHOLDERS:
+                raise ValueError(f"reconcile.query.{where}: unknown placeholder {{{name}}} "
+                                 f"(allowed: {', '.join(sorted(RECONCILE_PLACEHOLDERS))})")
+        for name in ("status_path", "message_path", "received_path", "sent_path", "can_resend_path"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    split_path(value)
+                except TemplateError as exc:
+                    raise ValueError(f"reconcile.{name}: {exc}") from exc
+        if self.received_path is None and self.sent_path is None:
+            raise ValueError("reconcile: name received_path or sent_path (or both): where the manifest is")
+        return self
+
+
 class SoapSourceConfig(SoapConnection):
     """``[systems.<name>.source]`` for ``adapter = "soap"``: pull records on a schedule."""
 
@@ -342,6 +406,7 @@ class SoapSinkConfig(SoapConnection):
     """``[systems.<name>.sink]`` for ``adapter = "soap"``: deliver records by calling an operation."""
 
     push: PushSettings
+    reconcile: ReconcileSettings | None = None  # 对账 with this counterpart (gateway reconcile)
 
     def facts(self, system: str) -> ConfigFacts:
         return ConfigFacts(problems=wsdl_problems(self))

@@ -7,18 +7,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.adapters import (
+    CounterpartManifest,
     Delivery,
     DeliveryError,
     DeliveryReceipt,
     DeliveryResult,
+    ManifestEntry,
+    ManifestUnavailable,
     PermanentError,
+    ReconcilePeriod,
     RetryableError,
 )
 
 from ._client import SoapEndpoint
-from ._config import SoapSinkConfig
+from ._config import ReconcileSettings, ResendSettings, SoapSinkConfig
 from ._request import build_request, response_root
-from ._template import TemplateError, get_path
+from ._template import TemplateError, get_path, render
 
 
 class SoapSink:
@@ -109,3 +113,82 @@ class SoapSink:
             remote_id=None if remote is None else str(remote),
             detail=" ".join(detail_parts) or None,
         )
+
+    # ------------------------------------------------------------------ reconciliation (对账)
+
+    async def reconcile_manifest(self, period: ReconcilePeriod) -> CounterpartManifest:
+        """The counterpart's manifest of ``period`` through ``reconcile`` (gateway.adapters.Reconciler)."""
+        settings = self.config.reconcile
+        if settings is None:
+            raise ManifestUnavailable(f"SOAP system {self.system!r}: reconciliation is not configured ([reconcile])")
+        values = {"start": period.wide_start.isoformat(), "end": period.wide_end.isoformat(),
+                  "counterpart": period.counterpart}
+        root = await self._reconcile_call(settings, values, "reconciliation manifest")
+        f = settings.fields
+        received = None if settings.received_path is None else [
+            ManifestEntry(key=str(_get(i, f.key)), digest=_text(_get(i, f.digest)), at=_text(_get(i, f.at)))
+            for i in _items(root, settings.received_path) if _get(i, f.key)]
+        sent = None if settings.sent_path is None else [
+            ManifestEntry(key=str(_get(i, f.key)), kind=_text(_get(i, f.kind)), version=_int(_get(i, f.version)),
+                          at=_text(_get(i, f.at)))
+            for i in _items(root, settings.sent_path) if _get(i, f.key)]
+        can_resend = settings.resend is not None
+        if can_resend and settings.can_resend_path:
+            can_resend = str(get_path(root, settings.can_resend_path)).strip().lower() in ("1", "true", "yes")
+        return CounterpartManifest(received=received, sent=sent, can_resend=can_resend)
+
+    async def request_resend(self, period: ReconcilePeriod, entries: Sequence[ManifestEntry]) -> int:
+        settings = self.config.reconcile
+        if settings is None or settings.resend is None:
+            raise ManifestUnavailable(f"SOAP system {self.system!r}: the counterpart takes no resend requests "
+                                      "(reconcile.resend)")
+        f = settings.fields
+        values = {"start": period.wide_start.isoformat(), "end": period.wide_end.isoformat(),
+                  "counterpart": period.counterpart, "entries": [{f.kind: e.kind, f.key: e.key, f.version: e.version} for e in entries]}
+        await self._reconcile_call(settings.resend, values, f"resend request for {len(entries)} records")
+        return len(entries)
+
+    async def _reconcile_call(self, settings: ReconcileSettings | ResendSettings, values: dict[str, Any],
+                              about: str) -> Any:
+        what = f"SOAP system {self.system!r} operation {settings.operation!r} ({about})"
+        try:
+            query = render(settings.query, values) if settings.query else None
+            arguments, headers = build_request(settings, values, query, what)
+        except TemplateError as exc:
+            raise ManifestUnavailable(str(exc)) from exc
+        try:
+            response = await self.endpoint.call(settings.operation, arguments, headers, about=about)
+            root = response_root(settings, response, what)
+        except (DeliveryError, TemplateError) as exc:
+            raise ManifestUnavailable(str(exc)) from exc
+        if settings.status_path is not None:
+            status = get_path(root, settings.status_path)
+            text = None if status is None else str(status).strip()
+            if text not in settings.success_values:
+                message = get_path(root, settings.message_path) if settings.message_path else None
+                raise ManifestUnavailable(f"{what}: the counterpart answered {settings.status_path} = {text!r}"
+                                          + (f" “{message}”" if message else ""))
+        return root
+
+
+def _items(root: Any, path: str) -> list[Any]:
+    found = get_path(root, path)
+    if found is None:
+        return []
+    return found if isinstance(found, list) else [found]
+
+
+def _get(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+

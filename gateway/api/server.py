@@ -9,6 +9,8 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
     POST /api/v1/quarantine/reprocess | discard    engineers and operators of the item's system
     POST /api/v1/deliveries/replay
     GET  /api/v1/destinations;  POST /api/v1/destinations/{name}/pause | resume | settings
+    GET  /api/v1/licences/{licence_no} | links | parallel[/{case_no}] | counterparts | reconciliations
+    POST /api/v1/counterparts/{name}/reconcile
     GET  /login, POST /login | /logout, POST /api/v1/auth/login | logout, GET /api/v1/auth/whoami
     GET  /healthz  /metrics  /api/v1/openapi.json
     GET  /api/v1/cases[/{case_no}] | supervision/alerts | statistics[.csv] | counterparts/health …,
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.api import _actions, _auth, _destinations, _quarantine, _query, _soap
+from gateway.api import _actions, _auth, _destinations, _exchange, _quarantine, _query, _soap
 from gateway.api._inbound import (
     ApiError,
     BatchResult,
@@ -269,6 +271,7 @@ def build_app(gw: Gateway) -> web.Application:
     app.router.add_get("/api/v1/alerts", _query.alerts)
     app.router.add_post("/api/v1/deliveries/replay", _actions.replay)
     _destinations.add_routes(app)
+    _exchange.add_routes(app)  # licences, links, 并联审批, counterparts, reconciliation (gateway.exchange)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

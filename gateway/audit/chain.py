@@ -57,6 +57,15 @@ ACTIONS = frozenset(
         "circuit_opened",
         "circuit_closed",
         "alert_acknowledged",  # a person acknowledged a supervision alert in the console (who, role, note)
+        # two-way exchange (gateway.exchange): correlation, licence effects, 并联审批, reconciliation
+        "case_linked",  # a record tied to its case after it was stored (by its licence or credit code)
+        "licence_affected",  # a supervision result suspended or revoked a licence (and so its case)
+        "parallel_started",  # a case dispatched at once to every department of a 并联审批 scheme
+        "parallel_answered",  # one department's opinion came back
+        "parallel_completed",  # every department answered; the combined result went to the hall
+        "version_conflict",  # same key and version, different payload, kept under policy keep_first
+        "reconciliation",  # one 对账 run and its outcome
+        "resent",  # a delivery sent again because reconciliation found the counterpart without it
     }
 )
 

@@ -20,6 +20,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -205,8 +206,18 @@ class HallPlatform(_LocalService):
         self.repeats = 0
         self.rejected = 0
         self._reject: tuple[Callable[[Any], bool], int, str] | None = None
+        # 对账 (reconciliation): when each record arrived and the digest of what came; what the hall sent.
+        self.arrivals: dict[str, tuple[float, str]] = {}
+        self.lost: list[str] = []  # keys acknowledged and silently dropped (lose_next)
+        self._lose = 0
+        self.sent: list[dict[str, Any]] = []  # {kind, key, version, at, item, pushed}
+        self._lose_outgoing = 0
+        self._gateway: tuple[str, dict[str, str], ssl.SSLContext | None] | None = None
+        self.resend_requests: list[list[dict[str, Any]]] = []
         self.app.router.add_post(path, self._receive)
         self.app.router.add_get(path, self._inspect)
+        self.app.router.add_post("/api/reconcile/manifest", self._manifest)
+        self.app.router.add_post("/api/reconcile/resend", self._resend)
 
     @property
     def records_url(self) -> str:
@@ -261,9 +272,98 @@ class HallPlatform(_LocalService):
         if key in self.records:
             self.repeats += 1
             return self.repeat_status, {"status": "ok", "id": self.ids[key], "duplicate": True}
+        if self._lose > 0:  # acknowledged, then lost on the hall's side: only reconciliation finds it
+            self._lose -= 1
+            self.lost.append(key)
+            return 200, {"status": "ok", "id": f"HALL-LOST-{len(self.lost):06d}", "duplicate": False}
         self.records[key] = body
         self.ids[key] = f"HALL-{len(self.records):06d}"
+        self.arrivals[key] = (time.time(), _digest(body))
         return 200, {"status": "ok", "id": self.ids[key], "duplicate": False}
+
+    # ------------------------------------------------------------------ losing records (for 对账)
+
+    def lose_next(self, count: int = 1) -> None:
+        """Acknowledge the next ``count`` new records and silently drop them."""
+        self._lose += count
+
+    def lose_outgoing(self, count: int = 1) -> None:
+        """The next ``count`` items the hall pushes are logged as sent but never reach the gateway."""
+        self._lose_outgoing += count
+
+    # ------------------------------------------------------------------ the hall pushing to the gateway
+
+    def connect_gateway(self, inbound_url: str, *, headers: Mapping[str, str] | None = None,
+                        ssl_context: ssl.SSLContext | None = None) -> None:
+        """Where the hall pushes its own records: the gateway's ``…/api/v1/inbound/<system>``."""
+        self._gateway = (inbound_url.rstrip("/"), dict(headers or {}), ssl_context)
+
+    async def push(self, *items: Mapping[str, Any]) -> dict[str, Any]:
+        """Push items (CASE, ACCEPT, FINISH, LICENSE …) to the gateway; log what was sent by the receipts."""
+        import aiohttp
+
+        if self._gateway is None:
+            raise RuntimeError("connect_gateway() first")
+        url, headers, ssl_context = self._gateway
+        now = time.time()
+        travelling, lost = [], []
+        for item in items:
+            if self._lose_outgoing > 0:
+                self._lose_outgoing -= 1
+                lost.append(item)
+            else:
+                travelling.append(item)
+        for item in lost:  # the hall believes it sent these; the gateway never sees them
+            for kind, key in _hall_keys(item):
+                self.sent.append({"kind": kind, "key": key, "version": int(item.get("version") or 1), "at": now,
+                                  "item": dict(item), "pushed": False})
+        if not travelling:
+            return {"items": []}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or False)) as http:
+            async with http.post(url, json=list(travelling), headers=headers) as r:
+                answer = await r.json()
+                if r.status not in (200, 202, 400):
+                    raise RuntimeError(f"the gateway answered {r.status}: {answer}")
+        for item, result in zip(travelling, answer.get("items", []), strict=False):
+            for record in result.get("records", []):
+                self.sent.append({"kind": record["kind"], "key": record["record_key"],
+                                  "version": int(item.get("version") or 1), "at": now, "item": dict(item),
+                                  "pushed": True})
+        return answer
+
+    # ------------------------------------------------------------------ reconciliation (the gateway's contract)
+
+    async def _period(self, request: web.Request) -> tuple[float, float, dict[str, Any]]:
+        body = json.loads(await request.read())
+        start = datetime.fromisoformat(body["from"]).timestamp()
+        end = datetime.fromisoformat(body["to"]).timestamp()
+        return start, end, body
+
+    async def _manifest(self, request: web.Request) -> web.Response:
+        try:
+            start, end, _ = await self._period(request)
+        except (KeyError, ValueError) as exc:
+            return _json({"status": "error", "error": f"from and to (ISO 8601) are required: {exc}"}, 400)
+        received = [{"key": k, "digest": d, "at": _iso(t)} for k, (t, d) in self.arrivals.items() if start <= t < end]
+        sent = [{"kind": e["kind"], "key": e["key"], "version": e["version"], "at": _iso(e["at"])} for e in self.sent
+                if start <= e["at"] < end]
+        return _json({"received": received, "sent": sent, "can_resend": self._gateway is not None})
+
+    async def _resend(self, request: web.Request) -> web.Response:
+        try:
+            _, _, body = await self._period(request)
+        except (KeyError, ValueError) as exc:
+            return _json({"status": "error", "error": str(exc)}, 400)
+        wanted = {(e.get("kind"), e.get("key"), int(e.get("version") or 1)) for e in body.get("entries", [])}
+        self.resend_requests.append(list(body.get("entries", [])))
+        items = []
+        for entry in self.sent:
+            if (entry["kind"], entry["key"], entry["version"]) in wanted and entry["item"] not in items:
+                items.append(entry["item"])
+        if items:
+            # Answer first, push after: the gateway is waiting for this answer.
+            asyncio.get_running_loop().create_task(self.push(*items))
+        return _json({"requested": len(items)})
 
     async def _inspect(self, request: web.Request) -> web.Response:
         return _json(
@@ -275,6 +375,26 @@ class HallPlatform(_LocalService):
                 "records": [{"key": k, "id": self.ids[k], "body": v} for k, v in self.records.items()],
             }
         )
+
+
+def _digest(body: Any) -> str:
+    from gateway.adapters import manifest_digest
+
+    return manifest_digest(body)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone(timedelta(hours=8))).isoformat(timespec="milliseconds")
+
+
+_HALL_KINDS = {"CASE": ("case", "caseNo"), "ACCEPT": ("acceptance", "caseNo"), "FINISH": ("completion", "caseNo"),
+               "LICENSE": ("approval_result", "decisionNo")}
+
+
+def _hall_keys(item: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The gateway's (kind, key) of one of the hall's own items, for items that never got a receipt."""
+    found = _HALL_KINDS.get(str(item.get("dataType")))
+    return [(found[0], str(item.get(found[1])))] if found else []
 
 
 # --------------------------------------------------------------------------- a paged feed

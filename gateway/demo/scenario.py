@@ -3,7 +3,9 @@
 Everything runs on loopback in one process, with real credentials (gateway.demo.credentials):
 the gateway signs what it sends the hall (HMAC), the hall pushes its acceptances (受理) back
 over mutual TLS with its own client certificate, personal fields are encrypted at rest, and
-one push without credentials is refused and audited. The working directory it leaves behind
+one push without credentials is refused and audited. A second act runs the two-way exchange
+(gateway.demo.twoway): licences out to the market regulator (SOAP) and the county front-end
+machine (files), a revocation and a suspension back to the hall, a 并联审批 case, and 对账. The working directory it leaves behind
 (configuration, certificates, mappings, store, drop folders) is a normal gateway directory:
 `gateway status -c DIR/gateway.toml` and the other commands work on it.
 """
@@ -38,7 +40,7 @@ CONFIG_TEMPLATE = """\
 [gateway]
 name = "demo"
 store = "sqlite:///gateway.db"
-adapters = ["filedrop", "rest", "push"]
+adapters = ["filedrop", "rest", "soap", "push"]
 
 [delivery]                         # retries until max_age; a circuit breaker per destination (docs/deliveries.md)
 backoff_initial = "0.2s"
@@ -69,11 +71,11 @@ include = ["*.xml"]
 stable_for = "200ms"
 poll_interval = "200ms"
 
-[sources.hall_platform]            # the hall pushes its acceptances back, as itself and nothing else
+[sources.hall_platform]            # the hall pushes acceptances, completions and licences, as itself
 adapter = "push"
 mapping = "mappings/hall_platform.in.yaml"
 accept = ["json"]
-kinds = ["acceptance"]
+kinds = ["case", "acceptance", "completion", "approval_result"]
 
 [sources.hall_platform.auth.client_certificate]
 fingerprints = ["{hall_fingerprint}"]
@@ -85,6 +87,13 @@ mapping = "mappings/hall_platform.out.yaml"
 url = "{hall_url}/api/records"
 auth = {{ type = "hmac", key = {{ file = "secrets/hall-hmac.key" }}, key_encoding = "hex", key_id = "demo" }}
 
+[sinks.hall_platform.reconcile]    # 对账 with the hall (gateway reconcile hall_platform --date D)
+url = "{hall_url}/api/reconcile/manifest"
+resend_url = "{hall_url}/api/reconcile/resend"
+
+[exchange]
+tick_interval = "5s"
+
 [[routes]]
 name = "county-to-hall"
 sources = ["county_drop"]
@@ -92,14 +101,16 @@ to = ["hall_platform"]
 """
 
 
-def prepare_workdir(workdir: Path, hall_url: str, credentials: DemoCredentials) -> Path:
+def prepare_workdir(workdir: Path, hall_url: str, credentials: DemoCredentials, ministry_url: str) -> Path:
+    from gateway.demo.twoway import demo_sections
+
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(MAPPINGS_DIR, workdir / "mappings", dirs_exist_ok=True)
     (workdir / "drop" / "county").mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.toml"
     config.write_text(CONFIG_TEMPLATE.format(
         hall_url=hall_url, hall_fingerprint=credentials.hall_certificate.fingerprint_text,
-        hall_subject=credentials.hall_certificate.subject), encoding="utf-8")
+        hall_subject=credentials.hall_certificate.subject) + demo_sections(ministry_url), encoding="utf-8")
     return config
 
 
@@ -134,21 +145,24 @@ class HallPusher:
         return [c for c in cases if c and c not in self._done]
 
     async def run(self, stopping: asyncio.Event) -> None:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._context(True))) as http:
-            while not stopping.is_set():
-                todo = self.pending()[:25]
-                if not todo:
-                    await asyncio.sleep(0.2)
-                    continue
-                now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-                items = [{"dataType": "ACCEPT", "caseNo": c, "deptName": "烟台市芝罘区行政审批服务局",
-                          "handler": "王五", "status": "ACCEPTED", "acceptTime": now} for c in todo]
-                async with http.post(self.url, json=items) as r:
-                    if r.status in (200, 202):
-                        self.pushed += len(todo)
-                        self._done.update(todo)
-                    else:
-                        await asyncio.sleep(0.5)
+        # The hall pushes through its own client, so it knows what it sent (its side of 对账).
+        self.hall.connect_gateway(self.url.rsplit("/", 1)[0], ssl_context=self._context(True))
+        while not stopping.is_set():
+            todo = self.pending()[:25]
+            if not todo:
+                await asyncio.sleep(0.2)
+                continue
+            now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+            items = [{"dataType": "ACCEPT", "caseNo": c, "deptName": "烟台市芝罘区行政审批服务局",
+                      "handler": "王五", "status": "ACCEPTED", "acceptTime": now} for c in todo]
+            try:
+                answer = await self.hall.push(*items)
+            except (RuntimeError, OSError, aiohttp.ClientError):
+                await asyncio.sleep(0.5)
+                continue
+            if answer.get("quarantined", 0) == 0:
+                self.pushed += len(todo)
+                self._done.update(todo)
 
 
 DEMO_USER = "demo"
@@ -205,11 +219,19 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
     from gateway.config import load_config
     workdir = (workdir or Path.cwd() / f"gateway-demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    from gateway.demo.county import CountyFrontEnd
+    from gateway.demo.ministry import MarketMinistry
+    from gateway.demo.twoway import second_act
+
     credentials = prepare_credentials(workdir)
     hall = HallPlatform(hmac_key=credentials.hmac_key)
     await hall.start()
-    config_path = prepare_workdir(workdir, hall.url, credentials)
+    ministry = await MarketMinistry().start()
+    drop = workdir / "drop"
+    county = CountyFrontEnd(drop / "county-results", drop / "county-out", drop / "county-manifests")
+    config_path = prepare_workdir(workdir, hall.url, credentials, ministry.url)
     echo(f"working directory: {workdir}")
+    echo(f"simulated market-regulation ministry (SOAP, provincial exchange envelope) on {ministry.url}")
     echo(f"simulated hall platform listening on {hall.url} (checks the gateway's HMAC signatures)")
     gateway = Gateway(load_config(config_path))
     started = time.monotonic()
@@ -217,6 +239,7 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
     pusher: HallPusher | None = None
     stop_pusher = asyncio.Event()
     pushing: asyncio.Task[None] | None = None
+    carrying: asyncio.Task[None] | None = None
     login_url: str | None = None
     password = ""
     try:
@@ -230,6 +253,7 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
         pusher = HallPusher(hall, gateway.api.url, credentials)
         await pusher.intruder()
         pushing = asyncio.create_task(pusher.run(stop_pusher))
+        carrying = asyncio.create_task(county.run(stop_pusher))  # the county front-end machine's side
         dropper = asyncio.create_task(drop_files(workdir / "drop" / "county", n_records))
         last = ""
         while time.monotonic() - started < timeout:
@@ -249,12 +273,32 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
                 break
         if not dropper.done():
             dropper.cancel()
+        act = None
+        if ok:  # the second act: both directions, 并联审批, 对账
+            ok = False
+            try:
+                act = await second_act(gateway, hall, ministry, county, echo,
+                                       timeout=max(30.0, timeout - (time.monotonic() - started)))
+                while time.monotonic() - started < timeout:
+                    c = await gateway.store.counts()
+                    if c.pending + c.inflight == 0:
+                        ok = True
+                        break
+                    await asyncio.sleep(0.25)
+            except TimeoutError as exc:
+                echo(f"act 2: {exc}")
         elapsed = time.monotonic() - started
         c = await gateway.store.counts()
+        hall_pushed = sum(1 for e in hall.sent if e["pushed"])
+        county_drop = len(await gateway.store.received_between(["county_drop"], "0", "9"))
+        departments = len(await gateway.store.received_between(["market_ministry", "county_results"], "0", "9"))
+        made = c.records - county_drop - hall_pushed - departments
         echo("")
         echo("summary")
-        echo(f"  records received     {c.records:,} ({c.records - pusher.pushed:,} from the county drop, "
-             f"{pusher.pushed:,} acceptances pushed by the hall over mutual TLS)")
+        echo(f"  records received     {c.records:,} ({county_drop:,} from the county drop, "
+             f"{pusher.pushed:,} acceptances pushed by the hall over mutual TLS, {hall_pushed - pusher.pushed:,} "
+             f"more records from the hall, {departments:,} from the supervising departments, {made:,} made by the "
+             "gateway)")
         echo(f"  duplicates           {c.duplicates:,}")
         echo(f"  quarantined          {c.quarantined:,}")
         echo(f"  delivered            {c.delivered:,}")
@@ -266,15 +310,27 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
         echo(f"  pushes refused       {1 if pusher.refused_status in (401, 403) else 0:,} (a push without the "
              f"hall's certificate: HTTP {pusher.refused_status}, audited as counterpart_refused)")
         echo("  personal fields      encrypted at rest (aes-256-gcm, key demo-1 in secrets/field-keys)")
+        if act is not None:
+            echo("two-way exchange (docs/exchange.md)")
+            echo(f"  licences issued      {act.licences:,}: approval results to the market regulator {act.to_ministry:,} "
+                 f"(SOAP), to the county front-end machine {act.to_county:,} (files)")
+            echo(f"  results back         {act.results:,} supervision results: licence {act.revoked} revoked, licence "
+                 f"{act.suspended} suspended, each tied to its case; {act.notices:,} notices told the hall")
+            echo(f"  并联审批             case {act.parallel_case}: dispatched at once to 2 departments, both answered, "
+                 f"{'the combined result is at the hall' if act.combined else 'no combined result'}")
+            echo("  对账                 " + ", ".join(f"{k} {v}" for k, v in act.reconciled.items())
+                 + f" ({act.lost_and_repaired:,} record the ministry had lost sent again)")
         echo(f"  elapsed              {elapsed:.1f}s")
         if not ok:
             echo(f"demo did not finish within {timeout:.0f}s")
     finally:
         stop_pusher.set()
-        if pushing is not None:
-            await asyncio.gather(pushing, return_exceptions=True)
+        for task in (pushing, carrying):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         await gateway.stop()
         await hall.stop()
+        await ministry.stop()
     echo("")
     if login_url:
         echo(f"console login: user {DEMO_USER}  password {password}  (role engineer; personal data shows masked)")
@@ -289,4 +345,7 @@ async def run_demo(n_records: int, workdir: Path | None, timeout: float, echo: C
     echo(f"  gateway check -c {config_path}        (warns: development CA and seal key)")
     echo(f"  gateway encryption status -c {config_path}")
     echo(f"  gateway users list -c {config_path}")
+    echo(f"  gateway exchange health -c {config_path}")
+    echo(f"  gateway exchange links --unresolved -c {config_path}")
+    echo(f"  gateway exchange reconciliations -c {config_path}")
     return ok

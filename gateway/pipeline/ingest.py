@@ -51,6 +51,8 @@ class Ingestor:
         cipher: Any = None,
         handoff: Handoff | None = None,
         renderers: Mapping[str, Any] | None = None,
+        versions: Mapping[str, tuple[str | None, str | None]] | None = None,
+        on_outcomes: Callable[[str, Sequence[IngestOutcome]], None] | None = None,
     ) -> None:
         """``handoff`` and ``renderers`` (destination → outbound mapping): claim new deliveries at birth and
         hand them, rendered, to this process's workers (``gateway.pipeline.handoff``)."""
@@ -58,6 +60,9 @@ class Ingestor:
         self.on_commit = on_commit
         self.handoff = handoff
         self.preparer = Preparer(router, mappings, cipher, renderers if handoff is not None else None)
+        # kind -> (on_conflict, on_older): the version policy of gateway.exchange (None: the store's defaults)
+        self.versions = dict(versions or {})
+        self.on_outcomes = on_outcomes  # (system, outcomes) after every commit: last contact per counterpart
 
     @property
     def router(self) -> Router:
@@ -78,12 +83,24 @@ class Ingestor:
             accepted, quarantined = await asyncio.to_thread(self.prepare, system, raws)
         else:
             accepted, quarantined = self.prepare(system, raws)
+        if accepted:
+            # Kept at hand in case the store finds a version conflict and must quarantine the item after all
+            # (prepared in a file helper, an item travels without them: such an entry keeps no copy).
+            by_ref = {raw.ref: raw for raw in raws}
+            for it in accepted:
+                raw = by_ref.get(it.ref)
+                if raw is not None:
+                    it.raw, it.payload = raw.raw, raw.payload
         return await self.commit(accepted, quarantined, cursor)
 
     async def commit(
         self, accepted: list[AcceptItem], quarantined: list[QuarantineItem], cursor: tuple[str, str] | None = None
     ) -> list[IngestOutcome]:
         """Commit a prepared batch (see ``prepare``) and wake whoever waits for new records."""
+        if self.versions:
+            for it in accepted:
+                if it.on_conflict is None and it.on_older is None:
+                    it.on_conflict, it.on_older = self.versions.get(it.kind, (None, None))
         claims = self.handoff.claims() if self.handoff is not None and accepted else None
         outcomes = await self.store.commit_ingest_isolated(accepted, quarantined, cursor, claims)
         if claims is not None:
@@ -97,6 +114,8 @@ class Ingestor:
                     outcome.findings = list(found)
         if self.on_commit is not None and accepted:
             self.on_commit()
+        if self.on_outcomes is not None and (accepted or quarantined):
+            self.on_outcomes((accepted[0] if accepted else quarantined[0]).system, outcomes)
         return outcomes
 
     def prepare(self, system: str, raws: Sequence[RawRecord]) -> tuple[list[AcceptItem], list[QuarantineItem]]:

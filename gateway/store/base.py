@@ -37,6 +37,13 @@ class AcceptItem:
     # Destination → its counterpart body, rendered at ingest (in a helper process, for a file) for the
     # deliveries a commit may claim at birth (``Claims``); a delivery read back from the store renders again.
     rendered: dict[str, Any] | None = None
+    # What to do when the same key and version is stored with a different payload: "quarantine" (rule
+    # version_conflict) or "keep_first" (kept, audited as version_conflict); None: the kind's default.
+    on_conflict: str | None = None
+    # An older version arriving late: "keep" (stored stale, audited, never delivered) or "quarantine".
+    on_older: str | None = None
+    raw: bytes | None = None  # the item as received, kept only if it has to be quarantined after all
+    payload: Any = None  # the parsed item (a mapping), likewise
 
 
 @dataclass(slots=True)

@@ -324,7 +324,9 @@ def commit_reprocess(conn: Any, chain: ChainWriter, at: str, items: Sequence[Rep
                 errors += _unstorable(item.accepted[0], exc, at).errors
             else:
                 records = [{"kind": o.kind, "record_key": o.record_key, "status": o.status,
-                            "receipt_id": o.receipt_id} for o in outcomes]
+                            "receipt_id": o.receipt_id} for o in outcomes if o.status != "quarantined"]
+                # A record the store itself refused on landing (a version conflict) keeps the entry open.
+                errors += [e for o in outcomes if o.status == "quarantined" for e in o.errors]
         detail: dict[str, Any] = {"quarantine": item.entry_id, "ref": ref, "mapping": item.mapping, "actor": actor,
                                   "receipts": [r["receipt_id"] for r in records]}
         if not errors:

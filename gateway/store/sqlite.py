@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
@@ -47,6 +48,7 @@ from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin, audit_row
 from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
 from gateway.store.sqlite_destinations import SqliteDestinationsMixin
+from gateway.store.sqlite_exchange import SqliteExchangeMixin
 from gateway.store.sqlite_quarantine import SqliteQuarantineMixin
 
 T = TypeVar("T")
@@ -173,7 +175,7 @@ class _Writer(threading.Thread):
 
 
 class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
-                  SqliteEncryptionMixin, IdentityStoreMixin, SqliteCasesMixin, Store):
+                  SqliteEncryptionMixin, IdentityStoreMixin, SqliteCasesMixin, SqliteExchangeMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
@@ -530,32 +532,56 @@ def _commit_ingest(
     # The newest version seen per business key in this batch, so a batch that holds
     # the same record twice dedupes against itself before anything is inserted.
     batch_heads: dict[tuple[str, str, str], tuple[int, int]] = {}
-    batch_versions: dict[tuple[str, str, str, int], str] = {}
+    batch_versions: dict[tuple[str, str, str, int], _Stored] = {}
     next_id = (conn.execute("SELECT max(id) FROM records").fetchone()[0] or 0) + 1
     duplicates = 0
-    find_exact = "SELECT receipt_id FROM records WHERE system=? AND kind=? AND record_key=? AND version=?"
     stored_heads = _heads(conn, accepted)
+    # Versions that may already be stored, with their payload hashes: a few queries per batch, never one per item.
+    stored_versions = _stored_versions(conn, accepted, stored_heads)
     for it in accepted:
         bkey = (it.system, it.kind, it.record_key)
         head = batch_heads.get(bkey) or stored_heads.get(bkey)
         if head is not None and head[1] >= it.version:
-            existing = batch_versions.get((*bkey, it.version))
-            if existing is None:
-                row = conn.execute(find_exact, (*bkey, it.version)).fetchone()
-                existing = row[0] if row else None
+            existing = batch_versions.get((*bkey, it.version)) or stored_versions.get((*bkey, it.version))
             if existing is not None:
-                duplicates += 1
-                audit.append(audit_row(chain, at, "duplicate", system=it.system, kind=it.kind, record=it.record_key,
-                                        case=it.case_no, detail={"ref": it.ref, "version": it.version,
-                                                                 "receipt": existing, "payload_hash": it.payload_hash}))
-                outcomes.append(IngestOutcome(it.ref, "duplicate", existing, it.kind, it.record_key))
+                if existing.payload_hash == it.payload_hash or _same_content(it, existing) \
+                        or it.system in GATEWAY_SYSTEMS:
+                    duplicates += 1
+                    audit.append(audit_row(chain, at, "duplicate", system=it.system, kind=it.kind,
+                                           record=it.record_key, case=it.case_no,
+                                           detail={"ref": it.ref, "version": it.version, "receipt": existing.receipt,
+                                                   "payload_hash": it.payload_hash}))
+                    outcomes.append(IngestOutcome(it.ref, "duplicate", existing.receipt, it.kind, it.record_key))
+                    continue
+                # The same key and version with a different payload: a conflict, never a silent duplicate.
+                conflict = {"ref": it.ref, "version": it.version, "receipt": existing.receipt,
+                            "stored_payload_hash": existing.payload_hash, "payload_hash": it.payload_hash}
+                if _policy(it, "on_conflict") == "keep_first":
+                    audit.append(audit_row(chain, at, "version_conflict", system=it.system, kind=it.kind,
+                                           record=it.record_key, case=it.case_no,
+                                           detail={**conflict, "policy": "keep_first"}))
+                    outcomes.append(IngestOutcome(it.ref, "duplicate", existing.receipt, it.kind, it.record_key))
+                    continue
+                outcomes.extend(record_quarantined(conn, chain, at, [_version_quarantine(
+                    it, at, "version_conflict",
+                    f"{it.kind} {it.record_key} version {it.version} is already stored (receipt {existing.receipt}) "
+                    f"with a different payload ({existing.payload_hash[:19]}…, this one {it.payload_hash[:19]}…): the "
+                    "counterpart must send a new version to change it; discard this entry if the stored one stands",
+                )], audit))
+                continue
+            if _policy(it, "on_older") == "quarantine":
+                outcomes.extend(record_quarantined(conn, chain, at, [_version_quarantine(
+                    it, at, "version_older",
+                    f"{it.kind} {it.record_key} version {it.version} arrived after version {head[1]}; this kind is "
+                    "configured to quarantine older versions (exchange.versions on_older)",
+                )], audit))
                 continue
             # An older version arriving late: kept and audited, never overwrites the newer one.
             rid = next_id
             next_id += 1
             records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
                             it.receipt_time, it.payload_hash, it.receipt_id, "stale", it.ref, it.body))
-            batch_versions[(*bkey, it.version)] = it.receipt_id
+            batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
             audit.append(audit_row(chain, at, "superseded", system=it.system, kind=it.kind, record=it.record_key,
                                     case=it.case_no, detail={"ref": it.ref, "version": it.version,
                                                              "current_version": head[1], "receipt": it.receipt_id,
@@ -569,7 +595,7 @@ def _commit_ingest(
         records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
                         it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body))
         batch_heads[bkey] = (rid, it.version)
-        batch_versions[(*bkey, it.version)] = it.receipt_id
+        batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
         # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
         audit.append(audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
@@ -673,6 +699,87 @@ def _set_cursor(conn: sqlite3.Connection, cursor: tuple[str, str], at: str) -> N
         "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
         (cursor[0], cursor[1], at),
     )
+
+
+GATEWAY_SYSTEMS = frozenset({"supervision", "audit", "exchange"})
+"""Systems whose records the gateway makes itself: made again, they differ only in their timestamps."""
+
+VERSION_POLICY_DEFAULTS = {"on_conflict": "quarantine", "on_older": "keep"}
+
+
+def _policy(it: AcceptItem, name: str) -> str:
+    return getattr(it, name) or VERSION_POLICY_DEFAULTS[name]
+
+
+@dataclass(slots=True)
+class _Stored:
+    """A version already stored (or earlier in this batch): its receipt, payload hash and, when read, its body."""
+
+    receipt: str
+    payload_hash: str
+    body: str | None = None
+
+
+def _data_of(body: str | None) -> Any:
+    if body is None:
+        return None
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, dict) or any(isinstance(v, dict) and "$enc" in v for v in data.values()):
+        return None  # fields sealed at rest cannot be compared: the payload hashes decide
+    return data
+
+
+def _same_content(it: AcceptItem, stored: _Stored) -> bool:
+    """The payload bytes differ but the mapped record is the same (a re-export with other whitespace)."""
+    ours = _data_of(it.body)
+    return ours is not None and ours == _data_of(stored.body)
+
+
+def _version_quarantine(it: AcceptItem, at: str, rule: str, message: str) -> QuarantineItem:
+    from gateway.records import item_hash, payload_json
+
+    payload = payload_json(it.payload) if it.payload is not None else None
+    error = {"kind": it.kind, "field": "version", "rule": rule, "value": str(it.version), "message": message,
+             "record_key": it.record_key, "case_no": it.case_no}
+    return QuarantineItem(system=it.system, ref=it.ref, kind=it.kind, errors=[error], payload=payload, raw=it.raw,
+                          receipt_time=it.receipt_time or at, mapping=it.mapping,
+                          item_hash=item_hash(it.system, it.raw, payload, it.ref))
+
+
+def _stored_versions(conn: sqlite3.Connection, accepted: Sequence[AcceptItem],
+                     heads: dict[tuple[str, str, str], tuple[int, int]]) -> dict[tuple[str, str, str, int], _Stored]:
+    """Receipt and payload hash of each stored (key, version) the batch may repeat; bodies where the hash differs."""
+    wanted: dict[tuple[str, str], dict[str, set[int]]] = {}
+    for it in accepted:
+        head = heads.get((it.system, it.kind, it.record_key))
+        if head is not None and head[1] >= it.version:
+            wanted.setdefault((it.system, it.kind), {}).setdefault(it.record_key, set()).add(it.version)
+    found: dict[tuple[str, str, str, int], _Stored] = {}
+    ids: dict[int, tuple[str, str, str, int]] = {}
+    for (system, kind), keys in wanted.items():
+        key_list = list(keys)
+        for i in range(0, len(key_list), 500):
+            chunk = key_list[i:i + 500]
+            rows = conn.execute(
+                "SELECT id, record_key, version, receipt_id, payload_hash FROM records WHERE system=? AND kind=?"
+                f" AND record_key IN ({','.join('?' * len(chunk))})", (system, kind, *chunk))
+            for rid, key, version, receipt, phash in rows:
+                if version in keys[key]:
+                    found[(system, kind, key, version)] = _Stored(receipt, phash)
+                    ids[rid] = (system, kind, key, version)
+    hashes: dict[tuple[str, str, str, int], set[str]] = {}
+    for it in accepted:
+        hashes.setdefault((it.system, it.kind, it.record_key, it.version), set()).add(it.payload_hash)
+    differing = [rid for rid, k in ids.items() if hashes.get(k, set()) - {found[k].payload_hash}]
+    for i in range(0, len(differing), 500):
+        chunk = differing[i:i + 500]
+        for rid, body in conn.execute(f"SELECT id, body FROM records WHERE id IN ({','.join('?' * len(chunk))})",
+                                      chunk):
+            found[ids[rid]].body = body
+    return found
 
 
 def _heads(conn: sqlite3.Connection, accepted: Sequence[AcceptItem]) -> dict[tuple[str, str, str], tuple[int, int]]:

@@ -41,6 +41,15 @@ ALERT_TYPES: dict[str, AlertType] = {
         AlertType("audit_integrity", "audit_integrity", "red", "审计链完整性受损：封印已拒签"),
         AlertType("data_quality_finding", "data_quality", "info", "数据质量：带问题接收"),
         AlertType("delivery_dead_letter", "delivery_dead_letter", "red", "投递死信：对方拒收或长期不可达"),
+        # the two-way exchange (gateway.exchange)
+        AlertType("licence_suspended", "licence_effect", "yellow", "监管结果：许可已暂扣"),
+        AlertType("licence_revoked", "licence_effect", "red", "监管结果：许可已撤销或吊销"),
+        AlertType("version_conflict", "version_conflict", "yellow", "版本冲突：同一版本内容不同"),
+        AlertType("parallel_late", "parallel_time_limit", "red", "并联审批：部门逾期未反馈"),
+        AlertType("feed_missing", "watchdog_expected_by", "yellow", "对接系统：未按时收到数据"),
+        AlertType("no_contact", "watchdog_silence", "red", "对接系统：长时间无联络"),
+        AlertType("watchdog_cleared", "watchdog_cleared", "info", "对接系统：已恢复"),
+        AlertType("reconciliation_gap", "reconciliation", "yellow", "对账：发现未修复的差异"),
     )
 }
 
