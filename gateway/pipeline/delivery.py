@@ -167,6 +167,8 @@ class DestinationWorker:
         self._pruned = time.monotonic()
         self._tally = _Tally()
         self._fresh: deque[ClaimedDelivery] = deque()  # claimed at birth, handed over in memory
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_size = 0
         self._running = False
         self._store_drained = False  # the last claim from the store found less than it asked for
         self._store_claimed = 0.0
@@ -206,6 +208,12 @@ class DestinationWorker:
         """Take deliveries the ingest claimed at birth (already in flight in the store, with a lease)."""
         self._fresh.extend(claimed)
         self.wake.set()
+
+    def _send_slots(self) -> asyncio.Semaphore:
+        """The requests that may be in flight at once, shared by both lanes; a new size takes effect for new sends."""
+        if self._slots is None or self._slots_size != self.concurrency:
+            self._slots, self._slots_size = asyncio.Semaphore(self.concurrency), self.concurrency
+        return self._slots
 
     def _fresh_limit(self) -> int:
         return 2 * self.concurrency * max(1, getattr(self.sink, "batch_size", 1)) * _WAVES
@@ -315,34 +323,48 @@ class DestinationWorker:
         await self._refresh(force=True)
         self._running = True
         try:
-            while not stopping.is_set():
-                await self._refresh()
-                if self.controls.paused:
-                    await self._release_fresh()
-                    await self._write_tally(force=True)
-                    await sleep_or(stopping, self.wake, self.policy.poll_interval)
-                    continue
-                if not self.circuit.sending:
-                    await self._release_fresh()
-                    await self._probe(stopping, batch)
-                    continue
-                # Several waves per claim: a claim and a settle are one fsync each, shared by all of them.
-                limit = self.concurrency * batch * _WAVES
-                try:
-                    claimed = await self._next_claims(limit)
-                except Exception:
-                    log.exception("claim failed for %s", self.destination)
-                    await sleep_or(stopping, self.wake, self.policy.poll_interval)
-                    continue
-                if not claimed:
-                    await self._write_tally(force=True)
-                    await self._idle(stopping)
-                    continue
-                await self._deliver(claimed, batch)
+            # Two lanes: while one claims or settles (a transaction, an fsync each), the other sends. They share
+            # the send slots (``concurrency``); a claim never returns a delivery the other lane holds (it is in
+            # flight), nor the next one of a case whose delivery is still unsettled, so per-case order holds.
+            async with asyncio.TaskGroup() as lanes:
+                lanes.create_task(self._lane(stopping, batch, lead=True))
+                lanes.create_task(self._lane(stopping, batch, lead=False))
         finally:
             self._running = False
             await self._release_fresh()
             await self._write_tally(force=True)
+
+    async def _lane(self, stopping: asyncio.Event, batch: int, *, lead: bool) -> None:
+        """Claim, send, settle, again. The lead lane also reads the controls, probes and waits when paused."""
+        while not stopping.is_set():
+            if lead:
+                await self._refresh()
+            if not lead and (self.controls.paused or not self.circuit.sending):
+                await sleep_or(stopping, self.wake, self.policy.poll_interval)
+                continue
+            if self.controls.paused:
+                await self._release_fresh()
+                await self._write_tally(force=True)
+                await sleep_or(stopping, self.wake, self.policy.poll_interval)
+                continue
+            if not self.circuit.sending:
+                await self._release_fresh()
+                await self._probe(stopping, batch)
+                continue
+            # Several waves per claim: a claim and a settle are one fsync each, shared by all of them.
+            limit = self.concurrency * batch * _WAVES
+            try:
+                claimed = await self._next_claims(limit)
+            except Exception:
+                log.exception("claim failed for %s", self.destination)
+                await sleep_or(stopping, self.wake, self.policy.poll_interval)
+                continue
+            if not claimed:
+                if lead:
+                    await self._write_tally(force=True)
+                await self._idle(stopping)
+                continue
+            await self._deliver(claimed, batch)
 
     async def _idle(self, stopping: asyncio.Event) -> None:
         wait = self.policy.poll_interval
@@ -425,7 +447,7 @@ class DestinationWorker:
                 delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
                 kind=c.kind, record_key=c.record_key, case_no=c.case_no, body=body, attempt=c.attempts + 1)))
         chunks = [ready[i:i + batch] for i in range(0, len(ready), batch)]
-        sem = asyncio.Semaphore(self.concurrency)
+        sem = self._send_slots()
         transitions: list[tuple[Transition, str | None]] = []
 
         def halted() -> bool:

