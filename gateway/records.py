@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 __all__ = ["FileIngestResult", "FileUnreadable", "IngestOutcome", "RawRecord", "StoreUnavailable", "item_hash",
            "payload_json", "storable_text", "storable_tree"]
 
@@ -128,3 +130,12 @@ def item_hash(system: str, raw: bytes | None, payload: str | None, ref: str) -> 
     else:
         h.update(b"ref\x1f" + storable_text(ref).encode("utf-8"))
     return h.hexdigest()
+
+
+def load_json(text: str | bytes) -> Any:
+    """Stored JSON (a record body, a state) as Python values: orjson on the hot paths, json for what orjson
+    refuses (integers beyond 64 bits). Followers parse every stored body once: this is most of their cost."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

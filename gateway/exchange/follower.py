@@ -22,6 +22,7 @@ from gateway.exchange.correlate import Facts, facts_of, resolve
 from gateway.pipeline.alerts import alert_item, gateway_record
 from gateway.pipeline.ingest import idempotency_key
 from gateway.pipeline.router import Router
+from gateway.records import load_json
 from gateway.store.exchange import AuditEvent, ExchangeBatch, ExtraDelivery, Resolution
 from gateway.supervision.alerts import make_alert
 from gateway.supervision.calendar import WorkCalendar
@@ -98,7 +99,7 @@ class ExchangeFollower:
             if row["kind"] in _LINKED_KINDS_SKIPPED:
                 continue
             try:
-                data = json.loads(row["body"]).get("data") or {}
+                data = load_json(row["body"]).get("data") or {}
             except (ValueError, AttributeError):
                 log.warning("exchange: record %s is not readable JSON; not linked", row["id"])
                 continue
@@ -379,7 +380,7 @@ class _Parallel:
             by_case.setdefault(rec["case_no"], []).append(rec)
         for case_no in candidates:
             recs = by_case.get(case_no, [])
-            data = {r["id"]: json.loads(r["body"]).get("data") or {} for r in recs}
+            data = {r["id"]: load_json(r["body"]).get("data") or {} for r in recs}
             case = next((r for r in reversed(recs) if r["kind"] == "case"), None)
             item_code = (data[case["id"]].get("item_code") if case else None) or next(
                 (data[r["id"]].get("item_code") for r in recs if data[r["id"]].get("item_code")), None)

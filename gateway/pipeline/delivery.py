@@ -33,7 +33,6 @@ Outages (docs/deliveries.md):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -42,12 +41,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from gateway.adapters import Delivery, DeliveryError, DeliveryResult, PermanentError, RetryableError, Sink
 from gateway.pipeline._waiting import sleep_or
 from gateway.pipeline.circuit import CLOSED, OPEN, CircuitBreaker, Transition
 from gateway.pipeline.delivery_metrics import DeliveryMetrics
+from gateway.records import load_json
 from gateway.security.masking import mask_text
 from gateway.store import ClaimedDelivery, Settlement, Store
 from gateway.store.destinations import DestinationControls
@@ -428,7 +426,7 @@ class DestinationWorker:
                     attempt=c.attempts + 1)))
                 continue
             try:
-                record = self._opened(_loads(c.body), sealed='"$enc"' in c.body)
+                record = self._opened(load_json(c.body), sealed='"$enc"' in c.body)
             except SealedFields as exc:  # a key missing from the keyring: retry once the operator restores it
                 outcomes.append(self._outcome(c, RetryableError(f"cannot open the stored record: {exc}"),
                                               sent=False))
@@ -673,14 +671,6 @@ class DestinationWorker:
             await self.alerts.raise_alerts(alerts, exclude=(self.destination,))
         except Exception:
             log.exception("cannot raise the dead-letter alerts of %s", self.destination)
-
-
-def _loads(body: str) -> Any:
-    """A stored body as Python values: orjson, and json for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
 
 
 def _china_now() -> Any:

@@ -23,6 +23,7 @@ from gateway.console.index import IndexBatch, index_batch
 from gateway.pipeline._waiting import sleep_or
 from gateway.pipeline.alerts import SUPERVISION, alert_item
 from gateway.pipeline.router import Router
+from gateway.records import load_json
 from gateway.store import AcceptItem, Store
 from gateway.store.cases import INDEX_CURSOR
 from gateway.store.sqlite import CHINA
@@ -74,7 +75,7 @@ class SupervisionFollower:
         records = []
         indexed: list[tuple[int, str, dict[str, Any], str | None]] = []
         for rid, receipt_time, body in rows:
-            rec = json.loads(body)
+            rec = load_json(body)
             if rec.get("kind") == "supervision_alert":
                 indexed.append((rid, receipt_time, rec, None))  # the console indexes alerts of every origin
                 continue
@@ -83,7 +84,7 @@ class SupervisionFollower:
             if key is not None:
                 records.append((key, rec, datetime.fromisoformat(receipt_time)))
         stored = await self.store.case_states([k for k, _, _ in records])
-        states: dict[str, CaseState] = {k: CaseState.from_dict(json.loads(v)) for k, v in stored.items()}
+        states: dict[str, CaseState] = {k: CaseState.from_dict(load_json(v)) for k, v in stored.items()}
         alerts: list[dict[str, Any]] = []
         now = datetime.now(CHINA)
         for key, rec, received_at in records:
@@ -124,11 +125,11 @@ class SupervisionFollower:
                 break
             indexed = []
             for rid, receipt_time, body in rows:
-                rec = json.loads(body)
+                rec = load_json(body)
                 key = None if rec.get("kind") == "supervision_alert" else self.engine.case_key(rec)
                 indexed.append((rid, receipt_time, rec, key))
             stored = await store.case_states([k for _, _, _, k in indexed if k is not None])
-            states = {k: CaseState.from_dict(json.loads(v)) for k, v in stored.items()}
+            states = {k: CaseState.from_dict(load_json(v)) for k, v in stored.items()}
             await store.commit_index(index_batch(indexed, states, self.engine.clock, datetime.now(CHINA)),
                                      str(rows[-1][0]))
             done = rows[-1][0]
@@ -147,7 +148,7 @@ class SupervisionFollower:
             states: dict[str, CaseState] = {}
             alerts: list[dict[str, Any]] = []
             for key, raw in due:
-                state, raised = self.engine.tick(CaseState.from_dict(json.loads(raw)), now)
+                state, raised = self.engine.tick(CaseState.from_dict(load_json(raw)), now)
                 states[key] = state
                 alerts.extend(raised)
             await self._commit(states, alerts, now, None)
