@@ -76,7 +76,8 @@ async def shown(page: Any, hash_part: str, selector: str) -> None:
     """Wait until the page routed to a hash holding ``hash_part`` and finished loading ``selector``."""
     await page.wait_for_function(
         "([part, sel]) => location.hash.includes(part) && document.querySelector(sel) !== null"
-        " && document.querySelector('main .loading') === null", arg=[hash_part, selector])
+        " && document.querySelector('main .loading') === null && !document.querySelector('main[data-busy]')",
+        arg=[hash_part, selector])
 
 
 async def test_an_engineer_searches_a_case_opens_its_timeline_sees_a_red_alert_and_replays_a_dead_letter(

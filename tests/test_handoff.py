@@ -122,7 +122,9 @@ async def test_a_running_gateway_hands_new_deliveries_to_its_worker_and_keeps_ca
         try:
             site.drop_cases(200, per_file=100)
             await wait_until(lambda: hall.unique == 200, what="200 records at the hall")
-            assert gw.handoff is not None and gw.handoff.handed >= 150  # nearly all went the short way
+            # The first file's commit found the worker empty and handed all 100 over; the second file's may have
+            # found it still busy (its queue holds 64 here), and then its deliveries went through the store.
+            assert gw.handoff is not None and gw.handoff.handed >= 100
             # one case twice in one file: version 1 is claimed at birth, version 2 waits in the store
             path = tmp_path / "drop" / "county" / "twice.xml.part"
             write_xml_file(path, generate_items(1, seed=9, start=5000))

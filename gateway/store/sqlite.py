@@ -93,18 +93,25 @@ Op = Callable[[sqlite3.Connection, ChainWriter], Any]
 
 
 class _Writer(threading.Thread):
-    """The one thread that writes. Runs queued operations in grouped transactions."""
+    """The one thread that writes. Runs queued operations in grouped transactions.
+
+    Callers wait on an asyncio future of their own loop; after each transaction the writer hands
+    every result of the group back to a loop in one call (one wake-up of the loop, not one per
+    operation: with one-record pushes that was a tenth of the request's cost).
+    """
 
     def __init__(self, path: str, algorithm: str) -> None:
         super().__init__(name="store-writer", daemon=True)
         self._path = path
         self._algorithm = algorithm
-        self._queue: queue.SimpleQueue[tuple[Op, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue())
         self.transactions = 0
 
-    def submit(self, op: Op) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((op, fut))
+    def submit(self, op: Op, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """Queue ``op``; its result (or exception) arrives in the returned future of ``loop``."""
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((op, loop, fut))
         return fut
 
     def stop(self) -> None:
@@ -138,30 +145,29 @@ class _Writer(threading.Thread):
             return ChainWriter(0, GENESIS, self._algorithm)
         return ChainWriter(row[0], row[1], self._algorithm)
 
-    def _run_group(self, conn: sqlite3.Connection, group: list[tuple[Op, concurrent.futures.Future[Any]]]) -> None:
-        done: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
+    def _run_group(self, conn: sqlite3.Connection,
+                   group: list[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]]) -> None:
+        done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for _, fut in group:
-                if fut.set_running_or_notify_cancel():
-                    fut.set_exception(StoreError(f"store is unavailable: {exc}"))
+            _hand_back([(loop, fut, None, StoreError(f"store is unavailable: {exc}")) for _, loop, fut in group])
             return
         chain = self._chain(conn)
-        for op, fut in group:
-            if not fut.set_running_or_notify_cancel():
+        for op, loop, fut in group:
+            if fut.cancelled():  # its caller stopped waiting before it ran: it does not run
                 continue
             saved = (chain.seq, chain.head)
             conn.execute("SAVEPOINT op")
             try:
                 result = op(conn, chain)
                 conn.execute("RELEASE op")
-                done.append((fut, result, None))
+                done.append((loop, fut, result, None))
             except BaseException as exc:  # the operation's own failure; its neighbours go on
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 chain.seq, chain.head = saved
-                done.append((fut, None, exc))
+                done.append((loop, fut, None, exc))
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -169,15 +175,33 @@ class _Writer(threading.Thread):
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            for fut, _, _ in done:
-                fut.set_exception(StoreError(f"commit failed: {exc}"))
+            _hand_back([(loop, fut, None, StoreError(f"commit failed: {exc}")) for loop, fut, _, _ in done])
             return
         self.transactions += 1
-        for fut, result, exc in done:
-            if exc is None:
-                fut.set_result(result)
-            else:
-                fut.set_exception(exc)
+        _hand_back(done)
+
+
+def _hand_back(results: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]]
+               ) -> None:
+    """Resolve the futures of a group, one call per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for loop, fut, result, exc in results:
+        by_loop.setdefault(loop, []).append((fut, result, exc))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, items)
+        except RuntimeError:  # the loop closed: nobody waits any more
+            pass
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, exc in items:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
 
 
 class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
@@ -262,7 +286,7 @@ class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinatio
     async def _write(self, op: Op) -> Any:
         if self._writer is None:
             raise StoreError("store is not open")
-        return await asyncio.wrap_future(self._writer.submit(op))
+        return await self._writer.submit(op, asyncio.get_running_loop())
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

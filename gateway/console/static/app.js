@@ -511,7 +511,17 @@ function unmaskControl() {
   return form;
 }
 
+// While a page loads, <main data-busy> says so (the old page stays up until the new one renders):
+// scripts and tests wait for it to go, not for an element the previous page may also have.
+let routing = 0;
+
 function route() {
+  const mine = ++routing;
+  main.dataset.busy = "1";
+  Promise.resolve(routeTo()).finally(() => { if (mine === routing) delete main.dataset.busy; });
+}
+
+function routeTo() {
   const hash = location.hash.replace(/^#\/?/, "");
   const [path, query] = hash.split("?");
   const params = Object.fromEntries(new URLSearchParams(query || ""));
