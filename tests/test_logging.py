@@ -173,3 +173,23 @@ async def test_the_start_up_line_says_when_the_api_is_disabled_and_why(tmp_path:
         assert "/metrics" in line.getMessage() and gw.api is None
     finally:
         await gw.stop()
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_gateway_run_says_why_it_cannot_start_as_a_log_line_in_the_chosen_format(tmp_path: Path, log_lines,
+                                                                                 monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    missing = tmp_path / "nowhere.toml"
+    monkeypatch.setenv("GATEWAY_LOG_FORMAT", "json")
+    result = CliRunner().invoke(main, ["run", "-c", str(missing)])
+    assert result.exit_code == 2
+    (line,) = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+    assert line["level"] == "critical" and line["event"].startswith(f"configuration error in {missing}")
+    result = CliRunner().invoke(main, ["--log-format", "console", "run", "-c", str(missing)])  # the option wins
+    assert result.exit_code == 2
+    assert "configuration error in" in result.stderr and not result.stderr.lstrip().startswith("{")

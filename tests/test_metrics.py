@@ -303,3 +303,15 @@ async def test_the_shipped_alert_rules_name_only_metrics_the_gateway_exports(gw,
     assert {"gateway_outbox_oldest_age_seconds", "gateway_deliveries", "gateway_audit_seal_lag_seconds",
             "gateway_audit_sealer_refusing", "gateway_store_up",
             "gateway_counterpart_last_received_timestamp_seconds"} <= reads
+
+
+def test_the_last_contacts_read_at_start_never_move_a_newer_one_back() -> None:
+    from gateway.observability.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics("t")
+    metrics.contact("received", "county", 2000.0)
+    metrics.contact_seeded({"county": 1000.0, "hall": 1500.0}, {"hall": 1200.0})
+    value = metrics.registry.get_sample_value
+    assert value("gateway_counterpart_last_received_timestamp_seconds", {"system": "county"}) == 2000.0
+    assert value("gateway_counterpart_last_received_timestamp_seconds", {"system": "hall"}) == 1500.0
+    assert value("gateway_counterpart_last_delivered_timestamp_seconds", {"destination": "hall"}) == 1200.0

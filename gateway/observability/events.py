@@ -50,7 +50,7 @@ def ingest_committed(accepted: Sequence[AcceptItem], quarantined: Sequence[Quara
         for status, n in tally.items():
             metrics.ingest_records.labels(system, status).inc(n)
         metrics.ingest_seconds.labels(system).observe(seconds)
-        metrics.last_received.labels(system).set(time.time())
+        metrics.contact("received", system, time.time())
     # INFO even with quarantined items: they are the counterpart's data, counted and kept in the workbench;
     # `gateway ingest` shows them in its summary and would only get noise between its progress lines.
     if not ingest_log.isEnabledFor(logging.INFO):
@@ -76,7 +76,7 @@ def deliveries_settled(destination: str, settlements: Sequence[Settlement], seco
         return
     tally = Tally(s.outcome for s in settlements)
     if metrics is not None and tally.get("delivered"):
-        metrics.last_delivered.labels(destination).set(time.time())
+        metrics.contact("delivered", destination, time.time())
     if delivery_log.isEnabledFor(logging.DEBUG):
         for s in settlements:
             delivery_log.debug("delivery settled", extra={

@@ -75,17 +75,22 @@ class GatewayMetrics:
         Gauge("gateway_start_time_seconds", "When this gateway process started (Unix time).",
               registry=r).set_to_current_time()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds …
+        self._contacts: dict[tuple[str, str], float] = {}  # (direction, counterpart) -> Unix time
+
+    def contact(self, direction: str, counterpart: str, at: float) -> None:
+        """Note a contact (``received`` from a source, ``delivered`` to a destination) unless a later one is known."""
+        if self._contacts.get((direction, counterpart), 0.0) >= at:
+            return
+        self._contacts[(direction, counterpart)] = at
+        gauge = self.last_received if direction == "received" else self.last_delivered
+        gauge.labels(counterpart).set(at)
 
     def contact_seeded(self, received: dict[str, float], delivered: dict[str, float]) -> None:
         """Last contacts read from the store at start; what this process saw since then is newer and stays."""
         for system, at in received.items():
-            gauge = self.last_received.labels(system)
-            if gauge._value.get() < at:  # prometheus_client keeps no public getter
-                gauge.set(at)
+            self.contact("received", system, at)
         for dest, at in delivered.items():
-            gauge = self.last_delivered.labels(dest)
-            if gauge._value.get() < at:
-                gauge.set(at)
+            self.contact("delivered", dest, at)
 
 
 # --------------------------------------------------------------------------- store figures, cached
