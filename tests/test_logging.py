@@ -52,6 +52,15 @@ def test_stdlib_calls_become_json_objects_with_their_extra_fields_as_keys(log_li
     assert line["timestamp"][-6] in "+-" and line["timestamp"][-3] == ":"  # an ISO time with its UTC offset
 
 
+def test_an_event_field_names_the_line_and_the_words_stay_as_its_message(log_lines) -> None:
+    configure_logging(fmt="json", level="INFO")
+    logging.getLogger("gateway.delivery").warning("delivery %d to %s is a dead letter", 7, "hall",
+                                                  extra={"event": "delivery_dead_letter", "destination": "hall"})
+    (line,) = _json(log_lines())
+    assert list(line)[:5] == ["timestamp", "level", "logger", "event", "message"]
+    assert line["event"] == "delivery_dead_letter" and line["message"] == "delivery 7 to hall is a dead letter"
+
+
 def test_lines_carry_the_correlation_id_bound_to_the_task_unless_they_name_one(log_lines) -> None:
     configure_logging(fmt="json", level="INFO")
     log = logging.getLogger("gateway.test")

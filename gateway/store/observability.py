@@ -70,7 +70,7 @@ def _text(value: Any) -> str:
 def scrape_figures(conn: Any, destinations: Sequence[str]) -> ScrapeFigures:
     """Every figure of one scrape, each from an index (see the module docstring)."""
     f = ScrapeFigures()
-    # ix_outbox_waiting: pending and in-flight rows only, by destination.
+    # ix_outbox_waiting (migration 0040): pending and in-flight rows only, by destination.
     for dest, n in conn.execute("SELECT destination, count(*) FROM outbox WHERE state IN ('pending', 'inflight')"
                                 " GROUP BY destination"):
         f.waiting[dest] = n
@@ -129,8 +129,9 @@ def _seal_figures(conn: Any, f: ScrapeFigures) -> None:
 def last_contacts(conn: Any) -> tuple[dict[str, float], dict[str, float]]:
     """(system → when its newest record arrived, destination → when the newest delivery to it succeeded).
 
-    Read once when the gateway starts (running, it keeps them itself); this reads every record's
-    index entry and every delivered row, about half a second for a million of each.
+    Read once when the gateway starts (running, it keeps them itself). The deliveries come from
+    the delivery workers' own record (``destinations.last_success_at``); the arrivals read the
+    receipt index once, about 0.2 s for a million records.
     """
     received: dict[str, float] = {}
     newest = conn.execute("SELECT system, max(id) FROM records WHERE system <> ? GROUP BY system",
@@ -140,9 +141,8 @@ def last_contacts(conn: Any) -> tuple[dict[str, float], dict[str, float]]:
         at = _epoch(row[0]) if row else None
         if at is not None:
             received[system] = at
-    delivered = {dest: float(at) for dest, at in conn.execute(
-        "SELECT destination, max(settled_at) FROM outbox WHERE state = 'delivered' GROUP BY destination")
-        if at is not None}
+    delivered = {name: float(at) for name, at in conn.execute(
+        "SELECT name, last_success_at FROM destinations WHERE last_success_at IS NOT NULL")}
     return received, delivered
 
 
