@@ -428,7 +428,7 @@ class DestinationWorker:
                 ready.append((c, Delivery(
                     delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
                     kind=c.kind, record_key=c.record_key, case_no=c.case_no, body=c.rendered,
-                    attempt=c.attempts + 1)))
+                    attempt=c.attempts + 1, correlation_id=c.correlation_id)))
                 continue
             try:
                 record = self._opened(load_json(c.body), sealed='"$enc"' in c.body)

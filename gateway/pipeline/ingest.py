@@ -114,10 +114,10 @@ class Ingestor:
                     it.on_conflict, it.on_older = self.versions.get(it.kind, (None, None))
         claims = self.handoff.claims() if self.handoff is not None and accepted else None
         outcomes = await self.store.commit_ingest_isolated(accepted, quarantined, cursor, claims)
-        ingest_committed(accepted, quarantined, outcomes, time.perf_counter() - started, self.metrics)
-        if claims is not None:
+        if claims is not None:  # the workers first, then the bookkeeping
             assert self.handoff is not None
             self.handoff.hand_over(outcomes)
+        ingest_committed(accepted, quarantined, outcomes, time.perf_counter() - started, self.metrics)
         findings = {(it.ref, it.kind, it.record_key): it.findings for it in accepted if it.findings}
         if findings:  # say which records were accepted with findings (on_invalid = accept_with_finding)
             for outcome in outcomes:
