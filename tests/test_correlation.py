@@ -255,3 +255,23 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+async def test_a_delivery_handed_over_at_birth_sends_its_records_correlation_id(tmp_path: Path) -> None:
+    from gateway.app import Gateway
+    from gateway.config import load_config
+
+    async with HallPlatform() as hall:
+        gw = Gateway(load_config(_site(tmp_path, hall.records_url)))
+        await gw.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(gw.api.url + "/api/v1/inbound/hall_platform/case",
+                                     json=[case_item("CORR-2026-0100")],
+                                     headers={**PUSH_AUTH, "X-Correlation-Id": "handed-over-1"}) as r:
+                    assert r.status == 202
+            await wait_until(lambda: hall.unique == 1, what="the record at the hall")
+            assert gw.handoff is not None and gw.handoff.handed == 1  # it went the short way
+        finally:
+            await gw.stop()
+    assert list(hall.correlation_ids) == ["handed-over-1"]
