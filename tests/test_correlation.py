@@ -265,13 +265,15 @@ async def test_a_delivery_handed_over_at_birth_sends_its_records_correlation_id(
         gw = Gateway(load_config(_site(tmp_path, hall.records_url)))
         await gw.start()
         try:
+            assert gw.handoff is not None
+            await wait_until(lambda: gw.handoff.claims(), what="the worker taking deliveries at birth")
             async with aiohttp.ClientSession() as http:
                 async with http.post(gw.api.url + "/api/v1/inbound/hall_platform/case",
                                      json=[case_item("CORR-2026-0100")],
                                      headers={**PUSH_AUTH, "X-Correlation-Id": "handed-over-1"}) as r:
                     assert r.status == 202
             await wait_until(lambda: hall.unique == 1, what="the record at the hall")
-            assert gw.handoff is not None and gw.handoff.handed == 1  # it went the short way
+            assert gw.handoff.handed == 1  # it went the short way
         finally:
             await gw.stop()
     assert list(hall.correlation_ids) == ["handed-over-1"]

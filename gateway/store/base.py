@@ -37,6 +37,7 @@ class AcceptItem:
     # Destination → its counterpart body, rendered at ingest (in a helper process, for a file) for the
     # deliveries a commit may claim at birth (``Claims``); a delivery read back from the store renders again.
     rendered: dict[str, Any] | None = None
+    correlation_id: str | None = None  # the request, file or pull it arrived with (gateway.observability)
     # What to do when the same key and version is stored with a different payload: "quarantine" (rule
     # version_conflict) or "keep_first" (kept, audited as version_conflict); None: the kind's default.
     on_conflict: str | None = None
@@ -44,7 +45,6 @@ class AcceptItem:
     on_older: str | None = None
     raw: bytes | None = None  # the item as received, kept only if it has to be quarantined after all
     payload: Any = None  # the parsed item (a mapping), likewise
-    correlation_id: str | None = None  # the request, file or pull it arrived with (gateway.observability)
 
 
 @dataclass(slots=True)
