@@ -2,7 +2,8 @@
 # then `docker run -v $PWD/site:/site exchange-gateway run -c /site/gateway.toml`.
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# JSON log lines on stderr for the container runtime's collector (docs/operations.md)
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GATEWAY_LOG_FORMAT=json
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libxmlsec1-openssl \
     && rm -rf /var/lib/apt/lists/*

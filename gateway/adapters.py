@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
@@ -26,8 +27,9 @@ __all__ = [
     "API_VERSION", "Adapter", "AdapterConfig", "AdapterLoadError", "ConfigFacts", "ConfigPath", "CounterpartManifest",
     "Delivery", "DeliveryError", "DeliveryReceipt", "DeliveryResult", "Duration", "FileIngestResult", "FileUnreadable",
     "IngestOutcome", "ManifestEntry", "ManifestUnavailable", "PermanentError", "RawRecord", "ReconcilePeriod",
-    "Reconciler", "RetryableError", "Sink", "Source", "SourceContext", "StoreUnavailable", "discover",
-    "manifest_digest", "parse_duration", "renamed", "validate_config",
+    "Reconciler", "RetryableError", "Sink", "Source", "SourceContext", "StoreUnavailable", "correlation_scope",
+    "current_correlation_id", "discover", "manifest_digest", "new_correlation_id", "parse_duration", "renamed",
+    "validate_config",
 ]
 
 API_VERSION = 1
@@ -47,6 +49,33 @@ def mask_personal_text(text: str) -> str:
     return mask_text(text)
 
 
+def new_correlation_id(seed: str | None = None) -> str:
+    """A fresh correlation id, for a source that makes one per request, page or file.
+
+    With ``seed`` the same id each time (a file resumed after a restart keeps the id it had).
+    """
+    from gateway.observability import correlation
+
+    return correlation.new(seed)
+
+
+def correlation_scope(correlation_id: str | None = None) -> AbstractContextManager[str]:
+    """``with correlation_scope(cid):`` binds ``cid`` (a new one when None) to the running task.
+
+    Records ingested inside without an id of their own get it, and every log line written
+    inside carries it. A source opens one per request, page or file it handles.
+    """
+    from gateway.observability import correlation
+
+    return correlation.scope(correlation_id)
+
+
+def current_correlation_id() -> str | None:
+    """The correlation id bound to the running task, if any."""
+    from gateway.observability import correlation
+
+    return correlation.current()
+
 
 # --------------------------------------------------------------------------- records out
 
@@ -63,6 +92,7 @@ class Delivery:
     case_no: str
     body: Any  # what the outbound mapping produced (a dict for JSON/SOAP, bytes for files)
     attempt: int
+    correlation_id: str | None = None  # the record's: send it on (REST sends X-Correlation-Id), log it
 
 
 @dataclass(slots=True)

@@ -310,6 +310,11 @@ class Gateway:
         self.refusals: Any = None  # gateway.security.refusals.RefusalLog of the push API, when it runs
         self.started = False  # every part started; the API answers 503 until then
         self._store_open = False
+        from gateway.observability.metrics import GatewayMetrics, StoreFigures
+
+        self.metrics = GatewayMetrics(config.gateway.name)  # what /metrics shows of this process
+        self.store_figures = StoreFigures(config.metrics.cache, config.metrics.store_timeout)
+        self.source_failures: dict[str, str] = {}  # source → why its run loop crashed last (it restarts)
 
     async def start(self) -> None:
         """Start every part, or none: a part that cannot start stops what did and raises StartupError.
@@ -357,7 +362,7 @@ class Gateway:
         self.ingestor = Ingestor(self.store, comp.router, comp.inbound, on_commit=self._wake_workers,
                                  cipher=comp.cipher if cfg.encryption.enabled else None,
                                  versions=cfg.exchange.versions.table(), on_outcomes=self.contacts.note,
-                                 handoff=self.handoff, renderers=comp.outbound)
+                                 handoff=self.handoff, renderers=comp.outbound, metrics=self.metrics)
         if self.run_sources and cfg.api.enabled:
             from gateway.api.server import start_api
             from gateway.security.refusals import RefusalLog
@@ -368,6 +373,10 @@ class Gateway:
                 self.api = await start_api(self, ssl_context=self._api_tls())
             except (OSError, ValueError) as exc:
                 raise StartupError(_why(exc)) from exc
+        else:
+            from gateway.observability.health import log_api_off
+
+            log_api_off(self)
         await self._start_parts(comp)
         if self.run_delivery and cfg.audit.seal:
             try:
@@ -387,7 +396,8 @@ class Gateway:
             from gateway.pipeline.supervise import SupervisionFollower
 
             self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
-                                                   cfg.supervision.destinations, cfg.supervision.tick_interval)
+                                                   cfg.supervision.destinations, cfg.supervision.tick_interval,
+                                                   metrics=self.metrics)
             self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
         if self.run_sources and cfg.exchange.enabled:
             from gateway.exchange.service import ExchangeService
@@ -397,6 +407,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.exchange.run(self.stopping), name="exchange"))
         if self.sealer is not None:
             self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
+        self._tasks.append(asyncio.create_task(self._seed_contacts(), name="metrics:contacts"))
 
     async def _start_parts(self, comp: Components) -> None:
         """Make and start every sink and source at once; StartupError names each one that failed."""
@@ -421,7 +432,8 @@ class Gateway:
                 starts.append((f"sink {name}", sink.start()))
                 self.workers[name] = DestinationWorker(name, sink, comp.outbound[name], self.store,
                                                        policy_for(cfg, name), cipher=comp.cipher,
-                                                       metrics=self.delivery_metrics, alerts=self._gateway_alerts())
+                                                       metrics=self.delivery_metrics, alerts=self._gateway_alerts(),
+                                                       observer=self.metrics)
                 if self.handoff is not None:
                     self.handoff.add(self.workers[name])
         if self.run_sources:
@@ -514,7 +526,7 @@ class Gateway:
             assert self.store is not None and self.components is not None and self.components.router is not None
             self.alerts = GatewayAlerts(self.store, self.components.router, self.config.supervision.destinations,
                                         self.config.audit.witness_destinations, chain=self.config.gateway.name,
-                                        on_commit=self._wake_workers)
+                                        on_commit=self._wake_workers, metrics=self.metrics)
         return self.alerts
 
     async def _audit_configuration(self) -> None:
@@ -535,6 +547,27 @@ class Gateway:
         if self.exchange is not None:
             self.exchange.wake.set()
 
+    async def _seed_contacts(self) -> None:
+        """The last contact with each counterpart before this start, for /metrics (read once, in the background)."""
+        try:
+            assert self.store is not None
+            received, delivered = await asyncio.wait_for(self.store.last_contacts(), timeout=60.0)
+        except Exception as exc:  # /metrics then shows contacts from this start on
+            log.warning("metrics: the last contacts before this start could not be read: %s", _why(exc))
+            return
+        self.metrics.contact_seeded(received, delivered)
+
+    def task_problems(self) -> list[str]:
+        """Long-running parts that ended while the gateway was not stopping (a readiness failure)."""
+        if self.stopping.is_set():
+            return []
+        out = []
+        for task in self._tasks:
+            if task.done() and not task.get_name().startswith("metrics:"):
+                exc = None if task.cancelled() else task.exception()
+                out.append(f"{task.get_name()} ended" + (f": {_why(exc)}" if exc is not None else ""))
+        return out
+
     async def _supervise_source(self, name: str, source: Source, ctx: SystemContext) -> None:
         """Run a source; if it crashes, log it and start it again with a growing pause."""
         pause = 1.0
@@ -544,8 +577,11 @@ class Gateway:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("source %s crashed; restarting in %.0fs", name, pause)
+            except Exception as exc:
+                self.source_failures[name] = _why(exc)
+                self.metrics.source_restarts.labels(name).inc()
+                log.exception("source %s crashed; restarting in %.0fs", name, pause,
+                              extra={"system": name, "restart_in": pause})
                 try:
                     await asyncio.wait_for(self.stopping.wait(), timeout=pause)
                 except TimeoutError:

@@ -21,14 +21,18 @@ T = TypeVar("T")
 DEFAULT_CONFIG = "gateway.toml"
 
 
-def _setup_logging(verbose: int) -> None:
-    from gateway.security.masking import install_log_masking
+def _verbose_level(verbose: int, base: int = logging.WARNING) -> int:
+    return max(logging.DEBUG, base - 10 * verbose)
 
-    level = logging.WARNING - 10 * verbose
-    before = set(logging.getLogger().handlers)
-    logging.basicConfig(level=max(logging.DEBUG, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # ID and mobile numbers never reach a log line in full (on the handlers configured here).
-    install_log_masking([h for h in logging.getLogger().handlers if h not in before])
+
+def _setup_logging(verbose: int, log_format: str | None) -> None:
+    """Every command logs through gateway.observability.logs: JSON lines, or readable on a terminal;
+    ID and mobile numbers never reach a log line in full."""
+    from gateway.observability.logs import configure_logging
+
+    ctx = click.get_current_context()
+    ctx.obj = {"verbose": verbose, "log_format": log_format}
+    configure_logging(fmt=log_format or "auto", level=_verbose_level(verbose))
 
 
 def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,10 +68,13 @@ async def with_store(config: GatewayConfig, fn: Callable[[Any], Awaitable[T]]) -
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), envvar="GATEWAY_LOG_FORMAT",
+              help="Log lines as JSON or for a terminal; auto: console on a terminal outside a container, JSON "
+                   "otherwise. Default: [logging] format, else auto. [env: GATEWAY_LOG_FORMAT]")
 @click.version_option(package_name="exchange-gateway")
-def main(verbose: int) -> None:
+def main(verbose: int, log_format: str | None) -> None:
     """Inter-system data-exchange gateway for government service halls (政务服务数据交换网关)."""
-    _setup_logging(verbose)
+    _setup_logging(verbose, log_format)
 
 
 # ---------------------------------------------------------------------------- run / check
@@ -83,21 +90,33 @@ def run(config_path: Path) -> None:
     had started and exits with code 1 (2 for a configuration error).
     """
     from gateway.app import Gateway, StartupError
+    from gateway.observability.logs import configure_logging
+    from gateway.observability.settings import level_number
 
-    config = load_or_exit(config_path)
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    log = logging.getLogger("gateway")
+    options = click.get_current_context().find_root().obj or {}
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:  # the log stream is where a container's operator looks: say it there
+        log.critical(f"configuration error in {exc}")
+        sys.exit(2)
+    # The log of a long-running gateway: JSON lines unless on a terminal, [logging] levels, warnings included.
+    verbose = int(options.get("verbose") or 0)
+    level = min(level_number(config.logging.level), _verbose_level(verbose) if verbose else logging.CRITICAL)
+    configure_logging(fmt=options.get("log_format") or config.logging.format, level=level,
+                      levels=config.logging.levels, capture_warnings=True)
     try:
         run_async(Gateway(config).run_until_signalled())
     except ConfigError as exc:
-        click.echo(f"cannot start: {exc}", err=True)
+        log.critical(f"cannot start: {exc}")
         sys.exit(2)
     except StartupError as exc:
-        click.echo(f"cannot start: {exc}", err=True)
+        log.critical(f"cannot start: {exc}")
         sys.exit(1)
-    except Exception as exc:  # a bug, not a configuration: the traceback goes to the log, the reason here
-        logging.getLogger("gateway").debug("gateway run failed", exc_info=True)
-        click.echo(f"the gateway stopped on an unexpected error: {type(exc).__name__}: {exc} "
-                   "(run with -vv for the traceback)", err=True)
+    except Exception as exc:  # a bug, not a configuration: the traceback at debug level, the reason always
+        log.debug("gateway run failed", exc_info=True)
+        log.critical(f"the gateway stopped on an unexpected error: {type(exc).__name__}: {exc} "
+                     "(run with -vv for the traceback)")
         sys.exit(1)
 
 

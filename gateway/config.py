@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.durations import Duration, parse_duration, refuse_both_names, renamed
 from gateway.exchange.config import ExchangeSection
+from gateway.observability.settings import LoggingSection, MetricsSection
 
 __all__ = ["ConfigError", "GatewayConfig", "config_from_dict", "load_config", "parse_duration"]
 
@@ -234,6 +235,8 @@ class GatewayConfig(_Model):
     audit: AuditSection = AuditSection()
     encryption: EncryptionSection = EncryptionSection()
     exchange: ExchangeSection = ExchangeSection()  # two-way exchange: gateway/exchange/config.py
+    logging: LoggingSection = LoggingSection()  # operations: docs/operations.md
+    metrics: MetricsSection = MetricsSection()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     sinks: dict[str, SinkSection] = Field(default_factory=dict)
     routes: list[RouteSection] = Field(default_factory=list)

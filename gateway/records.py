@@ -38,6 +38,9 @@ class RawRecord:
     error: str | None = None
     field: str | None = None  # the field a source-level error concerns, if any
     rule: str | None = None  # the rule a source-level error breaks ("json_depth", "csv_columns" …); "readable" when None
+    # The request, file or pull it came with (gateway.adapters.correlation_scope); None: the one bound to the
+    # running task, else one the core makes per ingest call. Stored with the record, its audit entries and deliveries.
+    correlation_id: str | None = None
 
 
 @dataclass(slots=True)

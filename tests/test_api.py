@@ -17,6 +17,7 @@ from test_api_support import (  # noqa: F401
 )
 
 from gateway.app import Gateway
+from gateway.observability.logs import json_formatter
 
 JSON_URL = "/api/v1/inbound/hall_platform/case"
 
@@ -228,7 +229,9 @@ async def test_the_correlation_id_is_echoed_or_made_up_and_logged(gw, http, capl
                          headers={**PUSH_AUTH, "X-Correlation-Id": "county-batch-42"}) as r:
         assert r.headers["X-Correlation-Id"] == "county-batch-42"
         assert (await r.json())["correlation_id"] == "county-batch-42"
-    (line,) = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "gateway.api.access"]
+    # The access line is a JSON object of its own, its fields keys of it (not JSON inside a message).
+    (line,) = [json.loads(json_formatter().format(rec)) for rec in caplog.records if rec.name == "gateway.api.access"]
+    assert line["event"] == "http request" and line["level"] == "info" and line["logger"] == "gateway.api.access"
     assert line["correlation_id"] == "county-batch-42" and line["status"] == 202
     assert line["route"] == "/api/v1/inbound/{system}/{kind}" and line["system"] == "hall_platform"
     assert line["accepted"] == 1

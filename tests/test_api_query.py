@@ -164,10 +164,12 @@ async def test_alerts_are_the_supervision_alert_records_of_the_case(gw, http) ->
     assert {r["kind"] for r in page["items"]} == {"supervision_alert"}  # the case itself is not an alert
 
 
-async def test_healthz_answers_200_when_the_store_answers(gw, http) -> None:
+async def test_healthz_says_alive_and_readyz_says_ready_with_the_store_writable(gw, http) -> None:
     status, body = await get(http, gw, "/healthz", {})
-    assert status == 200 and body["status"] == "ok" and body["store"] == "ok"
+    assert status == 200 and body["status"] == "alive" and body["state"] == "started"
     assert body["push_systems"] == ["hall_json_only", "hall_platform"]
+    status, body = await get(http, gw, "/readyz", {})
+    assert status == 200 and body["ready"] is True and body["store"]["writable"] is True
 
 
 async def test_metrics_are_prometheus_text_with_push_outcomes_and_deliveries(gw, http) -> None:

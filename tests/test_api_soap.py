@@ -137,7 +137,7 @@ async def test_a_store_failure_is_a_server_fault_and_nothing_is_committed(tmp_pa
         code, message = fault_of(doc)
         assert status == 500 and code == "soapenv:Server"
         assert "nothing of this request was committed" in message
-        async with http.get(gw.api.url + "/healthz") as r:
-            assert r.status == 503 and (await r.json())["status"] == "unavailable"
+        async with http.get(gw.api.url + "/readyz") as r:
+            assert r.status == 503 and (await r.json())["store"]["writable"] is False
     finally:
         await gw.stop()

@@ -34,6 +34,7 @@ from adapters.rest import RestSink, RestSinkConfig
 from gateway.adapters import Delivery
 from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
+from gateway.observability.logs import json_formatter
 from gateway.security.request_signing import canonical_string, hmac_signature
 
 
@@ -90,8 +91,8 @@ async def test_the_bound_certificate_pushes_and_the_access_log_names_the_counter
 
     assert status == 202 and body["accepted"] == 1
     assert await gw.store.list_records(case_no="CH-2026-0001")
-    (line,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.api.access"
-               and "/inbound/" in r.getMessage()]
+    lines = [json.loads(json_formatter().format(r)) for r in caplog.records if r.name == "gateway.api.access"]
+    (line,) = [line for line in lines if "/inbound/" in line["path"]]
     assert line["counterpart"] == {"system": "county_hall", "method": "client_certificate",
                                    "credential": f"SHA-256 {pki.county.fingerprint[:16]}"}
     assert await metric(gw, pki, "gateway_counterpart_authenticated_total", system="county_hall",

@@ -194,7 +194,7 @@ async def _list_json(site: Site) -> list[dict]:
     result = await asyncio.to_thread(CliRunner().invoke, main, ["destinations", "list", "--json", "-c",
                                                                 str(site.config_path)])
     assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
 async def _cli(site: Site, *args: str) -> str:

@@ -34,7 +34,8 @@ from gateway.adapters import Delivery, PermanentError, RetryableError, discover
 from gateway.demo.counterparts import HallPlatform
 
 
-def delivery(n: int = 1, *, kind: str = "approval_result", body: Any = None, key: str | None = None) -> Delivery:
+def delivery(n: int = 1, *, kind: str = "approval_result", body: Any = None, key: str | None = None,
+             correlation_id: str | None = None) -> Delivery:
     return Delivery(
         delivery_id=n,
         destination="hall",
@@ -44,6 +45,7 @@ def delivery(n: int = 1, *, kind: str = "approval_result", body: Any = None, key
         case_no=f"3706002026{n:06d}",
         body=body if body is not None else {"XK_XDR_MC": "烟台市某某餐饮有限公司", "XK_WSH": f"烟许字〔2026〕{n}号"},
         attempt=1,
+        correlation_id=correlation_id,
     )
 
 
@@ -68,16 +70,24 @@ async def hall() -> AsyncIterator[HallPlatform]:
 # --------------------------------------------------------------------------- one record
 
 
-async def test_delivers_json_with_idempotency_key_and_correlation_id(hall: HallPlatform) -> None:
-    d = delivery(1)
+async def test_delivers_json_with_idempotency_key_and_the_records_correlation_id(hall: HallPlatform) -> None:
+    d = delivery(1, correlation_id="county-batch-42")
     async with running_sink(hall.records_url, remote_id_path="id") as sink:
         [result] = await sink.deliver([d])
     assert result.error is None and result.receipt is not None
     assert result.receipt.remote_id == "HALL-000001"
     assert hall.records[d.idempotency_key] == d.body  # Chinese text arrives intact
     assert hall.last_headers["Idempotency-Key"] == d.idempotency_key
-    assert hall.last_headers["X-Correlation-Id"] == "hall:1:1"
+    assert hall.last_headers["X-Correlation-Id"] == "county-batch-42"
+    assert hall.last_headers["X-Gateway-Delivery"] == "hall:1:1"
     assert hall.last_headers["Content-Type"].startswith("application/json")
+
+
+async def test_a_record_stored_without_a_correlation_id_is_named_by_its_delivery(hall: HallPlatform) -> None:
+    async with running_sink(hall.records_url) as sink:
+        [result] = await sink.deliver([delivery(3)])
+    assert result.receipt is not None
+    assert hall.last_headers["X-Correlation-Id"] == hall.last_headers["X-Gateway-Delivery"] == "hall:3:1"
 
 
 async def test_the_same_delivery_twice_is_one_record_at_the_counterpart(hall: HallPlatform) -> None:
@@ -198,9 +208,9 @@ async def test_redirect_is_permanent_and_names_the_new_location(aiohttp_server: 
 async def test_batch_sends_an_array_and_reads_one_result_per_item(hall: HallPlatform) -> None:
     hall.reject_when(lambda body: body.get("XK_XDR_MC") == "", reason="XK_XDR_MC 行政相对人名称 is empty")
     batch = [
-        delivery(1, key="county:a,b%c:1"),  # a key with the list separator survives the header
-        delivery(2, body={"XK_XDR_MC": ""}),
-        delivery(3),
+        delivery(1, key="county:a,b%c:1", correlation_id="file-a"),  # a key with the separator survives the header
+        delivery(2, body={"XK_XDR_MC": ""}, correlation_id="file-a"),
+        delivery(3, correlation_id="push-b"),
     ]
     async with running_sink(hall.records_url, batch_size=10) as sink:
         results = await sink.deliver(batch)
@@ -211,6 +221,9 @@ async def test_batch_sends_an_array_and_reads_one_result_per_item(hall: HallPlat
     assert "XK_XDR_MC 行政相对人名称 is empty" in str(results[1].error) and "delivery 2" in str(results[1].error)
     assert set(hall.records) == {"county:a,b%c:1", batch[2].idempotency_key}
     assert (hall.received_raw, hall.requests_total) == (3, 1)
+    # one header for the request: the distinct correlation ids of its records, in array order
+    assert hall.last_headers["X-Correlation-Id"] == "file-a, push-b"
+    assert hall.last_headers["X-Gateway-Delivery"] == "hall:1+2:1"
 
 
 async def test_batch_whole_failure_applies_to_every_delivery(hall: HallPlatform) -> None:

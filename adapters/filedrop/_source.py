@@ -53,7 +53,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.adapters import FileUnreadable, SourceContext, StoreUnavailable, mask_personal_text
+from gateway.adapters import (
+    FileUnreadable,
+    SourceContext,
+    StoreUnavailable,
+    correlation_scope,
+    current_correlation_id,
+    mask_personal_text,
+    new_correlation_id,
+)
 
 from ._config import FiledropConfig
 from ._fs import fsync_dir, write_atomic
@@ -281,6 +289,11 @@ class FiledropSource:
     # ------------------------------------------------------------------ one file
 
     async def _process(self, ctx: SourceContext, claimed: str) -> None:
+        """Ingest one claimed file under its correlation id: one per claim, the same when it is resumed."""
+        with correlation_scope(new_correlation_id(f"filedrop\x1f{self.system}\x1f{claimed}")):
+            await self._process_file(ctx, claimed)
+
+    async def _process_file(self, ctx: SourceContext, claimed: str) -> None:
         """Ingest one claimed file from its cursor to the end, then move it to done/ (or error/)."""
         path = self.processing / claimed
         original = original_name(claimed)
@@ -293,19 +306,20 @@ class FiledropSource:
         committed = int(stored) if stored else 0
         # The audit trail cannot be masked afterwards: a file name carrying an ID number enters it masked.
         shown, shown_claimed = mask_personal_text(original), mask_personal_text(claimed)
+        cid = current_correlation_id()  # in the file's entries too: they and its records name the same id
         try:
             if stored is None:
                 # The trail says which file arrived, byte for byte, before any of its records.
                 size, digest = await asyncio.to_thread(_fingerprint, path)
                 await ctx.audit("file_claimed", {"file": shown, "claimed_as": shown_claimed, "bytes": size,
-                                                 "sha256": digest})
+                                                 "sha256": digest, "correlation_id": cid})
             result = await ctx.ingest_file(path, ref_prefix=original, cursor=cursor, batch=self.config.batch_size)
         except FileUnreadable as exc:
             # The file's fault (refused, unreadable, unknown format): file it under error/.
             reason = mask_personal_text(exc.reason)  # it may quote the file's name or content
             try:
                 await ctx.audit("file_rejected", {"file": shown, "claimed_as": shown_claimed, "reason": reason,
-                                                  "items_committed": committed})
+                                                  "items_committed": committed, "correlation_id": cid})
             except Exception as audit_exc:
                 self._postpone(ctx, claimed, audit_exc, counts=False)
                 return
@@ -328,7 +342,7 @@ class FiledropSource:
         try:
             # Recorded before the move: a crash in between repeats the entry, never loses it.
             await ctx.audit("file_done", {"file": shown, "claimed_as": shown_claimed, "items": consumed,
-                                          "outcomes": result.outcomes})
+                                          "outcomes": result.outcomes, "correlation_id": cid})
         except Exception as exc:  # the store, not the file
             self._postpone(ctx, claimed, exc, counts=False)
             return
@@ -337,7 +351,8 @@ class FiledropSource:
         self._outages.pop(claimed, None)
         self.stats.retry_at.pop(claimed, None)
         self.stats.done += 1
-        ctx.log.info("%s: %s done, %d items (%s)", self.system, original, consumed, claimed)
+        ctx.log.info("%s: %s done, %d items (%s)", self.system, original, consumed, claimed,
+                     extra={"system": self.system, "file": shown, "items": consumed, "outcomes": result.outcomes})
 
     async def _give_up(self, ctx: SourceContext, claimed: str, original: str, committed: int,
                        exc: Exception) -> None:
@@ -349,7 +364,8 @@ class FiledropSource:
         try:
             await ctx.audit("file_rejected", {"file": mask_personal_text(original),
                                               "claimed_as": mask_personal_text(claimed), "reason": reason,
-                                              "items_committed": committed})
+                                              "items_committed": committed,
+                                              "correlation_id": current_correlation_id()})
         except Exception as audit_exc:
             self._postpone(ctx, claimed, audit_exc, counts=False)
             return

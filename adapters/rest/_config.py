@@ -153,7 +153,8 @@ class RestSinkConfig(_HttpClientConfig):
     url: str  # may contain {kind}: "https://hall.example/api/{kind}s"
     method: Literal["POST", "PUT"] = "POST"
     idempotency_header: str = "Idempotency-Key"
-    correlation_header: str = "X-Correlation-Id"
+    correlation_header: str = "X-Correlation-Id"  # the record's correlation id (a batch: its records' ids)
+    delivery_header: str = "X-Gateway-Delivery"  # <destination>:<delivery id>:<attempt>, to quote in a complaint
     content_type: str = "application/json; charset=utf-8"
     remote_id_path: str | None = None  # where the counterpart's id for the record is in its answer
     conflict_is_success: bool = False  # a 409 means "already received" at this counterpart
@@ -271,6 +272,7 @@ class RestSourceConfig(_HttpClientConfig):
     pagination: PaginationConfig = Field(default_factory=PaginationConfig)
     rate_limit: RateLimit | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    correlation_header: str = "X-Correlation-Id"  # each page request's correlation id (its records carry it)
 
     def cursor_names(self, system: str) -> tuple[str, str | None]:
         """(the watermark's name in the store, the name older releases used by default, if it differs)."""

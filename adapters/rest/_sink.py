@@ -43,11 +43,19 @@ from ._http import (
 from ._paths import MISSING, compile_path, resolve
 
 log = logging.getLogger("adapters.rest.sink")
+# A batch of records from many requests still sends one header of reasonable size (64 ids ≈ 2 KB).
+MAX_BATCH_CORRELATION_IDS = 64
 
 
 def _json_bytes(value: Any) -> bytes:
     # ensure_ascii=False keeps Chinese names readable on the wire and in the counterpart's logs
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _correlation_list(batch: Sequence[Delivery]) -> str:
+    """The distinct correlation ids of a batch's records in array order, at most ``MAX_BATCH_CORRELATION_IDS``."""
+    ids = list(dict.fromkeys(d.correlation_id for d in batch if d.correlation_id))
+    return ", ".join(ids[:MAX_BATCH_CORRELATION_IDS])
 
 
 def _key_list(keys: Sequence[str]) -> str:
@@ -114,10 +122,13 @@ class RestSink:
             body, content_type = self._encode(delivery.body)
         except (TypeError, ValueError) as exc:
             return [self._fail(delivery, PermanentError(f"{self._owner}: {what}: body is not JSON: {exc}"))]
+        reference = f"{self.destination}:{delivery.delivery_id}:{delivery.attempt}"
         headers = {
             "Content-Type": content_type,
             self.config.idempotency_header: delivery.idempotency_key,
-            self.config.correlation_header: f"{self.destination}:{delivery.delivery_id}:{delivery.attempt}",
+            # Records stored before correlation ids existed are named by the delivery itself.
+            self.config.correlation_header: delivery.correlation_id or reference,
+            self.config.delivery_header: reference,
         }
         outcome = await self._exchange(url, body, headers, what)
         if isinstance(outcome, DeliveryError):
@@ -149,10 +160,12 @@ class RestSink:
         except (TypeError, ValueError) as exc:
             error = PermanentError(f"{self._owner}: {what}: a body is not JSON: {exc}")
             return results + [self._fail(d, error) for d in encodable]
+        reference = f"{self.destination}:{first}+{len(batch) - 1}:{batch[0].attempt}"
         headers = {
             "Content-Type": self.config.content_type,
             self.config.idempotency_header: _key_list([d.idempotency_key for d in encodable]),
-            self.config.correlation_header: f"{self.destination}:{first}+{len(batch) - 1}:{batch[0].attempt}",
+            self.config.correlation_header: _correlation_list(encodable) or reference,
+            self.config.delivery_header: reference,
         }
         outcome = await self._exchange(url, body, headers, what)
         if isinstance(outcome, DeliveryError):

@@ -27,7 +27,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from gateway.adapters import RawRecord, SourceContext
+from gateway.adapters import RawRecord, SourceContext, correlation_scope, current_correlation_id
 
 from ._auth import RestConfigError, make_signer
 from ._config import RestSourceConfig
@@ -181,46 +181,56 @@ class RestPullSource:
         offset = 0
         visited: set[str] = set()
         for number in range(1, pagination.max_pages + 1):
-            visited.add(str(url))
-            page = await self._fetch(ctx, session, url, number)
-            items = resolve(page.body, self._items)
-            if not isinstance(items, list):
-                found = "nothing" if items is MISSING else f"a {type(items).__name__}"
-                raise PageError(
-                    f"{self._owner}: GET {url.raw_path_qs} (page {number}) answered JSON with {found} at "
-                    f"items_path {self.config.items_path or '(root)'!r}, expected an array of items",
-                    retryable=False,
-                )
-            next_url = self._next_url(base, page, items, offset)
-            mark = self._next_watermark(page.body, items, last_page=next_url is None)
-            seen = self._seen_at_watermark(items)
-            records = [
-                self._record(ctx, page, index, item)
-                for index, item in enumerate(items, 1)
-                if index - 1 not in seen
-            ]
-            if records or (mark is not None and mark != self.watermark):
-                cursor = (self.cursor_name, mark) if mark is not None else None
-                await ctx.ingest(records, cursor=cursor)
-                self.stats.records += len(records)
-            self._remember_boundary(items, mark)  # only after the commit: a failed ingest forgets nothing
-            if mark is not None:
-                self.watermark = mark
-            self.stats.pages += 1
+            # One correlation id per page request: its GET, the records it brings and their log lines.
+            with correlation_scope():
+                next_url, count = await self._page(ctx, session, base, url, number, offset, visited)
             if next_url is None:
                 return True
-            if str(next_url) in visited:
-                ctx.log.warning(
-                    "%s: the feed sent page %d back to %s, already read in this poll; ending the poll",
-                    self._owner, number, next_url,
-                )
-                return True
-            if ctx.stopping.is_set():
-                raise _Stopping
-            offset += len(items)
+            offset += count
             url = next_url
         ctx.log.warning("%s: stopped this poll after max_pages=%d; polling again at once", self._owner, pagination.max_pages)
         return False
+
+    async def _page(self, ctx: SourceContext, session: aiohttp.ClientSession, base: URL, url: URL, number: int,
+                    offset: int, visited: set[str]) -> tuple[URL | None, int]:
+        """Read one page and commit its records with the watermark; (the next page's URL or None, items)."""
+        visited.add(str(url))
+        page = await self._fetch(ctx, session, url, number)
+        items = resolve(page.body, self._items)
+        if not isinstance(items, list):
+            found = "nothing" if items is MISSING else f"a {type(items).__name__}"
+            raise PageError(
+                f"{self._owner}: GET {url.raw_path_qs} (page {number}) answered JSON with {found} at "
+                f"items_path {self.config.items_path or '(root)'!r}, expected an array of items",
+                retryable=False,
+            )
+        next_url = self._next_url(base, page, items, offset)
+        mark = self._next_watermark(page.body, items, last_page=next_url is None)
+        seen = self._seen_at_watermark(items)
+        records = [
+            self._record(ctx, page, index, item)
+            for index, item in enumerate(items, 1)
+            if index - 1 not in seen
+        ]
+        if records or (mark is not None and mark != self.watermark):
+            cursor = (self.cursor_name, mark) if mark is not None else None
+            await ctx.ingest(records, cursor=cursor)
+            self.stats.records += len(records)
+        self._remember_boundary(items, mark)  # only after the commit: a failed ingest forgets nothing
+        if mark is not None:
+            self.watermark = mark
+        self.stats.pages += 1
+        if next_url is None:
+            return None, len(items)
+        if str(next_url) in visited:
+            ctx.log.warning(
+                "%s: the feed sent page %d back to %s, already read in this poll; ending the poll",
+                self._owner, number, next_url,
+            )
+            return None, len(items)
+        if ctx.stopping.is_set():
+            raise _Stopping
+        return next_url, len(items)
 
     def _first_url(self, base: URL) -> URL:
         cursor, pagination = self.config.cursor, self.config.pagination
@@ -326,14 +336,16 @@ class RestPullSource:
 
     def _record(self, ctx: SourceContext, page: _Page, index: int, item: Any) -> RawRecord:
         ref = f"GET {page.url.raw_path_qs} page {page.number} item {index}"
+        cid = current_correlation_id()  # the page request's
         if isinstance(item, dict):
-            return RawRecord(system=ctx.system, payload=item, ref=ref)
+            return RawRecord(system=ctx.system, payload=item, ref=ref, correlation_id=cid)
         return RawRecord(
             system=ctx.system,
             payload={},
             ref=ref,
             raw=json.dumps(item, ensure_ascii=False).encode("utf-8"),
             error=f"item is a JSON {type(item).__name__}, not an object: cannot map it",
+            correlation_id=cid,
         )
 
     # ------------------------------------------------------------------ one page, with retries
@@ -380,6 +392,9 @@ class RestPullSource:
         path_qs = url.raw_path_qs
         where = f"{self._owner}: GET {path_qs} (page {number})"
         headers = dict(self._signer("GET", path_qs, b""))
+        cid = current_correlation_id()
+        if cid is not None:  # the counterpart can find this request in its own logs
+            headers[self.config.correlation_header] = cid
         try:
             async with session.get(url, headers=headers) as response:
                 status = response.status

@@ -23,7 +23,7 @@ from zeep.transports import AsyncTransport
 from zeep.utils import get_media_type
 from zeep.wsse.username import UsernameToken
 
-from gateway.adapters import DeliveryError
+from gateway.adapters import DeliveryError, current_correlation_id
 
 from ._config import SecretError, SoapConnection, TlsSettings
 from ._errors import classify
@@ -41,7 +41,8 @@ class _LocalTransport(AsyncTransport):
     """zeep's httpx transport that reads WSDLs and XSDs only from local files and refuses
     HTTP error pages before zeep mistakes them for SOAP."""
 
-    def __init__(self, client: httpx.AsyncClient, *, operation_timeout: float, load_timeout: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, operation_timeout: float, load_timeout: float,
+                 correlation_header: str = "X-Correlation-Id") -> None:
         # zeep would build a synchronous httpx client for fetching remote documents; this
         # transport never fetches any, so it gets a stand-in that only holds headers.
         super().__init__(
@@ -50,6 +51,7 @@ class _LocalTransport(AsyncTransport):
             timeout=load_timeout,
             operation_timeout=operation_timeout,
         )
+        self.correlation_header = correlation_header
 
     def load(self, url: str) -> bytes:
         parsed = urlparse(url)
@@ -60,6 +62,9 @@ class _LocalTransport(AsyncTransport):
 
     async def post(self, address: str, message: bytes, headers: dict[str, str]) -> httpx.Response:
         # zeep's version logs whole envelopes at DEBUG, UsernameTokens and personal data included.
+        cid = current_correlation_id()  # the delivered record's, or the page request's
+        if cid is not None:
+            headers = {**headers, self.correlation_header: cid}
         response = await self.client.post(address, content=message, headers=headers)
         log.debug("POST %s: HTTP %d, %d bytes", address, response.status_code, len(response.content))
         return response
@@ -195,7 +200,8 @@ class SoapEndpoint:
             # Proxy variables in the environment must not silently reroute exchange traffic.
             trust_env=False,
         )
-        transport = _LocalTransport(self._http, operation_timeout=t.read, load_timeout=t.wsdl_load)
+        transport = _LocalTransport(self._http, operation_timeout=t.read, load_timeout=t.wsdl_load,
+                                    correlation_header=config.correlation_header)
         self._http.headers.update({"User-Agent": "exchange-gateway-soap/1", **config.http_headers})
         wsdl_file = config.wsdl_file()
         settings = Settings(strict=True, forbid_external=True, forbid_dtd=True, forbid_entities=True)

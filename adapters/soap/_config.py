@@ -20,9 +20,9 @@ from ._template import TemplateError, placeholders_in, split_path
 BUILTIN_WSDL_DIR = Path(__file__).parent / "wsdl"
 """WSDLs shipped with the adapter; name one in the configuration as ``builtin:<file>``."""
 
-PULL_PLACEHOLDERS = frozenset({"cursor", "page", "page_size", "token"})
+PULL_PLACEHOLDERS = frozenset({"cursor", "page", "page_size", "token", "correlation_id"})
 PUSH_PLACEHOLDERS = frozenset(
-    {"idempotency_key", "delivery_id", "destination", "kind", "record_key", "case_no", "attempt"}
+    {"idempotency_key", "delivery_id", "destination", "kind", "record_key", "case_no", "attempt", "correlation_id"}
 )
 
 
@@ -159,6 +159,9 @@ class SoapConnection(AdapterConfig):
     tls: TlsSettings | None = None
     wsse: WsseSettings | None = None
     http_headers: dict[str, str] = {}
+    # Every call carries the correlation id of its page request or delivered record in this HTTP
+    # header; a SOAP header can carry it too: the {correlation_id} placeholder in soap_headers.
+    correlation_header: str = "X-Correlation-Id"
     max_connections: int = Field(10, ge=1)
     faults: FaultPolicy = FaultPolicy()
 

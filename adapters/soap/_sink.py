@@ -17,6 +17,7 @@ from gateway.adapters import (
     PermanentError,
     ReconcilePeriod,
     RetryableError,
+    correlation_scope,
 )
 
 from ._client import SoapEndpoint
@@ -58,6 +59,10 @@ class SoapSink:
         return results
 
     async def deliver_one(self, delivery: Delivery) -> DeliveryReceipt:
+        with correlation_scope(delivery.correlation_id):  # the call's HTTP header and log lines carry it
+            return await self._deliver_one(delivery)
+
+    async def _deliver_one(self, delivery: Delivery) -> DeliveryReceipt:
         push = self.config.push
         about = (
             f"delivery {delivery.delivery_id}: {delivery.kind} {delivery.record_key}, case {delivery.case_no}, "
@@ -72,6 +77,8 @@ class SoapSink:
             "record_key": delivery.record_key,
             "case_no": delivery.case_no,
             "attempt": delivery.attempt,
+            # for a SOAP header of the counterpart's envelope (soap_headers); the HTTP header carries it anyway
+            "correlation_id": delivery.correlation_id,
         }
         try:
             arguments, headers = build_request(push, values, delivery.body, what)

@@ -9,7 +9,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.adapters import DeliveryError, PermanentError, RawRecord, RetryableError, SourceContext
+from gateway.adapters import (
+    DeliveryError,
+    PermanentError,
+    RawRecord,
+    RetryableError,
+    SourceContext,
+    correlation_scope,
+    new_correlation_id,
+)
 
 from ._client import SoapEndpoint
 from ._config import PageNumberPaging, SoapSourceConfig, TokenPaging
@@ -157,18 +165,21 @@ class SoapSource:
                 )
                 break
             what = f"SOAP system {self.system!r} operation {operation!r} page {page}"
+            cid = new_correlation_id()  # one per page request: its call, the records it brings, their log lines
             values = {
                 "cursor": since,
                 "page": page if isinstance(paging, PageNumberPaging) else None,
                 "page_size": paging.page_size,
                 "token": token,
+                "correlation_id": cid,
             }
             try:
                 query = render(pull.query, values) if pull.query else None
                 arguments, headers = build_request(pull, values, query, what)
             except TemplateError as exc:
                 raise PermanentError(str(exc)) from exc
-            response = await self._call(ctx, arguments, headers, about=f"page {page}")
+            with correlation_scope(cid):
+                response = await self._call(ctx, arguments, headers, about=f"page {page}")
             try:
                 root = response_root(pull, response, what)
             except TemplateError as exc:
@@ -179,7 +190,7 @@ class SoapSource:
             for index, item in enumerate(items, start=1):
                 ref = f"operation {operation} page {page} item {index}"
                 if isinstance(item, Mapping):
-                    batch.append(RawRecord(system=ctx.system, payload=dict(item), ref=ref))
+                    batch.append(RawRecord(system=ctx.system, payload=dict(item), ref=ref, correlation_id=cid))
                 else:
                     batch.append(
                         RawRecord(
@@ -187,6 +198,7 @@ class SoapSource:
                             payload={},
                             ref=ref,
                             error=f"item at {pull.items_path!r} is {type(item).__name__}, not a structure: {item!r:.200}",
+                            correlation_id=cid,
                         )
                     )
                 mark = self._watermark_of(item)
@@ -199,7 +211,8 @@ class SoapSource:
             if may_commit and watermark is not None and str(watermark) != committed:
                 cursor = (cursor_name, str(watermark))
             if batch or cursor is not None:
-                await ctx.ingest(batch, cursor=cursor)
+                with correlation_scope(cid):
+                    await ctx.ingest(batch, cursor=cursor)
                 if cursor is not None:
                     committed = cursor[1]
             pages += 1

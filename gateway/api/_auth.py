@@ -13,7 +13,7 @@ Two middlewares and five endpoints:
   comes from the gateway's own origin. Requests with a bearer token need no CSRF token:
   browsers never attach one on their own. The counterpart push endpoints
   (``/api/v1/inbound/*``, ``/soap/*``) are left alone: counterparts authenticate there
-  with their own credentials; ``/healthz`` and ``/metrics`` answer without any.
+  with their own credentials; ``/healthz``, ``/readyz`` and ``/metrics`` answer without any.
 - ``GET /login`` (a minimal zh-CN page), ``POST /login`` (on success to the console, /console/)
   and ``POST /logout`` (its forms);
   ``POST /api/v1/auth/login``, ``POST /api/v1/auth/logout`` and ``GET /api/v1/auth/whoami``
@@ -56,7 +56,7 @@ SECURE_LOGIN_CSRF_COOKIE = "__Host-gw_login_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 TOUCH_EVERY = 60.0  # seconds between writes of a session's last_seen / a token's last_used
 PUSH_PREFIXES = ("/api/v1/inbound/", "/soap/")
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # Login carries its own CSRF check (a double-submitted pre-login token), whatever session is open.
 LOGIN_PATHS = frozenset({"/login", "/api/v1/auth/login"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

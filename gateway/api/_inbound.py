@@ -329,7 +329,8 @@ def _kind_mismatch(target: PushTarget, kind: str, payload: Mapping[str, Any]) ->
             f"post it to /api/v1/inbound/{target.system}/{others[0]}")
 
 
-def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], ref_prefix: str) -> list[RawRecord]:
+def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], ref_prefix: str,
+                 correlation_id: str | None = None) -> list[RawRecord]:
     """One RawRecord per item; an item that maps to another kind than the endpoint's carries that error."""
     # Only a mapping that can produce several kinds can produce the wrong one.
     check_kinds = kind is not None and len(target.kinds) > 1
@@ -341,7 +342,8 @@ def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], re
             assert kind is not None
             error = _kind_mismatch(target, kind, item.payload)
         raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error,
-                              field=item.field, rule=item.rule if error is item.error else "endpoint_kind"))
+                              field=item.field, rule=item.rule if error is item.error else "endpoint_kind",
+                              correlation_id=correlation_id))
     return raws
 
 
@@ -354,8 +356,11 @@ def _item_status(outcomes: Sequence[IngestOutcome]) -> str:
 
 
 async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items: Sequence[Item],
-                       ref_prefix: str) -> BatchResult:
-    """One transaction for the batch; returns only after it committed (or raises, and nothing did)."""
+                       ref_prefix: str, *, correlation_id: str | None = None) -> BatchResult:
+    """One transaction for the batch; returns only after it committed (or raises, and nothing did).
+
+    Every record of the request carries ``correlation_id`` (the request's X-Correlation-Id).
+    """
     if not items:
         raise ApiError(400, "the request carries no items")
     if len(items) > target.max_items:
@@ -363,9 +368,9 @@ async def ingest_items(gw: Gateway, target: PushTarget, kind: str | None, items:
                             f"{target.max_items} per request (push config max_items); split the batch",
                        items=len(items), max_items=target.max_items)
     if len(items) > _OFFLOAD_ITEMS:
-        raws = await asyncio.to_thread(_raw_records, target, kind, items, ref_prefix)
+        raws = await asyncio.to_thread(_raw_records, target, kind, items, ref_prefix, correlation_id)
     else:
-        raws = _raw_records(target, kind, items, ref_prefix)
+        raws = _raw_records(target, kind, items, ref_prefix, correlation_id)
     assert gw.ingestor is not None
     outcomes = await gw.ingestor.ingest(target.system, raws)
     by_ref: dict[str, list[IngestOutcome]] = {}

@@ -198,7 +198,8 @@ async def _submit(gw: Gateway, request: web.Request, target: PushTarget, auth: P
         await auth.kind(target, kind)
     await auth.items(target, items)
     try:
-        batch = await ingest_items(gw, target, kind, items, f"POST /soap/{target.system}")
+        batch = await ingest_items(gw, target, kind, items, f"POST /soap/{target.system}",
+                                   correlation_id=request.get(CORRELATION_ID))
     except ApiError as exc:
         raise SoapFault("Client" if exc.status < 500 else "Server", exc.message) from None
     except STORE_FAILURES as exc:

@@ -12,26 +12,24 @@ Routes (described in ``openapi.json``, served at ``/api/v1/openapi.json``)::
     GET  /api/v1/licences/{licence_no} | links | parallel[/{case_no}] | counterparts | reconciliations
     POST /api/v1/counterparts/{name}/reconcile
     GET  /login, POST /login | /logout, POST /api/v1/auth/login | logout, GET /api/v1/auth/whoami
-    GET  /healthz  /metrics  /api/v1/openapi.json
+    GET  /healthz (alive)  /readyz (ready)  /metrics  /api/v1/openapi.json
     GET  /api/v1/cases[/{case_no}] | supervision/alerts | statistics[.csv] | counterparts/health …,
          GET /console/ (the console: gateway/console)
 
 Every request gets a correlation id (``X-Correlation-Id``, taken from the request
-when it is sane, else made up), returned on the response and written in the one
-structured (JSON) log line per request.  Who is asking and what they may do:
+when it is sane, else made up), returned on the response, stored with the records it
+brings, bound to every log line written while handling it, and written in the one
+structured access line per request (gateway.observability, docs/operations.md).  Who is asking and what they may do:
 ``gateway.security.identity`` (set by ``_auth``); personal data: ``gateway.security.masking``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import re
 import ssl
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -58,12 +56,13 @@ from gateway.api._web import (
     GATEWAY,
     INBOUND,
     METRICS,
-    dumps,
     json_response,
     read_body,
     refuse_while_stopping,
 )
 from gateway.app import STORE_FAILURES
+from gateway.observability import correlation, health
+from gateway.observability.metrics import scrape
 from gateway.security.identity import AccessDenied, identity_of
 
 if TYPE_CHECKING:
@@ -72,18 +71,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.api")
 access_log = logging.getLogger("gateway.api.access")
 
-_CORRELATION = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-# A made-up correlation id: random per process, counted per request. uuid4 read the kernel's random
-# source on every request, which costs 100-200 µs on a virtual machine: a fifth of a one-record push.
-_CID_PREFIX = uuid.uuid4().hex[:16]
-_cid_counter = itertools.count(1)
-
-
-def _new_correlation_id() -> str:
-    return f"{_CID_PREFIX}{next(_cid_counter):016x}"
 JSON_TYPES = ("application/json",)
 XML_TYPES = ("application/xml", "text/xml")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBE: web.AppKey[health.WriteProbe] = web.AppKey("readiness_probe")
+STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
 
 
 # --------------------------------------------------------------------------- middleware
@@ -104,9 +96,10 @@ def _error_body(request: web.Request, status: int, message: str, **detail: Any) 
 @web.middleware
 async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Correlation id in and out, JSON errors, one structured log line and the request metrics."""
-    given = request.headers.get(CORRELATION_HEADER, "")
-    cid = given if _CORRELATION.match(given) else _new_correlation_id()
+    cid = correlation.from_header(request.headers.get(CORRELATION_HEADER))
     request[CORRELATION_ID] = cid
+    # aiohttp runs each request in a task of its own: what is bound here stays with this request.
+    correlation.bind(cid)
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -133,7 +126,7 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     metrics.requests.labels(route, request.method, str(response.status)).inc()
     metrics.latency.labels(route).observe(elapsed)
     entry: dict[str, Any] = {
-        "event": "http_request", "correlation_id": cid, "method": request.method, "path": request.path,
+        "correlation_id": cid, "method": request.method, "path": request.path,
         "route": route, "status": response.status, "ms": round(elapsed * 1000, 1), "remote": request.remote,
     }
     ident = identity_of(request)
@@ -146,7 +139,7 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     batch: BatchResult | None = request.get(INBOUND)
     if batch is not None:
         entry.update(system=batch.system, kind=batch.kind, **batch.counts())
-    access_log.info(dumps(entry))
+    access_log.info("http request", extra=entry)
     return response
 
 
@@ -192,7 +185,8 @@ async def inbound(request: web.Request) -> web.Response:
             items = await xml_items(body, request.charset, target.record_element, target.limits)
         await auth.items(target, items)
         try:
-            batch = await ingest_items(gw, target, kind, items, f"POST {request.path}")
+            batch = await ingest_items(gw, target, kind, items, f"POST {request.path}",
+                                       correlation_id=request[CORRELATION_ID])
         except STORE_FAILURES as exc:
             # Bad items never get here (each is quarantined alone); this is the store itself, and ingest is
             # one transaction: nothing of the request was committed.
@@ -216,31 +210,23 @@ async def inbound(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: 200 when the store answers, 503 when it does not or the gateway is stopping."""
+    """GET /healthz: alive — 200 whenever the process answers; it touches nothing (see /readyz)."""
     gw = request.app[GATEWAY]
-    store = gw.store
-    body: dict[str, Any] = {"gateway": gw.config.gateway.name, "push_systems": push_systems(gw)}
-    try:
-        assert store is not None
-        seq, _, algorithm = await asyncio.wait_for(store.audit_head(), timeout=5.0)
-    except Exception as exc:
-        body.update(status="unavailable", store=f"unreachable: {type(exc).__name__}: {exc}")
-        return json_response(body, status=503)
-    state = "stopping" if gw.stopping.is_set() else "ok" if gw.started else "starting"
-    body.update(status=state, store="ok", audit={"head_seq": seq, "algorithm": algorithm})
-    return json_response(body, status=200 if state == "ok" else 503)
+    return json_response({**health.alive(gw, request.app[STARTED_AT]), "push_systems": push_systems(gw)})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: 200 when the store takes a write and every part started; 503 with the reasons otherwise."""
+    gw = request.app[GATEWAY]
+    ready = await health.readiness(gw, request.app[PROBE])
+    return json_response(ready.body, status=200 if ready.ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: Prometheus text format."""
+    """GET /metrics: Prometheus text format (gateway.observability.metrics)."""
     gw = request.app[GATEWAY]
-    counts = None
-    try:
-        assert gw.store is not None
-        counts = await asyncio.wait_for(gw.store.counts(), timeout=10.0)
-    except Exception as exc:  # a scrape must still answer, with gateway_store_up 0
-        log.warning("metrics: store counts unavailable: %s", exc)
-    body = request.app[METRICS].render(counts) + refusal_log(gw).render() + gw.delivery_metrics.render()
+    refusal_log(gw)  # the push API's refusal counters exist from the first scrape on
+    body = await scrape(gw, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -265,6 +251,8 @@ def build_app(gw: Gateway) -> web.Application:
                           middlewares=[_auth.forwarded_middleware, _observe, _auth.auth_middleware])
     app[GATEWAY] = gw
     app[METRICS] = ApiMetrics()
+    app[PROBE] = health.WriteProbe()
+    app[STARTED_AT] = time.monotonic()
     app[GUARD] = build_guard(gw)
     app[_query.MASKERS] = {}
     _auth.add_routes(app, gw)
@@ -283,6 +271,7 @@ def build_app(gw: Gateway) -> web.Application:
     _exchange.add_routes(app)  # licences, links, 并联审批, counterparts, reconciliation (gateway.exchange)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     from gateway.console import api as console_api
     from gateway.console import pages as console_pages
@@ -324,5 +313,5 @@ async def start_api(gw: Gateway, *, ssl_context: ssl.SSLContext | None = None) -
     host, port = runner.addresses[0][:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"{'https' if ssl_context else 'http'}://{shown}:{port}"
-    log.info("API listening on %s (push systems: %s)", url, ", ".join(push_systems(gw)) or "none")
+    health.log_api_on(gw, url, push_systems(gw), tls=ssl_context is not None)
     return ApiServer(runner, url)

@@ -69,6 +69,7 @@ class _LocalService:
         self.last_path = ""  # raw path and query of the last request
         self.requests: deque[str] = deque(maxlen=100_000)  # raw path and query of each request, in order
         self.request_times: deque[float] = deque(maxlen=100_000)  # time.monotonic() of each request
+        self.correlation_ids: deque[str] = deque(maxlen=100_000)  # the X-Correlation-Id of each request
         self._nonces: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -123,6 +124,7 @@ class _LocalService:
         self.last_path = request.raw_path
         self.requests.append(request.raw_path)
         self.request_times.append(time.monotonic())
+        self.correlation_ids.append(request.headers.get("X-Correlation-Id", ""))
         peercert = request.transport.get_extra_info("peercert") if request.transport else None
         if peercert:
             subject = ",".join(f"{k}={v}" for rdn in peercert.get("subject", ()) for k, v in rdn)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.adapters import IngestOutcome
+from gateway.observability.events import alerts_committed
 from gateway.pipeline.ingest import idempotency_key, receipt_id
 from gateway.pipeline.router import Router
 from gateway.schema import KINDS, SCHEMA_VERSION
@@ -92,8 +93,9 @@ class GatewayAlerts:
 
     def __init__(self, store: Store, router: Router, supervision_destinations: Sequence[str] = (),
                  witness_destinations: Sequence[str] = (), chain: str = "gateway",
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None, metrics: Any = None) -> None:
         self.store = store
+        self.metrics = metrics  # gateway.observability.GatewayMetrics: alerts raised by type
         self.router = router
         self.supervision_destinations = tuple(supervision_destinations)
         self.witness_destinations = tuple(witness_destinations)
@@ -104,6 +106,7 @@ class GatewayAlerts:
         if item is None:
             return None
         outcome = (await self.store.commit_ingest([item], []))[0]
+        alerts_committed([item], [outcome], self.metrics)
         if self.on_commit is not None and outcome.status == "accepted":
             self.on_commit()
         return outcome
@@ -117,7 +120,6 @@ class GatewayAlerts:
                            department=department, subject_key=subject_key, distinct_subject=subject_key is not None)
         if not case_no:
             alert["case_no"] = None
-        log.warning("alert %s raised: %s", alert_type, description)
         return await self._commit(alert_item(alert, now, self.router, (*self.supervision_destinations, *also_to)))
 
     async def raise_alerts(self, alerts: Sequence[dict[str, Any]], *, exclude: Sequence[str] = ()) -> list[IngestOutcome]:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.adapters import Delivery, DeliveryError, DeliveryResult, PermanentError, RetryableError, Sink
+from gateway.observability import correlation
+from gateway.observability.events import deliveries_settled
 from gateway.pipeline._waiting import sleep_or
 from gateway.pipeline.circuit import CLOSED, OPEN, CircuitBreaker, Transition
 from gateway.pipeline.delivery_metrics import DeliveryMetrics
@@ -142,6 +144,7 @@ class DestinationWorker:
         cipher: Any = None,
         metrics: DeliveryMetrics | None = None,
         alerts: Any = None,  # gateway.pipeline.alerts.GatewayAlerts: dead letters raise alerts through it
+        observer: Any = None,  # gateway.observability.GatewayMetrics: the last successful delivery
     ) -> None:
         self.destination = destination
         self.sink = sink
@@ -151,6 +154,7 @@ class DestinationWorker:
         self.cipher = cipher  # opens personal fields sealed at rest (gateway.security.fieldcrypt)
         self.metrics = metrics if metrics is not None else DeliveryMetrics()
         self.alerts = alerts
+        self.observer = observer
         self.wake = asyncio.Event()
         self.circuit = CircuitBreaker(destination, failure_threshold=policy.circuit_failures,
                                       probe_initial=policy.probe_initial, probe_max=policy.probe_max)
@@ -416,6 +420,7 @@ class DestinationWorker:
     # ------------------------------------------------------------------ one claimed batch
 
     async def _deliver(self, claimed: Sequence[ClaimedDelivery], batch: int, *, probe: bool = False) -> None:
+        began = time.perf_counter()
         outcomes: list[_Outcome] = []
         ready: list[tuple[ClaimedDelivery, Delivery]] = []
         for c in claimed:
@@ -423,7 +428,7 @@ class DestinationWorker:
                 ready.append((c, Delivery(
                     delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
                     kind=c.kind, record_key=c.record_key, case_no=c.case_no, body=c.rendered,
-                    attempt=c.attempts + 1)))
+                    attempt=c.attempts + 1, correlation_id=c.correlation_id)))
                 continue
             try:
                 record = self._opened(load_json(c.body), sealed='"$enc"' in c.body)
@@ -443,7 +448,8 @@ class DestinationWorker:
                 continue
             ready.append((c, Delivery(
                 delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
-                kind=c.kind, record_key=c.record_key, case_no=c.case_no, body=body, attempt=c.attempts + 1)))
+                kind=c.kind, record_key=c.record_key, case_no=c.case_no, body=body, attempt=c.attempts + 1,
+                correlation_id=c.correlation_id)))
         chunks = [ready[i:i + batch] for i in range(0, len(ready), batch)]
         sem = self._send_slots()
         transitions: list[tuple[Transition, str | None]] = []
@@ -452,6 +458,8 @@ class DestinationWorker:
             return not probe and (not self.circuit.sending or self.controls.paused)
 
         async def send(chunk: list[tuple[ClaimedDelivery, Delivery]]) -> list[_Outcome]:
+            # The sink's own log lines carry the record's correlation id (one record per call, or the first's).
+            correlation.bind(chunk[0][1].correlation_id)
             async with sem:
                 if halted():
                     return [self._released(c) for c, _ in chunk]
@@ -496,7 +504,9 @@ class DestinationWorker:
 
         for group in await asyncio.gather(*(send(ch) for ch in chunks)):
             outcomes.extend(group)
-        await self.store.settle([o.settlement for o in outcomes])
+        settlements = [o.settlement for o in outcomes]
+        await self.store.settle(settlements)
+        deliveries_settled(self.destination, settlements, time.perf_counter() - began, self.observer)
         for t, error in transitions:
             await self._transition(t, error)
         await self._after_settle(outcomes)
@@ -526,7 +536,8 @@ class DestinationWorker:
         self.metrics.released.labels(self.destination).inc()
         return _Outcome(Settlement(delivery_id=c.delivery_id, outcome="released", destination=c.destination,
                                    idempotency_key=c.idempotency_key, kind=c.kind, record_key=c.record_key,
-                                   case_no=c.case_no, attempt=c.attempts, next_attempt_at=time.time()),
+                                   case_no=c.case_no, attempt=c.attempts, next_attempt_at=time.time(),
+                                   correlation_id=c.correlation_id),
                         c, sent=False)
 
     def _outcome(self, c: ClaimedDelivery, error: DeliveryError | None, result: DeliveryResult | None = None, *,
@@ -541,11 +552,13 @@ class DestinationWorker:
             self._m_delivered.inc()
             remote = result.receipt.remote_id if result is not None and result.receipt is not None else None
             return _Outcome(Settlement(c.delivery_id, "delivered", c.destination, c.idempotency_key, c.kind,
-                                       c.record_key, c.case_no, attempt, remote_id=remote), c, sent)
+                                       c.record_key, c.case_no, attempt, remote_id=remote,
+                                       correlation_id=c.correlation_id), c, sent)
         common = dict(delivery_id=c.delivery_id, destination=c.destination, idempotency_key=c.idempotency_key,
-                      kind=c.kind, record_key=c.record_key, case_no=c.case_no, attempt=attempt)
+                      kind=c.kind, record_key=c.record_key, case_no=c.case_no, attempt=attempt,
+                      correlation_id=c.correlation_id)
         fields = {"destination": c.destination, "delivery_id": c.delivery_id, "case_no": c.case_no,
-                  "kind": c.kind, "attempt": attempt}
+                  "kind": c.kind, "attempt": attempt, "correlation_id": c.correlation_id}
         text = f"{type(error).__name__}: {error}"
         if getattr(error, "status", None):
             text = f"{text} (HTTP {error.status})"

@@ -61,6 +61,7 @@ class _Job:
     parts: tuple[Any, ...] = ()  # gateway.formats.Part; empty: the whole file
     prepare: bool = True  # False: hand RawRecords over (a context that prepares and commits itself)
     keep_raw: bool = True
+    correlation_id: str | None = None  # the file's: every item carries it
 
 
 def read_position(path: Path) -> int | None:
@@ -103,7 +104,7 @@ def _raw_batches(job: _Job, part: Any) -> Iterator[tuple[int, int, list[RawRecor
             if consumed <= skip:
                 continue
             pending.append(RawRecord(job.system, item.payload or {}, f"{job.ref_prefix} {item.ref}", item.raw,
-                                     item.error, item.field, item.rule))
+                                     item.error, item.field, item.rule, job.correlation_id))
             if part is None and len(pending) >= job.batch:
                 estimate += sum(len(r.raw) + 1 for r in pending if r.raw)
                 yield consumed, read_position(path) or estimate, pending
@@ -337,8 +338,13 @@ async def _consume(producers: Sequence[_Producer], parts: Sequence[Any], commit:
 async def _run(path: Path, system: str, options: dict[str, Any], *, ref_prefix: str, cursor: str, skip: int,
                batch: int, stopping: asyncio.Event | None, parallel: bool | None, commit: Commit,
                on_batch: Callable[[int, int, dict[str, int]], None] | None, preparer: Any = None,
-               mapping: Any = None, rules: Sequence[Any] = (), cipher: Any = None) -> FileIngestResult:
+               mapping: Any = None, rules: Sequence[Any] = (), cipher: Any = None,
+               correlation_id: str | None = None) -> FileIngestResult:
     from gateway.formats import format_of, split_file
+    from gateway.observability import correlation
+
+    # One id for the whole file: the one bound to the task (a file drop binds one per claimed file) or a new one.
+    correlation_id = correlation_id or correlation.current() or correlation.new()
 
     prepare = preparer is not None
     if parallel is None:
@@ -353,7 +359,7 @@ async def _run(path: Path, system: str, options: dict[str, Any], *, ref_prefix: 
             plan = [p for p in plan if p.first_item + p.items > skip]  # parts already committed: done
     start = skip
     while True:
-        base = _Job(str(path), system, options, ref_prefix, batch, start, (), prepare, keep_raw)
+        base = _Job(str(path), system, options, ref_prefix, batch, start, (), prepare, keep_raw, correlation_id)
         if plan:
             jobs = [replace(base, parts=tuple(plan[i::HELPERS])) for i in range(min(HELPERS, len(plan)))]
         else:
@@ -386,10 +392,12 @@ async def ingest_file(
     stopping: asyncio.Event | None = None,
     parallel: bool | None = None,
     on_batch: Callable[[int, int, dict[str, int]], None] | None = None,
+    correlation_id: str | None = None,
 ) -> FileIngestResult:
     """Ingest ``path`` for ``system`` from item ``skip`` on with ``ingestor`` (a ``gateway.pipeline.ingest.Ingestor``).
 
-    ``on_batch(items consumed, bytes read, outcomes so far)`` after each committed batch.
+    ``on_batch(items consumed, bytes read, outcomes so far)`` after each committed batch. Every record
+    of the file carries ``correlation_id`` (default: the one bound to the task, else a new one).
     """
     from gateway.pipeline.ingest import wrap
 
@@ -404,7 +412,7 @@ async def ingest_file(
     return await _run(path, system, dict(mapping.input), ref_prefix=ref_prefix, cursor=cursor, skip=skip,
                       batch=batch, stopping=stopping, parallel=parallel, commit=commit, on_batch=on_batch,
                       preparer=ingestor.preparer, mapping=mapping, rules=ingestor.router.rules,
-                      cipher=ingestor.cipher)
+                      cipher=ingestor.cipher, correlation_id=correlation_id)
 
 
 async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:

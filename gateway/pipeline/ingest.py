@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gateway.observability.events import ingest_committed
 from gateway.pipeline.handoff import Handoff
 from gateway.pipeline.prepare import (
     CHINA,
@@ -53,6 +55,7 @@ class Ingestor:
         renderers: Mapping[str, Any] | None = None,
         versions: Mapping[str, tuple[str | None, str | None]] | None = None,
         on_outcomes: Callable[[str, Sequence[IngestOutcome]], None] | None = None,
+        metrics: Any = None,
     ) -> None:
         """``handoff`` and ``renderers`` (destination → outbound mapping): claim new deliveries at birth and
         hand them, rendered, to this process's workers (``gateway.pipeline.handoff``)."""
@@ -63,6 +66,7 @@ class Ingestor:
         # kind -> (on_conflict, on_older): the version policy of gateway.exchange (None: the store's defaults)
         self.versions = dict(versions or {})
         self.on_outcomes = on_outcomes  # (system, outcomes) after every commit: last contact per counterpart
+        self.metrics = metrics  # gateway.observability.GatewayMetrics: records per source and outcome, latency
 
     @property
     def router(self) -> Router:
@@ -79,6 +83,7 @@ class Ingestor:
     async def ingest(
         self, system: str, raws: Sequence[RawRecord], cursor: tuple[str, str] | None = None
     ) -> list[IngestOutcome]:
+        started = time.perf_counter()
         if len(raws) > _OFFLOAD_THRESHOLD:
             accepted, quarantined = await asyncio.to_thread(self.prepare, system, raws)
         else:
@@ -91,21 +96,28 @@ class Ingestor:
                 raw = by_ref.get(it.ref)
                 if raw is not None:
                     it.raw, it.payload = raw.raw, raw.payload
-        return await self.commit(accepted, quarantined, cursor)
+        return await self.commit(accepted, quarantined, cursor, started=started)
 
     async def commit(
-        self, accepted: list[AcceptItem], quarantined: list[QuarantineItem], cursor: tuple[str, str] | None = None
+        self, accepted: list[AcceptItem], quarantined: list[QuarantineItem], cursor: tuple[str, str] | None = None,
+        *, started: float | None = None,
     ) -> list[IngestOutcome]:
-        """Commit a prepared batch (see ``prepare``) and wake whoever waits for new records."""
+        """Commit a prepared batch (see ``prepare``) and wake whoever waits for new records.
+
+        ``started`` (``time.perf_counter()``) is when the batch's preparation began, for its latency
+        (default: the commit alone, as for a file's batches, prepared beside the commits).
+        """
+        started = time.perf_counter() if started is None else started
         if self.versions:
             for it in accepted:
                 if it.on_conflict is None and it.on_older is None:
                     it.on_conflict, it.on_older = self.versions.get(it.kind, (None, None))
         claims = self.handoff.claims() if self.handoff is not None and accepted else None
         outcomes = await self.store.commit_ingest_isolated(accepted, quarantined, cursor, claims)
-        if claims is not None:
+        if claims is not None:  # the workers first, then the bookkeeping
             assert self.handoff is not None
             self.handoff.hand_over(outcomes)
+        ingest_committed(accepted, quarantined, outcomes, time.perf_counter() - started, self.metrics)
         findings = {(it.ref, it.kind, it.record_key): it.findings for it in accepted if it.findings}
         if findings:  # say which records were accepted with findings (on_invalid = accept_with_finding)
             for outcome in outcomes:

@@ -83,6 +83,7 @@ class Preparer:
         receipt_time = datetime.now(CHINA).isoformat(timespec="milliseconds")
         accepted: list[Accepted] = []
         quarantined: list[Quarantined] = []
+        _with_correlation_ids(raws)
         if mapping is None:
             for raw in raws:
                 quarantined.append(quarantine(system, raw, None, [{
@@ -184,7 +185,7 @@ class Preparer:
             rendered = self._render(body, data, dests) if self.renderers else None
             accepted.append((system, m.kind, key, version, case_no, business_time, receipt_time, phash, body, raw.ref,
                              rid, dests, tuple(idempotency_key(system, m.kind, key, version, d) for d in dests),
-                             mapping_id, findings, rendered))
+                             mapping_id, findings, rendered, raw.correlation_id))
 
     def _render(self, body: str, data: Mapping[str, Any], dests: Sequence[str]) -> dict[str, Any] | None:
         """Destination → counterpart body, from exactly what a delivery reads back from the store.
@@ -209,6 +210,18 @@ class Preparer:
                 out = {}
             out[dest] = rendered
         return out
+
+
+def _with_correlation_ids(raws: Sequence[RawRecord]) -> None:
+    """Give each item without a correlation id the one bound to the running task, else one for the batch."""
+    if all(raw.correlation_id for raw in raws):
+        return
+    from gateway.observability import correlation  # a file's items carry their id: helpers never get here
+
+    cid = correlation.current() or correlation.new()
+    for raw in raws:
+        if not raw.correlation_id:
+            raw.correlation_id = cid
 
 
 def _unencodable_field(body: str, data: Mapping[str, Any], original: Any) -> str | None:
@@ -248,4 +261,4 @@ def quarantine(system: str, raw: RawRecord, kind: str | None, errors: list[dict[
     payload = payload_json(raw.payload)
     ref = storable_text(raw.ref)
     return (system, ref, kind, [mask_error(e) for e in errors], payload, raw.raw, at, mapping,
-            item_hash(system, raw.raw, payload, ref))
+            item_hash(system, raw.raw, payload, ref), raw.correlation_id)

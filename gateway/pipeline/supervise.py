@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.console.index import IndexBatch, index_batch
+from gateway.observability.events import alerts_committed
 from gateway.pipeline._waiting import sleep_or
 from gateway.pipeline.alerts import SUPERVISION, alert_item
 from gateway.pipeline.router import Router
@@ -38,8 +39,9 @@ _BATCH = 500
 
 class SupervisionFollower:
     def __init__(self, store: Store, engine: SupervisionEngine, router: Router,
-                 extra_destinations: Sequence[str] = (), tick_interval: float = 300.0) -> None:
+                 extra_destinations: Sequence[str] = (), tick_interval: float = 300.0, *, metrics: Any = None) -> None:
         self.store = store
+        self.metrics = metrics  # gateway.observability.GatewayMetrics: alerts raised by type
         self.engine = engine
         self.router = router
         self.extra = tuple(extra_destinations)
@@ -165,10 +167,11 @@ class SupervisionFollower:
         items = [self._alert_item(a, now) for a in alerts]
         valid = [i for i in items if i is not None]
         if index is not None:
-            await self.store.commit_supervision_indexed(rows, valid, cursor, index)  # type: ignore[attr-defined]
+            outcomes = await self.store.commit_supervision_indexed(rows, valid, cursor, index)  # type: ignore[attr-defined]
         else:
-            await self.store.commit_supervision(rows, valid, cursor)
+            outcomes = await self.store.commit_supervision(rows, valid, cursor)
         self.alerts_raised += len(valid)
+        alerts_committed(valid, outcomes, self.metrics)
 
     def _alert_item(self, alert: dict[str, Any], now: datetime) -> AcceptItem | None:
         return alert_item(alert, now, self.router, self.extra)

@@ -37,6 +37,7 @@ class AcceptItem:
     # Destination → its counterpart body, rendered at ingest (in a helper process, for a file) for the
     # deliveries a commit may claim at birth (``Claims``); a delivery read back from the store renders again.
     rendered: dict[str, Any] | None = None
+    correlation_id: str | None = None  # the request, file or pull it arrived with (gateway.observability)
     # What to do when the same key and version is stored with a different payload: "quarantine" (rule
     # version_conflict) or "keep_first" (kept, audited as version_conflict); None: the kind's default.
     on_conflict: str | None = None
@@ -59,6 +60,7 @@ class QuarantineItem:
     receipt_time: str
     mapping: str | None = None  # name@version of the mapping that judged it, when one did
     item_hash: str | None = None  # identity of the source item across re-reads; the store derives it when None
+    correlation_id: str | None = None  # the request, file or pull it arrived with
 
 
 @dataclass(slots=True)
@@ -85,6 +87,7 @@ class ClaimedDelivery:
     system: str
     body: str  # the stored common record JSON
     rendered: Any = None  # the counterpart body rendered at ingest, for a delivery claimed at birth
+    correlation_id: str | None = None  # of the record (None for records stored before correlation ids)
 
 
 # Destination → lease end (epoch seconds): the destinations whose new deliveries a commit may claim at
@@ -107,6 +110,7 @@ class Settlement:
     error: str | None = None
     next_attempt_at: float | None = None
     remote_id: str | None = None
+    correlation_id: str | None = None  # of the record, for its audit entry
 
 
 @dataclass(slots=True)

@@ -301,9 +301,11 @@ def records_in(conn: Conn, systems: Sequence[str], case_no: str | None, kind: st
             where.append(f"{col} = ?")
             params.append(val)
     rows = conn.execute(
-        "SELECT id, system, kind, record_key, version, case_no, status, receipt_id, receipt_time, ref, body"
+        "SELECT id, system, kind, record_key, version, case_no, status, receipt_id, receipt_time, ref,"
+    " correlation_id, body"
         f" FROM records WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))
-    cols = ["id", "system", "kind", "record_key", "version", "case_no", "status", "receipt_id", "receipt_time", "ref"]
+    cols = ["id", "system", "kind", "record_key", "version", "case_no", "status", "receipt_id", "receipt_time", "ref",
+            "correlation_id"]
     out = []
     for r in rows:
         d = dict(zip(cols, r[:-1], strict=True))

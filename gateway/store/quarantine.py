@@ -90,6 +90,8 @@ def record_quarantined(conn: Any, chain: ChainWriter, at: str, items: Sequence[Q
         detail: dict[str, Any] = {"ref": ref, "errors": errors, "quarantine": qid, "item_hash": ih}
         if seen > 1:
             detail["seen"] = seen
+        if q.correlation_id:
+            detail["correlation_id"] = q.correlation_id
         audit.append(audit_row(chain, at, "quarantined", system=q.system, kind=q.kind, detail=detail))
         outcomes.append(IngestOutcome(ref, "quarantined", None, q.kind, None, errors, quarantine_id=qid))
     return outcomes
@@ -135,7 +137,8 @@ def _unstorable(unit: AcceptItem | QuarantineItem, exc: BaseException, at: str) 
         message = f"this item cannot be kept as it came: {what}; its bytes are kept, not its parsed form"
     error = {"kind": kind, "field": None, "rule": rule, "value": None, "message": message}
     return QuarantineItem(system=unit.system, ref=_unit_ref(unit), kind=kind, errors=[error], payload=None, raw=raw,
-                          receipt_time=unit.receipt_time or at, mapping=unit.mapping)
+                          receipt_time=unit.receipt_time or at, mapping=unit.mapping,
+                          correlation_id=unit.correlation_id)
 
 
 def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem],

@@ -44,6 +44,7 @@ from gateway.store.base import (
 from gateway.store.cases import SqliteCasesMixin
 from gateway.store.encryption import SqliteEncryptionMixin
 from gateway.store.identity import IdentityStoreMixin
+from gateway.store.observability import SqliteObservabilityMixin
 from gateway.store.quarantine import record_quarantined
 from gateway.store.sqlite_audit import AUDIT_CASE, AUDIT_INSERT, SqliteAuditMixin, audit_row
 from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
@@ -205,7 +206,8 @@ def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
 
 
 class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
-                  SqliteEncryptionMixin, IdentityStoreMixin, SqliteCasesMixin, SqliteExchangeMixin, Store):
+                  SqliteEncryptionMixin, IdentityStoreMixin, SqliteCasesMixin, SqliteExchangeMixin,
+                  SqliteObservabilityMixin, Store):
     """The embedded default store: one file, crash-safe, group-committed."""
 
     def __init__(self, path: str | Path, *, audit_algorithm: str = "sha256") -> None:
@@ -421,12 +423,13 @@ class SqliteStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinatio
 
         def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
-                "SELECT id, system, kind, record_key, version, case_no, status, receipt_id, receipt_time, ref, body"
+                "SELECT id, system, kind, record_key, version, case_no, status, receipt_id, receipt_time, ref,"
+                " correlation_id, body"
                 f" FROM records WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
                 args,
             )
             cols = ["id", "system", "kind", "record_key", "version", "case_no", "status", "receipt_id",
-                    "receipt_time", "ref"]
+                    "receipt_time", "ref", "correlation_id"]
             out = []
             for r in rows:
                 d = dict(zip(cols, r[:-1], strict=True))
@@ -579,13 +582,15 @@ def _commit_ingest(
                     duplicates += 1
                     audit.append(audit_row(chain, at, "duplicate", system=it.system, kind=it.kind,
                                            record=it.record_key, case=it.case_no,
-                                           detail={"ref": it.ref, "version": it.version, "receipt": existing.receipt,
-                                                   "payload_hash": it.payload_hash}))
+                                           detail=_correlated(it, {"ref": it.ref, "version": it.version,
+                                                                   "receipt": existing.receipt,
+                                                                   "payload_hash": it.payload_hash})))
                     outcomes.append(IngestOutcome(it.ref, "duplicate", existing.receipt, it.kind, it.record_key))
                     continue
                 # The same key and version with a different payload: a conflict, never a silent duplicate.
-                conflict = {"ref": it.ref, "version": it.version, "receipt": existing.receipt,
-                            "stored_payload_hash": existing.payload_hash, "payload_hash": it.payload_hash}
+                conflict = _correlated(it, {"ref": it.ref, "version": it.version, "receipt": existing.receipt,
+                                            "stored_payload_hash": existing.payload_hash,
+                                            "payload_hash": it.payload_hash})
                 if _policy(it, "on_conflict") == "keep_first":
                     audit.append(audit_row(chain, at, "version_conflict", system=it.system, kind=it.kind,
                                            record=it.record_key, case=it.case_no,
@@ -610,12 +615,13 @@ def _commit_ingest(
             rid = next_id
             next_id += 1
             records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
-                            it.receipt_time, it.payload_hash, it.receipt_id, "stale", it.ref, it.body))
+                            it.receipt_time, it.payload_hash, it.receipt_id, "stale", it.ref, it.body,
+                            it.correlation_id))
             batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
             audit.append(audit_row(chain, at, "superseded", system=it.system, kind=it.kind, record=it.record_key,
-                                    case=it.case_no, detail={"ref": it.ref, "version": it.version,
-                                                             "current_version": head[1], "receipt": it.receipt_id,
-                                                             "payload_hash": it.payload_hash}))
+                                    case=it.case_no, detail=_correlated(it, {
+                                        "ref": it.ref, "version": it.version, "current_version": head[1],
+                                        "receipt": it.receipt_id, "payload_hash": it.payload_hash})))
             outcomes.append(IngestOutcome(it.ref, "superseded", it.receipt_id, it.kind, it.record_key))
             continue
         rid = next_id
@@ -623,16 +629,17 @@ def _commit_ingest(
         if head is not None:
             superseded_ids.append((head[0],))
         records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
-                        it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body))
+                        it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body,
+                        it.correlation_id))
         batch_heads[bkey] = (rid, it.version)
         batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
         # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
         audit.append(audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
-                                case=it.case_no, detail={"ref": it.ref, "version": it.version,
-                                                         "receipt": it.receipt_id, "payload_hash": it.payload_hash,
-                                                         "business_time": it.business_time, "mapping": it.mapping,
-                                                         "routed_to": list(it.destinations)}))
+                                case=it.case_no, detail=_correlated(it, {
+                                    "ref": it.ref, "version": it.version, "receipt": it.receipt_id,
+                                    "payload_hash": it.payload_hash, "business_time": it.business_time,
+                                    "mapping": it.mapping, "routed_to": list(it.destinations)})))
         outcome = IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key)
         for dest, key in zip(it.destinations, it.idempotency_keys, strict=True):
             outbox.append((rid, dest, it.case_no, key, now, now))
@@ -646,7 +653,7 @@ def _commit_ingest(
     if records:
         conn.executemany(
             "INSERT INTO records(id, system, kind, record_key, version, case_no, business_time, receipt_time,"
-            " payload_hash, receipt_id, status, ref, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " payload_hash, receipt_id, status, ref, body, correlation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             records,
         )
     if superseded_ids:
@@ -701,7 +708,7 @@ def _insert_outbox_claiming(conn: sqlite3.Connection, outbox: list[tuple[Any, ..
             rendered = item.rendered.get(dest) if item.rendered else None
             outcome.deliveries = (*outcome.deliveries, ClaimedDelivery(
                 oid, dest, key, 0, created, rid, item.kind, item.record_key, case_no, item.system, item.body,
-                rendered))
+                rendered, item.correlation_id))
         busy.add((dest, case_no))
         rows.append((oid, rid, dest, case_no, key, "pending" if lease is None else "inflight", created, due, lease))
     conn.executemany(
@@ -721,6 +728,13 @@ def _commit_supervision(conn: sqlite3.Connection, chain: ChainWriter, states: di
         [(k, st, nc, at) for k, (st, nc) in states.items()],
     )
     return _commit_ingest(conn, chain, alerts, [], cursor)
+
+
+def _correlated(it: AcceptItem | Settlement, detail: dict[str, Any]) -> dict[str, Any]:
+    """An audit detail with the correlation id of the request, file or pull behind it, when there is one."""
+    if it.correlation_id:
+        detail["correlation_id"] = it.correlation_id
+    return detail
 
 
 def _set_cursor(conn: sqlite3.Connection, cursor: tuple[str, str], at: str) -> None:
@@ -776,7 +790,7 @@ def _version_quarantine(it: AcceptItem, at: str, rule: str, message: str) -> Qua
              "record_key": it.record_key, "case_no": it.case_no}
     return QuarantineItem(system=it.system, ref=it.ref, kind=it.kind, errors=[error], payload=payload, raw=it.raw,
                           receipt_time=it.receipt_time or at, mapping=it.mapping,
-                          item_hash=item_hash(it.system, it.raw, payload, it.ref))
+                          item_hash=item_hash(it.system, it.raw, payload, it.ref), correlation_id=it.correlation_id)
 
 
 def _stored_versions(conn: sqlite3.Connection, accepted: Sequence[AcceptItem],
@@ -834,7 +848,7 @@ def _heads(conn: sqlite3.Connection, accepted: Sequence[AcceptItem]) -> dict[tup
 
 _CLAIM_SQL = """
 SELECT o.id, o.destination, o.idem_key, o.attempts, o.created_at, o.record_id,
-       r.kind, r.record_key, o.case_no, r.system, r.body
+       r.kind, r.record_key, o.case_no, r.system, r.body, NULL AS rendered, r.correlation_id
 FROM outbox o JOIN records r ON r.id = o.record_id
 WHERE o.destination = ? AND o.state = 'pending' AND o.next_attempt_at <= ?
   AND NOT EXISTS (
@@ -901,18 +915,18 @@ def _settle(conn: sqlite3.Connection, chain: ChainWriter, settlements: Sequence[
         common = {"system": s.destination, "kind": s.kind, "record": s.record_key, "case": s.case_no}
         if s.outcome == "delivered":
             delivered.append((s.attempt, now, s.remote_id, s.delivery_id))
-            audit.append(audit_row(chain, at, "delivered", **common, detail={
+            audit.append(audit_row(chain, at, "delivered", **common, detail=_correlated(s, {
                 "delivery": s.delivery_id, "destination": s.destination, "idempotency_key": s.idempotency_key,
-                "attempt": s.attempt, "remote_id": s.remote_id}))
+                "attempt": s.attempt, "remote_id": s.remote_id})))
         elif s.outcome == "retry":
             retried.append((s.attempt, s.next_attempt_at, s.error, s.delivery_id))
-            audit.append(audit_row(chain, at, "failed", **common, detail={
+            audit.append(audit_row(chain, at, "failed", **common, detail=_correlated(s, {
                 "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt,
-                "error": s.error, "retry_at": s.next_attempt_at}))
+                "error": s.error, "retry_at": s.next_attempt_at})))
         elif s.outcome == "dead":
             dead.append((s.attempt, now, s.error, s.delivery_id))
-            audit.append(audit_row(chain, at, "dead_lettered", **common, detail={
-                "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error}))
+            audit.append(audit_row(chain, at, "dead_lettered", **common, detail=_correlated(s, {
+                "delivery": s.delivery_id, "destination": s.destination, "attempt": s.attempt, "error": s.error})))
         else:
             # Claimed but never sent (the circuit opened or the destination was paused mid-batch): the claim
             # is undone, no attempt counted. A claim writes no audit entry, so neither does undoing it.
