@@ -47,10 +47,18 @@ def two_destination_site(root: Path, hall_url: str, supervisor_url: str, **optio
                 route_to='["hall_platform", "supervisor"]', supervision_destinations='["supervisor"]', **options)
 
 
-def drop_second_versions(site: Site, first: Path) -> Path:
-    """The same cases again as VERSION 2 (a re-report), which must reach each destination after version 1."""
+async def drop_second_versions(site: Site, first: Path) -> Path:
+    """The same cases again as VERSION 2 (a re-report), which must reach each destination after version 1.
+
+    The file source commits a file's records before it moves the file to ``done/``: wait for the move, since
+    a test that saw the records stored can get here in between.
+    """
     done = site.root / "drop/county/done"
-    original = next(p for p in done.iterdir() if p.name.endswith(first.name)).read_bytes()
+
+    def moved() -> Path | None:
+        return next((p for p in done.iterdir() if p.name.endswith(first.name)), None) if done.exists() else None
+
+    original = (await wait_until(moved, what=f"{first.name} moved to done/")).read_bytes()
     target = site.root / "drop/county" / f"v2-{first.name}"
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_bytes(original.replace(b"<VERSION>1</VERSION>", b"<VERSION>2</VERSION>"))
@@ -90,7 +98,7 @@ async def test_a_long_outage_makes_no_dead_letters_spares_other_destinations_and
         down_at = time.monotonic()
         (first,) = site.drop_cases(100)
         await wait_until(lambda: site.scalar("SELECT count(*) FROM records") == 120, what="100 new cases stored")
-        drop_second_versions(site, first)
+        await drop_second_versions(site, first)
         # The other destination does not wait for the one that is down.
         await wait_until(lambda: supervisor.unique == 220, timeout=20, what="everything at the supervisor")
         supervisor_done = time.monotonic() - down_at
@@ -165,7 +173,7 @@ async def test_a_permanent_error_dead_letters_at_once_and_raises_an_alert_to_the
         try:
             (first,) = site.drop_cases(10)
             await wait_until(lambda: hall.unique == 9, what="the nine good records")
-            drop_second_versions(site, first)
+            await drop_second_versions(site, first)
             await wait_until(lambda: hall.unique == 18, what="the nine good second versions")
             alerts = lambda: [b for b in supervisor.records.values() if b.get("dataType") == "ALERT"]  # noqa: E731
             await wait_until(alerts, what="the dead-letter alert at the supervisor")
