@@ -309,7 +309,20 @@ async def test_counterpart_health_shows_last_contact_backlog_dead_letters_and_wh
     assert city["dead"] == 3 and city["backlog"] == 0 and city["error_rate"] == 1.0
     assert city["circuit"] in ("closed", "open", "half_open") and city["paused"] is False
     assert "400" in city["last_error"]
-    assert body["unavailable"] == ["reconciliation"]  # the exchange part's 对账 has not landed
+    assert body["unavailable"] == [] and "reconciliation" not in systems["city_platform"]
+    # After a 对账 the page shows its newest result per counterpart: period, outcome and counts.
+    summary = {"sent": {"ours": 3, "theirs": 2, "missing": 1, "differing": 0, "unexpected": 0, "resendable": 1},
+               "received": {"ours": 0, "theirs": 0, "missing": 0, "unexpected": 0}}
+    await loaded.store.save_reconciliation({
+        "counterpart": "city_platform", "period_start": "2026-11-01T00:00:00+08:00",
+        "period_end": "2026-11-02T00:00:00+08:00", "triggered_by": "zhang.gong",
+        "started_at": "2026-11-02T01:00:00+08:00", "outcome": "gaps", "summary": summary,
+        "gaps": {"sent_missing": [{"key": "k1"}]}}, [], [])
+    status, body = await get(http, loaded, "/api/v1/counterparts/health", auth)
+    shown = {s["system"]: s for s in body["systems"]}["city_platform"]["reconciliation"]
+    assert (shown["outcome"], shown["period_start"], shown["summary"]["sent"]["missing"]) == (
+        "gaps", "2026-11-01T00:00:00+08:00", 1)
+    assert "gaps" not in shown  # the gap lists stay on /api/v1/reconciliations
     supervisor = await token_for(loaded, "jian.cha", "supervisor")
     status, _ = await get(http, loaded, "/api/v1/counterparts/health", supervisor)
     assert status == 403

@@ -177,6 +177,10 @@ async def test_a_permanent_error_dead_letters_at_once_and_raises_an_alert_to_the
             await wait_until(lambda: hall.unique == 18, what="the nine good second versions")
             alerts = lambda: [b for b in supervisor.records.values() if b.get("dataType") == "ALERT"]  # noqa: E731
             await wait_until(alerts, what="the dead-letter alert at the supervisor")
+            # The hall has the records before their settlements commit: list once only the held one is open.
+            await wait_until(lambda: site.scalar(
+                "SELECT count(*) FROM outbox WHERE destination='hall_platform' AND state IN ('pending','inflight')"
+            ) == 1, what="every sent delivery settled at the hall platform")
             rows = await _list_json(site)
         finally:
             await gw.stop()

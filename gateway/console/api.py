@@ -402,8 +402,15 @@ async def _quarantine(request: web.Request, store: Any) -> dict[str, Any] | None
 
 
 async def _reconciliation(request: web.Request, store: Any) -> dict[str, Any] | None:
-    fn = getattr(store, "reconciliation_results", None)  # the exchange part's 对账, when it lands
-    return await fn() if fn is not None else None
+    """The newest 对账 of each counterpart: period, outcome and counts (its gap lists stay on
+    ``GET /api/v1/reconciliations``, where an engineer reads them whole)."""
+    fn = getattr(store, "last_reconciliations", None)
+    if fn is None:
+        return None
+    newest = await fn()
+    return {system: {k: row.get(k) for k in ("id", "period_start", "period_end", "triggered_by", "finished_at",
+                                              "outcome", "summary")}
+            for system, row in newest.items()}
 
 
 HEALTH_ITEMS = (("last_contact", _last_contact), ("deliveries", _deliveries), ("quarantine", _quarantine),

@@ -382,11 +382,22 @@ async function healthPage() {
       ["熔断", (s) => d(s).circuit ? badge(CIRCUIT[d(s).circuit] || d(s).circuit, `c-${d(s).circuit}`) : "—"],
       ["最近错误", (s) => d(s).last_error ? `${fmtTime(d(s).last_error_at)} ${d(s).last_error}` : "—"],
       ["待处理隔离", (s) => s.quarantine ?? 0],
-      ["对账结果", (s) => s.reconciliation ? JSON.stringify(s.reconciliation) : "—"],
+      ["对账结果", (s) => reconciliationText(s.reconciliation)],
       ["投递控制", (s) => s.deliveries && can("destinations:manage") ? pauseControl(s.system, d(s), outcome)
         : d(s).paused ? `已暂停（${d(s).paused_by || ""}）` : ""],
     ], data.systems, "尚未配置对接系统。"),
     data.unavailable.length ? h("p", { class: "muted" }, `本网关版本尚未提供：${data.unavailable.map((i) => ({ reconciliation: "对账结果", deliveries: "投递状态", last_contact: "最近联系" }[i] || i)).join("、")}。`) : "");
+}
+
+const RECONCILED = { clean: "一致", repaired: "已补齐", gaps: "有差异", unavailable: "对方未应答" };
+
+function reconciliationText(r) {
+  if (!r) return "—";
+  const gaps = (side) => (r.summary && r.summary[side]
+    ? ["missing", "differing", "unexpected"].reduce((n, k) => n + (r.summary[side][k] || 0), 0) : 0);
+  const count = gaps("sent") + gaps("received");
+  const period = `${(r.period_start || "").slice(0, 10)}～${(r.period_end || "").slice(0, 10)}`;
+  return `${RECONCILED[r.outcome] || r.outcome}（${period}${count ? `，差异 ${count} 条` : ""}，${fmtTime(r.finished_at) || "—"}）`;
 }
 
 function pauseControl(name, delivery, outcome) {
