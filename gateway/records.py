@@ -87,7 +87,8 @@ class FileIngestResult:
 
 
 def storable_text(text: str) -> str:
-    """``text`` unless UTF-8 cannot encode it (lone surrogates): then with those written as ``\\udXXX``."""
+    """``text`` unless UTF-8 cannot encode it (lone surrogates): then with those written as
+    backslash escapes (``\\udc80``)."""
     try:
         text.encode("utf-8")
         return text

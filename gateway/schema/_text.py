@@ -95,7 +95,8 @@ def nfc(value: str) -> str:
 
 
 def escape_unprintable(value: str) -> str:
-    """``value`` with every character ``isprintable`` rejects (other than spaces) written as ``\\uXXXX``.
+    """``value`` with every character ``isprintable`` rejects (other than spaces) written as a
+    ``\\u`` escape of four hex digits (``\\u0000``).
 
     Used wherever a value is shown to people (errors, findings, logs), so a control or
     bidi character in data can neither garble a terminal nor reorder what a reader sees.
