@@ -65,6 +65,20 @@ async def _health(gw: Gateway, name: str) -> dict:
     return {h["counterpart"]: h for h in await counterpart_health(gw.store, gw.config)}[name]
 
 
+async def _firing(gw: Gateway) -> float | None:
+    """gateway_watchdog_firing of the ministry's silence watchdog in a /metrics scrape (None: no sample)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.observability.metrics import scrape
+
+    for family in text_string_to_metric_families((await scrape(gw)).decode()):
+        for sample in family.samples:
+            if sample.name == "gateway_watchdog_firing" and sample.labels == {
+                    "counterpart": "market_ministry", "watch": "silence"}:
+                return sample.value
+    return None
+
+
 async def test_no_contact_for_too_long_fires_an_alert_then_clears_when_the_counterpart_is_heard(silent: Gateway):
     gw = silent
     service = gw.exchange
@@ -81,6 +95,7 @@ async def test_no_contact_for_too_long_fires_an_alert_then_clears_when_the_count
                     " WHERE r.kind = 'supervision_alert'") == [("hall_platform",)]
     health = await _health(gw, "market_ministry")
     assert health["state"] == "firing" and health["watchdogs"][0]["state"] == "firing"
+    assert await _firing(gw) == 1
     assert await service.watch(start + timedelta(minutes=40)) == []  # still silent: no second alert
     # the ministry is heard from again (a result pulled): the watchdog clears, and says so
     await push(gw, "market_ministry", supervision_result("烟市监检〔2026〕1号", "91370602W03JAX9C6G", kind="检查",
@@ -91,6 +106,7 @@ async def test_no_contact_for_too_long_fires_an_alert_then_clears_when_the_count
     assert [a["alert_type"] for a in await _alerts(gw)] == ["no_contact", "watchdog_cleared"]
     health = await _health(gw, "market_ministry")
     assert health["state"] == "ok" and health["last_received"] is not None
+    assert await _firing(gw) == 0
     # last contact is recorded in the store (received here; delivered ones come from the outbox)
     assert rows(gw, "SELECT direction FROM exchange_contacts WHERE system = 'market_ministry'") == [("received",)]
 

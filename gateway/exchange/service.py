@@ -43,6 +43,8 @@ class ExchangeService:
         self.sinks = sinks
         self.cipher = cipher
         self.contacts = contacts or ContactBook()
+        # (counterpart, watch) -> "ok" | "firing" as last judged, for /metrics (gateway_watchdog_firing)
+        self.watchdog_states: dict[tuple[str, str], str] = {}
         self.calendar = calendar or calendar_for(config)
         self.on_commit = on_commit
         self.now = now or (lambda: datetime.now(CHINA))
@@ -141,6 +143,7 @@ class ExchangeService:
             outcomes = await self.store.set_watchdogs(rows, contact_rows, alerts)
             if any(o.status == "accepted" for o in outcomes) and self.on_commit is not None:
                 self.on_commit()
+        self.watchdog_states = {(r["counterpart"], r["watch"]): r["state"] for r in rows}
         return changed
 
     # ------------------------------------------------------------------ reconciliation

@@ -244,6 +244,15 @@ class _GatewayStateCollector(Collector):
             signing.add_metric([], 0 if sealer.last_error and not sealer.refused else 1)
         yield refusing
         yield signing
+        # No samples when the exchange is off or no counterpart has a watchdog ([exchange.counterparts.*] watch).
+        firing = _gauge("gateway_watchdog_firing", "1 while a counterpart's watchdog fires (records not arrived by "
+                        "expect_by, or no contact for longer than silence), 0 when satisfied; as last judged.",
+                        ["counterpart", "watch"])
+        exchange = gw.exchange
+        if exchange is not None:
+            for (counterpart, watch), state in sorted(exchange.watchdog_states.items()):
+                firing.add_metric([counterpart, watch], 1 if state == "firing" else 0)
+        yield firing
 
 
 # --------------------------------------------------------------------------- the scrape
