@@ -8,12 +8,17 @@ each one's own:
 - baseline: lxml iterparse → dict → JSON → executemany in batches into SQLite
   with synchronous=FULL (no mapping, no validation, no idempotency, no audit);
 - gateway:  gateway.pipeline.fileingest.ingest_file, what `gateway ingest` and the
-  file-drop source run: a helper process reads (gateway.formats) and prepares
-  (compiled provincial mapping with fused validation, business key, routing,
-  idempotency keys) while the main process commits with SqliteStore.commit_ingest
-  (dedupe, records, outbox, audit hash chain, cursor), 2,000 records a transaction;
+  file-drop source run: two helper processes each read a record-aligned part of the
+  file (gateway.formats) and prepare it (compiled provincial mapping with fused
+  validation, business key, routing, idempotency keys, bodies rendered) while the main
+  process commits the batches in file order with SqliteStore.commit_ingest (dedupe,
+  records, outbox, audit hash chain, cursor), 2,000 records a transaction;
 - gateway-1proc: the same with reading and preparing in this process (what a small
-  file gets), to show what the helper process buys.
+  file gets), to show what the helper processes buy.
+
+Peak RSS of the helpers is each helper's own VmHWM, sampled from /proc while it runs
+(getrusage's children figure counts the parent's pages a child had between fork and
+exec, and only the largest child); the total adds the peaks, an upper bound.
 
 The data file is generated once under benchmarks/data/ (not committed).
 """
@@ -43,6 +48,46 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class ChildPeaks:
+    """Each child process's own peak RSS (VmHWM), sampled from /proc every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        import threading
+
+        self.every = every
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ChildPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(self.every):
+            try:
+                children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+            except OSError:
+                continue
+            for pid in map(int, children):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+
+    @property
+    def mb(self) -> list[float]:
+        return [round(v, 1) for v in self.peaks.values()]
 
 
 def ensure_file(n: int) -> Path:
@@ -96,7 +141,6 @@ def run_baseline(path: Path, db: Path, batch: int) -> dict:
 
 def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict:
     import asyncio
-    import resource
 
     from gateway.mapping import load_mapping
     from gateway.pipeline.fileingest import ingest_file
@@ -112,16 +156,19 @@ def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict
         await store.open()
         ingestor = Ingestor(store, router, {"county_drop": mapping})
         t = time.perf_counter()
-        result = await ingest_file(ingestor, "county_drop", path, ref_prefix=path.name,
-                                   cursor=f"filedrop:county_drop:{path.name}", batch=batch, parallel=parallel)
+        with ChildPeaks() as children:
+            result = await ingest_file(ingestor, "county_drop", path, ref_prefix=path.name,
+                                       cursor=f"filedrop:county_drop:{path.name}", batch=batch, parallel=parallel)
         elapsed = time.perf_counter() - t
         peak = peak_rss_mb()  # before the closing count, which is not part of ingest
-        helper = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if parallel else 0.0
+        helpers = children.mb
+        helper = sum(helpers)
         audit = (await store.audit_head())[0]
         await store.close()
         n = result.consumed
         return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak,
-                "helper_peak_rss_mb": helper, "outcomes": result.outcomes, "audit_entries": audit}
+                "helper_peak_rss_mb": helper, "helpers_mb": helpers, "outcomes": result.outcomes,
+                "audit_entries": audit}
 
     return asyncio.run(go())
 
@@ -161,14 +208,15 @@ def main() -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         r = results[mode]
-        helper = f" + helper process {r['helper_peak_rss_mb']:.1f} MB" if r.get("helper_peak_rss_mb") else ""
+        helper = (f" + helper processes {' + '.join(f'{m:.1f}' for m in r['helpers_mb'])} MB"
+                  if r.get("helpers_mb") else "")
         print(f"{mode:9s} {r['records']:>10,} records in {r['seconds']:7.1f}s = {r['rate']:>9,.0f} records/s, "
               f"peak RSS {r['peak_rss_mb']:6.1f} MB{helper}, database {db_mb:,.0f} MB"
               + (f", outcomes {r['outcomes']}, audit entries {r['audit_entries']:,}" if mode != "baseline" else ""))
     ratio = results["gateway"]["rate"] / results["baseline"]["rate"]
     g = results["gateway"]
-    print(f"ratio gateway/baseline: {ratio:.2f} (target ≥ 0.5); gateway peak RSS {g['peak_rss_mb']:.0f} MB, "
-          f"with its helper process {g['peak_rss_mb'] + g['helper_peak_rss_mb']:.0f} MB (target ≤ 200 MB)")
+    print(f"ratio gateway/baseline: {ratio:.2f} (target ≥ 0.6); gateway peak RSS {g['peak_rss_mb']:.0f} MB, "
+          f"with its helper processes {g['peak_rss_mb'] + g['helper_peak_rss_mb']:.0f} MB (target ≤ 200 MB)")
 
 
 if __name__ == "__main__":
