@@ -12,7 +12,7 @@ each one's own:
   file (gateway.formats) and prepare it (compiled provincial mapping with fused
   validation, business key, routing, idempotency keys, bodies rendered) while the main
   process commits the batches in file order with SqliteStore.commit_ingest (dedupe,
-  records, outbox, audit hash chain, cursor), 2,000 records a transaction;
+  records, outbox, audit hash chain, cursor), 1,000 records a transaction;
 - gateway-1proc: the same with reading and preparing in this process (what a small
   file gets), to show what the helper processes buy.
 
@@ -188,7 +188,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--child", nargs=3, metavar=("MODE", "FILE", "DB"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

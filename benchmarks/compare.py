@@ -467,7 +467,7 @@ def run_ingest(mode: str, data: Path, n: int, repeat: int, args: argparse.Namesp
     """bench_ingest.py's own child modes: 'baseline' (bare durable loader) and 'gateway' (ingest_file)."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-ingest-{mode}-", dir=args.workdir))
     try:
-        done = subprocess.run([sys.executable, str(BENCH / "bench_ingest.py"), "--batch", "2000", "--child", mode,
+        done = subprocess.run([sys.executable, str(BENCH / "bench_ingest.py"), "--batch", "1000", "--child", mode,
                                str(data), str(run_dir / "g.db")], capture_output=True, text=True,
                               timeout=args.run_timeout)
         if done.returncode != 0:

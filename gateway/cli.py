@@ -179,7 +179,7 @@ def check(config_path: Path, strict: bool) -> None:
 @config_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--system", help="The configured source the file comes from (default: the only source).")
-@click.option("--batch", default=2000, show_default=True, help="Records per transaction.")
+@click.option("--batch", default=1000, show_default=True, help="Records per transaction.")
 @click.option("--again", is_flag=True,
               help="Read the file from the start even if it was ingested before (after a mapping fix).")
 @click.option("--progress-every", default=10.0, show_default=True, type=click.FloatRange(min=0),

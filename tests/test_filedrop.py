@@ -94,7 +94,7 @@ class FakeContext:
             raise Crash(f"killed after commit of call {self.calls}")
         return [IngestOutcome(ref=r.ref, status="quarantined" if r.error else "accepted") for r in records]
 
-    async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
+    async def ingest_file(self, path: Path, *, ref_prefix: str, cursor: str, batch: int = 1000) -> FileIngestResult:
         return await ingest_file_with(self, path, ref_prefix=ref_prefix, cursor=cursor, batch=batch)
 
     async def get_cursor(self, name: str) -> str | None:
@@ -154,7 +154,7 @@ def csv_file(path: Path, rows: int, *, start: int = 1) -> Path:
 def test_adapter_is_registered_under_its_entry_point_and_validates_config(tmp_path: Path) -> None:
     assert discover(["filedrop"])["filedrop"] is ADAPTER
     config = validate_config(ADAPTER.source_config, {"path": "drop"}, tmp_path)
-    assert config.path == tmp_path / "drop" and config.batch_size == 2000 and config.completion == "rename"
+    assert config.path == tmp_path / "drop" and config.batch_size == 1000 and config.completion == "rename"
     with pytest.raises(ValueError, match="extra"):
         validate_config(ADAPTER.source_config, {"path": "drop", "folder": "x"}, tmp_path)
     with pytest.raises(ValueError, match="completion"):

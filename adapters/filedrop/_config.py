@@ -33,7 +33,7 @@ class FiledropConfig(AdapterConfig):
     """How often the folder is scanned ("1s")."""
     max_attempts: int = Field(5, ge=1, le=1000)
     """Tries of a file that fails for a reason other than a store outage before it goes to ``error/``."""
-    batch_size: int = Field(2000, ge=1, le=100_000)
+    batch_size: int = Field(1000, ge=1, le=100_000)
     """Items committed per transaction (and per cursor step)."""
     instance: str = Field(default_factory=_default_instance)
     """This gateway's name under ``processing/``: gateways sharing a drop folder resume only their own

@@ -388,7 +388,7 @@ async def ingest_file(
     ref_prefix: str,
     cursor: str,
     skip: int = 0,
-    batch: int = 2000,
+    batch: int = 1000,
     stopping: asyncio.Event | None = None,
     parallel: bool | None = None,
     on_batch: Callable[[int, int, dict[str, int]], None] | None = None,
@@ -415,7 +415,7 @@ async def ingest_file(
                       cipher=ingestor.cipher, correlation_id=correlation_id)
 
 
-async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str, batch: int = 2000) -> FileIngestResult:
+async def ingest_file_with(ctx: Any, path: Path, *, ref_prefix: str, cursor: str, batch: int = 1000) -> FileIngestResult:
     """``SourceContext.ingest_file`` for any context that has ``ingest``, ``get_cursor`` and ``input_options``.
 
     The same path as :func:`ingest_file`, read in this process, the context committing raw batches
