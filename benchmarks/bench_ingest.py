@@ -113,6 +113,7 @@ def run_baseline(path: Path, db: Path, batch: int) -> dict:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
     t = time.perf_counter()
+    cpu = time.process_time()
     n = 0
     rows: list[tuple[str]] = []
     parser = etree.iterparse(str(path), events=("end",), tag="APPROVEDATAINFO", resolve_entities=False,
@@ -135,12 +136,15 @@ def run_baseline(path: Path, db: Path, batch: int) -> dict:
         conn.execute("COMMIT")
         n += len(rows)
     elapsed = time.perf_counter() - t
+    cpu = time.process_time() - cpu
     conn.close()
-    return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak_rss_mb()}
+    return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak_rss_mb(),
+            "cpu_us": {"main": cpu / n * 1e6}}
 
 
 def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict:
     import asyncio
+    import resource
 
     from gateway.mapping import load_mapping
     from gateway.pipeline.fileingest import ingest_file
@@ -156,19 +160,26 @@ def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict
         await store.open()
         ingestor = Ingestor(store, router, {"county_drop": mapping})
         t = time.perf_counter()
+        cpu = time.process_time()
         with ChildPeaks() as children:
             result = await ingest_file(ingestor, "county_drop", path, ref_prefix=path.name,
                                        cursor=f"filedrop:county_drop:{path.name}", batch=batch, parallel=parallel)
         elapsed = time.perf_counter() - t
+        cpu = time.process_time() - cpu
+        # The helpers have exited and been waited for: their CPU is in the children's usage.
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak = peak_rss_mb()  # before the closing count, which is not part of ingest
         helpers = children.mb
         helper = sum(helpers)
         audit = (await store.audit_head())[0]
         await store.close()
         n = result.consumed
+        cpu_us = {"main": cpu / n * 1e6}
+        if parallel:
+            cpu_us["helpers"] = (kids.ru_utime + kids.ru_stime) / n * 1e6
         return {"records": n, "seconds": elapsed, "rate": n / elapsed, "peak_rss_mb": peak,
                 "helper_peak_rss_mb": helper, "helpers_mb": helpers, "outcomes": result.outcomes,
-                "audit_entries": audit}
+                "audit_entries": audit, "cpu_us": cpu_us}
 
     return asyncio.run(go())
 
@@ -210,8 +221,9 @@ def main() -> None:
         r = results[mode]
         helper = (f" + helper processes {' + '.join(f'{m:.1f}' for m in r['helpers_mb'])} MB"
                   if r.get("helpers_mb") else "")
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in r.get("cpu_us", {}).items())
         print(f"{mode:9s} {r['records']:>10,} records in {r['seconds']:7.1f}s = {r['rate']:>9,.0f} records/s, "
-              f"peak RSS {r['peak_rss_mb']:6.1f} MB{helper}, database {db_mb:,.0f} MB"
+              f"CPU µs/record {cpu}, peak RSS {r['peak_rss_mb']:6.1f} MB{helper}, database {db_mb:,.0f} MB"
               + (f", outcomes {r['outcomes']}, audit entries {r['audit_entries']:,}" if mode != "baseline" else ""))
     ratio = results["gateway"]["rate"] / results["baseline"]["rate"]
     g = results["gateway"]
