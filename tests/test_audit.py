@@ -417,6 +417,41 @@ async def test_sealer_refuses_to_sign_over_a_broken_chain(store, signer, tmp_pat
     assert await store.list_seals() == []
 
 
+async def test_a_seal_signed_in_the_round_that_made_it_is_read_once_and_one_left_pending_is_read_again(
+        store, signer, tmp_path) -> None:
+    await fill_to(store, 300)
+    reads: list[tuple[int, int]] = []
+    read = store.audit_range
+
+    async def counted(from_seq: int, to_seq: int):  # type: ignore[no-untyped-def]
+        reads.append((from_seq, to_seq))
+        return await read(from_seq, to_seq)
+
+    store.audit_range = counted
+    made = await Sealer(store, signer, every_entries=100, max_entries=100).seal_now()
+    assert len(made) >= 3 and all(s.state == "signed" for s in await store.list_seals())
+    # built from entries it had just read and checked: no second read of the same range before signing
+    assert [reads.count((s.from_seq, s.to_seq)) for s in made] == [1] * len(made)
+
+    # A seal left pending (the signer is down) is checked against the store again before it is signed,
+    # so entries changed while it waited are refused, not signed.
+    flaky = FlakySigner(signer)
+    flaky.down = True
+    sealer = Sealer(store, flaky, every_entries=100, max_entries=1000)
+    await fill(store, 50, start=1000)
+    (pending,) = await sealer.seal_now()
+    assert [s.state for s in await store.list_seals()][-1] == "pending"
+    seq = pending.from_seq + 5
+    body = body_of(tmp_path / "g.db", seq)
+    tamper(tmp_path / "g.db", f"UPDATE audit SET body=? WHERE seq={seq}", body.replace(b"county", b"c0unty"))
+    flaky.down = False
+    reads.clear()
+    with pytest.raises(SealRefused, match=f"entry {seq}: hash does not match its body"):
+        await sealer.sign_pending()
+    assert (pending.from_seq, pending.to_seq) in reads
+    assert [s.state for s in await store.list_seals()][-1] == "pending"
+
+
 # ---------------------------------------------------------------------------- SM3
 
 

@@ -155,6 +155,11 @@ class Sealer:
         self._retry_delay = retry_initial
         self._next_sign_at = 0.0
         self._alarmed: set[str] = set()
+        # seal -> (the head it was built on, its statement), for seals this sealer made in the current
+        # round from entries it had just read and checked: signing them moments later needs no second
+        # read of the same entries. Cleared when the round ends, so a seal left pending (the signer
+        # down) is checked against the store again before it is signed.
+        self._fresh: dict[int, tuple[SealHead, bytes]] = {}
 
     def status(self) -> SealerStatus:
         return SealerStatus(self.last_seal, self.pending, self.last_error, self.last_error is None, self.refused)
@@ -223,8 +228,11 @@ class Sealer:
             if row.seal <= prev.seal:
                 raise SealRefused(f"seal {row.seal} carries no signature although the later seal {prev.seal} is "
                                   "signed: its signature was stripped")
-            rows = await store.audit_range(row.from_seq, row.to_seq)
             stored = _statement(row)
+            if self._fresh.get(row.seal) == (prev, row.statement):
+                prev = SealHead(row.seal, row.to_seq, stored["head_hash"], h(row.statement).hex())
+                continue
+            rows = await store.audit_range(row.from_seq, row.to_seq)
             expected, _ = await asyncio.to_thread(build_statement, prev, rows, row.from_seq, row.to_seq, algorithm,
                                                   stored.get("sealed_at"), stored.get("type", SEAL_TYPE))
             if expected != row.statement:
@@ -249,6 +257,7 @@ class Sealer:
                 row: SealRow = await self.store.add_seal(head.seal + 1, from_seq, to_seq, statement, statement_hash)
             except SealConflict:
                 continue  # another sealer got there first: re-read the head
+            self._fresh[row.seal] = (head, statement)
             if self.witness is not None:
                 await asyncio.to_thread(self.witness.append, made_line(row, statement_hash))
             self.last_seal = row.seal
@@ -273,13 +282,16 @@ class Sealer:
         async with self._lock:
             if self.refused:
                 raise SealRefused(self.refused)
-            while True:
-                row = await self._seal_once()
-                if row is None:
-                    break
-                made.append(row)
-            self._last_seal_at = time.monotonic()
-            await self._sign_pending()
+            try:
+                while True:
+                    row = await self._seal_once()
+                    if row is None:
+                        break
+                    made.append(row)
+                self._last_seal_at = time.monotonic()
+                await self._sign_pending()
+            finally:
+                self._fresh.clear()
         return made
 
     # ------------------------------------------------------------------ signing
@@ -355,13 +367,16 @@ class Sealer:
         due = unsealed >= self.every_entries or (
             unsealed > 0 and time.monotonic() - self._last_seal_at >= self.every_seconds)
         async with self._lock:
-            if due:
-                while (row := await self._seal_once()) is not None:
-                    if row.to_seq >= last_seq:
-                        break
-                self._last_seal_at = time.monotonic()
-            if self.pending and time.monotonic() >= self._next_sign_at:
-                await self._sign_pending()
+            try:
+                if due:
+                    while (row := await self._seal_once()) is not None:
+                        if row.to_seq >= last_seq:
+                            break
+                    self._last_seal_at = time.monotonic()
+                if self.pending and time.monotonic() >= self._next_sign_at:
+                    await self._sign_pending()
+            finally:
+                self._fresh.clear()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Seal and sign until ``stopping`` is set; then seal the rest once (a pending seal if signing is down).
