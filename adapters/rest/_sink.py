@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from gateway.adapters import (
@@ -48,8 +49,16 @@ MAX_BATCH_CORRELATION_IDS = 64
 
 
 def _json_bytes(value: Any) -> bytes:
-    # ensure_ascii=False keeps Chinese names readable on the wire and in the counterpart's logs
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON; Chinese names stay readable on the wire and in the counterpart's logs.
+
+    orjson writes what ``json.dumps(ensure_ascii=False, separators=(",", ":"))`` writes for the
+    values mappings produce, several times faster (a batch of 50 bodies per POST); anything it
+    refuses (integers beyond 64 bits, keys that are not strings) goes through the standard library.
+    """
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _correlation_list(batch: Sequence[Delivery]) -> str:
