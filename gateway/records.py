@@ -41,6 +41,9 @@ class RawRecord:
     # The request, file or pull it came with (gateway.adapters.correlation_scope); None: the one bound to the
     # running task, else one the core makes per ingest call. Stored with the record, its audit entries and deliveries.
     correlation_id: str | None = None
+    # The one kind this item may map to (a push to /api/v1/inbound/{system}/{kind}): an item whose mapping
+    # gives another kind is quarantined (rule endpoint_kind) when it is mapped, not mapped a second time first.
+    expect_kind: str | None = None
 
 
 @dataclass(slots=True)

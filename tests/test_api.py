@@ -94,8 +94,9 @@ async def test_an_item_of_another_kind_than_the_endpoint_is_refused_while_the_ot
 
     assert status == 400
     assert [i["status"] for i in body["items"]] == ["accepted", "quarantined"]
-    message = body["items"][1]["errors"][0]["message"]
-    assert "acceptance" in message and "/api/v1/inbound/hall_platform/acceptance" in message
+    (error,) = body["items"][1]["errors"]
+    assert error["rule"] == "endpoint_kind" and error["value"] == "acceptance"
+    assert "/api/v1/inbound/hall_platform/acceptance" in error["message"]
     # Through its own endpoint the same item is welcome.
     status, body = await post_json(http, gw, [acceptance_item("HP-2026-0030")],
                                    path="/api/v1/inbound/hall_platform/acceptance")

@@ -316,35 +316,14 @@ class BatchResult:
                 "quarantined": c["quarantined"], "items": [it.as_dict() for it in self.items]}
 
 
-def _kind_mismatch(target: PushTarget, kind: str, payload: Mapping[str, Any]) -> str | None:
-    """Why this item may not enter through the {kind} endpoint, when it maps to records of other kinds."""
-    try:
-        mapped = target.mapping.map(payload)
-    except Exception:  # the ingestor maps it again and quarantines the failure with its reason
-        return None
-    others = sorted({m.kind for m in mapped} - {kind})
-    if not others:
-        return None
-    return (f"this item maps to {', '.join(others)} record(s), but it was posted to the {kind!r} endpoint; "
-            f"post it to /api/v1/inbound/{target.system}/{others[0]}")
-
-
 def _raw_records(target: PushTarget, kind: str | None, items: Sequence[Item], ref_prefix: str,
                  correlation_id: str | None = None) -> list[RawRecord]:
-    """One RawRecord per item; an item that maps to another kind than the endpoint's carries that error."""
+    """One RawRecord per item; the preparer quarantines one that maps to another kind than the endpoint's."""
     # Only a mapping that can produce several kinds can produce the wrong one.
-    check_kinds = kind is not None and len(target.kinds) > 1
-    raws: list[RawRecord] = []
-    for i, item in enumerate(items):
-        ref = f"{ref_prefix} item {i}"
-        error = item.error
-        if error is None and item.payload is not None and check_kinds:
-            assert kind is not None
-            error = _kind_mismatch(target, kind, item.payload)
-        raws.append(RawRecord(target.system, item.payload or {}, ref, raw=item.raw, error=error,
-                              field=item.field, rule=item.rule if error is item.error else "endpoint_kind",
-                              correlation_id=correlation_id))
-    return raws
+    expect = kind if kind is not None and len(target.kinds) > 1 else None
+    return [RawRecord(target.system, item.payload or {}, f"{ref_prefix} item {i}", raw=item.raw, error=item.error,
+                      field=item.field, rule=item.rule, correlation_id=correlation_id, expect_kind=expect)
+            for i, item in enumerate(items)]
 
 
 def _item_status(outcomes: Sequence[IngestOutcome]) -> str:

@@ -123,6 +123,15 @@ class Preparer:
                 "message": f"mapping {mapping_id} produced no record from this item (no output matched)"}],
                 receipt_time, mapping_id))
             return
+        if raw.expect_kind is not None:
+            others = sorted({m.kind for m in mapped} - {raw.expect_kind})
+            if others:
+                quarantined.append(quarantine(system, raw, None, [{
+                    "field": None, "rule": "endpoint_kind", "value": others[0],
+                    "message": f"this item maps to {', '.join(others)} record(s), but it was posted to the "
+                               f"{raw.expect_kind!r} endpoint; post it to /api/v1/inbound/{system}/{others[0]}"}],
+                    receipt_time, mapping_id))
+                return
         phash = payload_hash(raw)
         route = self.router
         for m in mapped:
