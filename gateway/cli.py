@@ -106,7 +106,7 @@ def run(config_path: Path) -> None:
     configure_logging(fmt=options.get("log_format") or config.logging.format, level=level,
                       levels=config.logging.levels, capture_warnings=True)
     try:
-        run_async(Gateway(config).run_until_signalled())
+        run_async(Gateway(config).run_until_signalled(tune_gc=True))
     except ConfigError as exc:
         log.critical(f"cannot start: {exc}")
         sys.exit(2)
