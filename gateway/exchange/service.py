@@ -14,7 +14,7 @@ from gateway.exchange.config import Counterpart, counterparts, parse_hhmm
 from gateway.exchange.follower import ExchangeFollower, parallel_tick
 from gateway.exchange.reconcile import Reconciliation, day_period, gap_alert_text
 from gateway.exchange.watchdogs import ContactBook, evaluate
-from gateway.pipeline._waiting import sleep_or
+from gateway.pipeline._waiting import FOLLOWER_GATHER, sleep_or
 from gateway.pipeline.alerts import alert_item
 from gateway.supervision.alerts import make_alert
 from gateway.supervision.calendar import WorkCalendar
@@ -74,7 +74,7 @@ class ExchangeService:
             except Exception:
                 log.exception("exchange step failed; retrying")
             if not progressed:
-                await sleep_or(stopping, self.wake, min(1.0, self.tick_interval))
+                await sleep_or(stopping, self.wake, min(1.0, self.tick_interval), FOLLOWER_GATHER)
 
     async def step(self) -> bool:
         async with self._lock:

@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.console.index import IndexBatch, index_batch
 from gateway.observability.events import alerts_committed
-from gateway.pipeline._waiting import sleep_or
+from gateway.pipeline._waiting import FOLLOWER_GATHER, sleep_or
 from gateway.pipeline.alerts import SUPERVISION, alert_item
 from gateway.pipeline.router import Router
 from gateway.records import load_json
@@ -66,7 +66,7 @@ class SupervisionFollower:
                 log.exception("supervision step failed; retrying")
                 progressed = False
             if not progressed:
-                await sleep_or(stopping, self.wake, 1.0)
+                await sleep_or(stopping, self.wake, 1.0, FOLLOWER_GATHER)
 
     async def step(self) -> bool:
         """Fold the next batch of stored records; False when there was none."""
