@@ -120,7 +120,10 @@ _FREE_TEXT = re.compile(
     rf"(?<![0-9０-９])(?:(?P<id>[1-9１-９]{_D}{{16}}[0-9０-９XxＸｘ])"
     rf"|(?P<mobile>(?:\+?86[- ]?)?[1１][3-9３-９]{_D}(?:[- ]?{_D}{{4}}){{2}}))(?![0-9０-９])"
 )
-_QUICK = re.compile(r"[0-9０-９]{4}")  # text without four digits in a row holds neither
+# What every match of _FREE_TEXT contains: 17 digits in a row (an ID number), or the first seven
+# digits of a mobile number. Most text (log lines with their timestamps, counts and ports) has
+# neither, and is spared the full search.
+_QUICK = re.compile(rf"{_D}{{17}}|[1１][3-9３-９]{_D}[- ]?{_D}{{4}}")
 
 
 def _replace(m: re.Match[str]) -> str:
