@@ -130,17 +130,7 @@ class _MaskingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from gateway.security.masking import mask_text
 
-        line = self.inner.format(record)
-        # A JSON line opens with its own timestamp, whose year alone would send every line through the
-        # full search: mask what follows it (a one-record push writes two lines; this halves their cost).
-        if line.startswith(_JSON_TIMESTAMP):
-            end = line.find('"', len(_JSON_TIMESTAMP)) + 1
-            if end > 0:
-                return line[:end] + mask_text(line[end:])
-        return mask_text(line)
-
-
-_JSON_TIMESTAMP = '{"timestamp": "'
+        return mask_text(self.inner.format(record))
 
 
 def _formatter(fmt: str, colors: bool) -> logging.Formatter:
