@@ -8,13 +8,16 @@ id bound to the running task is added, and ID and mobile numbers are masked in t
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
-from datetime import datetime
-from typing import TextIO
+from datetime import datetime, tzinfo
+from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -79,10 +82,32 @@ def _add_correlation_id(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+_zone: tuple[float, tzinfo | None] = (float("-inf"), None)
+
+
+def _local_zone() -> tzinfo | None:
+    """The local time zone, looked up at most once a minute (``astimezone()`` asks the C library every
+    time; a daylight-saving change shows within a minute)."""
+    global _zone
+    now = time.monotonic()
+    if now - _zone[0] >= 60.0:
+        _zone = (now, datetime.now().astimezone().tzinfo)
+    return _zone[1]
+
+
 def _add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """The local time with its UTC offset, to the millisecond."""
-    event_dict["timestamp"] = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    event_dict["timestamp"] = datetime.now(_local_zone()).isoformat(timespec="milliseconds")
     return event_dict
+
+
+def _json_line(obj: Any, **_: Any) -> str:
+    """One log line's JSON: orjson (Chinese kept as it is, anything else written as text), the standard
+    library for what orjson refuses (keys that are not strings, integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(obj, ensure_ascii=False, default=str)
 
 
 # What every LogRecord has, and what formatters add to it (another handler's may have run first).
@@ -139,7 +164,7 @@ def _formatter(fmt: str, colors: bool) -> logging.Formatter:
     if fmt == "json":
         tail = [structlog.processors.format_exc_info, _first_keys]
         # Chinese stays readable; anything JSON cannot hold (a Path, a datetime) is written as text.
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False, default=str)
+        renderer = structlog.processors.JSONRenderer(serializer=_json_line)
     else:
         tail = []
         renderer = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False)
