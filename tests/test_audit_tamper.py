@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_audit import fill_to
+from test_audit import fill, fill_to
 
-from gateway.audit import Sealer, load_certificates, load_or_create_dev_signer
+from gateway.audit import Sealer, SealRefused, load_certificates, load_or_create_dev_signer
 from gateway.audit.chain import GENESIS, canonical, digest_function, entry_hash
 from gateway.audit.verify import verify_path
 from gateway.audit.witness import WitnessLog
@@ -322,6 +322,40 @@ async def test_a_thorough_forgery_passes_the_database_alone_but_not_the_witness(
             await sealer.seal_now()
     finally:
         await store.close()
+
+
+async def test_a_store_put_back_from_an_older_copy_by_hand_is_refused_before_the_witness_is_written(
+        tmp_path) -> None:
+    """A restore with cp looks like the newest history cut off: the sealer must refuse it before it
+    seals anything, so the witness never gets a second, different seal under a number it already holds
+    (`gateway backup restore` sets the old witness aside for exactly this reason)."""
+    db, witness, certs = tmp_path / "g.db", tmp_path / "witness.jsonl", tmp_path / "certs"
+    signer = load_or_create_dev_signer(certs)
+    store = await _open(db)
+    try:
+        await fill_to(store, 60, cases=5, batch=20)
+        await Sealer(store, signer, max_entries=40, witness=WitnessLog(witness)).seal_now()
+    finally:
+        await store.close()
+    shutil.copy(db, tmp_path / "copy.db")  # the operator's copy, taken while nothing ran
+    store = await _open(db)
+    try:
+        await fill(store, 50, start=5000)
+        await Sealer(store, signer, max_entries=40, witness=WitnessLog(witness)).seal_now()
+    finally:
+        await store.close()
+    witnessed = witness.read_bytes()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"g.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "copy.db", db)  # put back by hand
+    store = await _open(db)
+    try:
+        await fill(store, 30, start=9000)
+        with pytest.raises(SealRefused, match="missing from the store"):
+            await Sealer(store, signer, max_entries=40, witness=WitnessLog(witness)).seal_now()
+    finally:
+        await store.close()
+    assert witness.read_bytes() == witnessed
 
 
 @pytest.mark.parametrize("with_entries", [False, True])

@@ -282,6 +282,9 @@ class Sealer:
         async with self._lock:
             if self.refused:
                 raise SealRefused(self.refused)
+            # Before anything new is sealed and written to the witness: a store put back from a copy by
+            # hand would otherwise get a seal of its own numbered like one the witness already holds.
+            await self.check_trail()
             try:
                 while True:
                     row = await self._seal_once()
