@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,19 +29,35 @@ def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) ->
         return int(re.search(rf"([\d,]+) {label}", summary).group(1).replace(",", ""))
 
     county = int(re.search(r"\(([\d,]+) from the county drop", summary).group(1))
+    province = part("from the provincial platform's feed")
     pushed = part("acceptances pushed by the hall over mutual TLS")
     received, quarantined = figure("records received"), figure("quarantined")
-    assert county + quarantined == 80 and quarantined >= 1
-    assert received == county + pushed + part("more records from the hall") + part(
+    assert county + quarantined == 80 - 80 // 5 and quarantined >= 1  # one case in five comes from the province
+    assert received == county + province + pushed + part("more records from the hall") + part(
         "from the supervising departments") + part("made by the gateway")
     assert pushed == county  # the hall accepted every case it was sent, and said so as itself
+    # 16 ordinary provincial cases (application + acceptance, every third completed) and four on purpose
+    assert province >= 16 * 2 + 4 * 2
+    # counts per counterpart, both directions
+    assert re.search(rf"^    county_drop\s+{county}\s+\+{quarantined} quarantined", summary, re.MULTILINE)
+    assert re.search(rf"^    provincial_platform\s+{province}\s+provincial platform, REST pull", summary, re.MULTILINE)
+    for destination in ("hall_platform", "market_ministry", "county_out"):
+        assert re.search(rf"^    {destination}\s+delivered [\d,]+ ", summary, re.MULTILINE), destination
+    # alerts nobody staged in the gateway: they follow from the data, the clock and the counterparts' behaviour
+    alerts = dict(re.findall(r"^  ([a-z_]+)\s+(\d+)  \S", summary.split("by type", 1)[1].split("provincial", 1)[0],
+                             re.MULTILINE))
+    for alert_type in ("overdue_red", "near_deadline_yellow", "outside_system_no_acceptance", "backfill_late_entry",
+                       "no_contact", "watchdog_cleared", "parallel_late", "licence_revoked", "licence_suspended"):
+        assert int(alerts.get(alert_type, 0)) >= 1, (alert_type, alerts)
+    assert int(alerts["overdue_red"]) == 1  # the case accepted before 国庆 and completed after it was on time
+    assert "no_contact raised, cleared when it came back" in summary
+    assert re.search(r"牟平区卫生健康局 answered late \(parallel_late\), the combined result is at the hall", summary)
     assert figure("delivered") > county + figure("supervision alerts")  # and the two-way exchange's
     assert figure("supervision alerts") >= 5  # the records reported weeks late, and two licence notices
     # the second act: both directions with the market regulator (SOAP) and the county (files)
     assert "licences issued      6: approval results to the market regulator 6 (SOAP), to the county front-end " \
            "machine 1 (files)" in summary
     assert re.search(r"licence JY\d+ revoked, licence JY\d+ suspended, each tied to its case; 2 notices", summary)
-    assert "both answered, the combined result is at the hall" in summary
     assert "hall_platform clean, market_ministry repaired, county clean (1 record the ministry had lost" in summary
     assert "0 failing its HMAC check" in summary  # everything the gateway sent was signed
     assert "pushes refused       1 (a push without the hall's certificate: HTTP 401" in summary
@@ -54,6 +71,7 @@ def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) ->
     fields = json.loads(gateway("encryption", "status", "-c", config, "--json").stdout)["fields"]
     assert set(fields) == {"demo-1"} and fields["demo-1"] >= 2 * county  # ID number and phone of every case
     # the demo's console login is printed, and it is a real account with that password
+    assert re.search(r"^console: https://127\.0\.0\.1:\d+/console/", demo.stdout, re.MULTILINE)
     line = next(line for line in demo.stdout.splitlines() if line.startswith("console login: https://127.0.0.1:"))
     password = line.rsplit("password ", 1)[1].strip()
     (user,) = map(json.loads, gateway("users", "list", "--json", "-c", config).stdout.splitlines())
@@ -61,3 +79,44 @@ def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) ->
     with sqlite3.connect(tmp_path / "site" / "gateway.db") as conn:
         (stored,) = conn.execute("SELECT password_hash FROM users WHERE name = 'demo'").fetchone()
     assert verify_password_sync(stored, password) and password not in (tmp_path / "site" / "gateway.toml").read_text()
+
+
+def test_demo_without_records_runs_until_interrupted_then_drains_and_says_what_was_left(tmp_path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--dir", str(tmp_path / "site")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until the stream flows: something delivered to the counterparts
+            lines.append(line)
+            if line.startswith("running until Ctrl-C"):
+                assert any(x.startswith("console: https://127.0.0.1:") for x in lines)
+            if re.match(r"received [\d,]+ .* delivered [1-9]", line):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out
+    assert "stopping: intake stops; in-flight deliveries get up to" in out
+    assert re.search(r"^left when it stopped: 0 deliveries pending \(none\), \d+ open in quarantine; "
+                     r"`gateway run -c .*gateway.toml` carries on with them", out, re.MULTILINE), out
+    assert "summary" in out and "gateway quarantine list -c " + str(tmp_path / "site" / "gateway.toml") in out
+    status = json.loads(gateway("status", "-c", str(tmp_path / "site" / "gateway.toml"), "--json").stdout)
+    assert status["pending"] == 0 and status["inflight"] == 0
+
+
+def test_demo_options_are_checked_before_anything_starts(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    runner = CliRunner()
+    both = runner.invoke(main, ["demo", "--records", "5", "--duration", "1m", "--dir", str(tmp_path / "a")])
+    assert both.exit_code == 2 and "give --records or --duration, not both" in both.output
+    zero = runner.invoke(main, ["demo", "--duration", "0s", "--dir", str(tmp_path / "b")])
+    assert zero.exit_code == 2 and "longer than zero" in zero.output
+    nonsense = runner.invoke(main, ["demo", "--duration", "soon", "--dir", str(tmp_path / "c")])
+    assert nonsense.exit_code == 2 and "not a duration" in nonsense.output
+    assert not any((tmp_path / d).exists() for d in "abc")
