@@ -479,6 +479,7 @@ def _add_subsystem_groups() -> None:
     from gateway.mapping.commands import mapping
     from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
+    from gateway.reference import docs
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
     from gateway.security.commands import certs, counterparts
@@ -486,7 +487,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations, exchange, reconcile):
+                  destinations, exchange, reconcile, docs):
         main.add_command(group)
 
 
