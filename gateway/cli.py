@@ -475,6 +475,7 @@ def demo(n_records: int | None, duration: float | None, workdir: Path | None, ti
 def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
+    from gateway.backup import backup
     from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
     from gateway.pipeline.destinations_cli import destinations
@@ -487,7 +488,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations, exchange, reconcile, docs):
+                  destinations, exchange, reconcile, docs, backup):
         main.add_command(group)
 
 
