@@ -446,13 +446,19 @@ async def run_demo(n_records: int | None, workdir: Path | None, timeout: float,
         interrupted = signals.stop.is_set()
         if finite and ok and not interrupted:  # the second act: both directions, 并联审批, 对账
             ok = False
-            try:
-                act = await second_act(gateway, hall, ministry, county, echo,
-                                       timeout=max(30.0, deadline - time.monotonic()))
-                ok = True
-            except TimeoutError as exc:
-                echo(f"act 2: {exc}")
-        elif not finite and acting is not None and not acting.done():
+            acting = asyncio.create_task(second_act(gateway, hall, ministry, county, echo,
+                                                    timeout=max(30.0, deadline - time.monotonic())))
+            waiting = asyncio.create_task(signals.stop.wait())  # Ctrl-C during the act stops it too
+            await asyncio.wait({acting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if acting.done():
+                try:
+                    act = acting.result()
+                    ok = True
+                except TimeoutError as exc:
+                    echo(f"act 2: {exc}")
+            interrupted = signals.stop.is_set()
+        if acting is not None and not acting.done():
             acting.cancel()
             await asyncio.gather(acting, return_exceptions=True)
         # drain: no new intake; what is in the outbox gets DRAIN_SECONDS to reach its counterpart
@@ -532,7 +538,8 @@ async def run_demo(n_records: int | None, workdir: Path | None, timeout: float,
             echo(f"left when it stopped: {left['pending']:,} deliveries pending ({waiting}), "
                  f"{left['quarantine']:,} open in quarantine; `gateway run -c {config_path}` carries on with them")
         if finite and not ok:
-            echo(f"demo did not finish within {timeout:.0f}s")
+            echo("demo interrupted before it finished" if interrupted else
+                 f"demo did not finish within {timeout:.0f}s")
     finally:
         intake_stop.set()
         carrier_stop.set()
