@@ -4,17 +4,22 @@ it replaces (the store and its seal witness) aside, refuses a running gateway, a
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
+from click.testing import CliRunner, Result
 from e2e_site import Site, wait_until
 
 from gateway.app import Gateway
+from gateway.cli import main
 from gateway.demo.counterparts import HallPlatform
 
 
-def gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120)
+def gateway(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+async def cli(*args: str) -> Result:
+    """The command line from an async test: in a thread, as it runs its own event loop."""
+    return await asyncio.to_thread(gateway, *args)
 
 
 async def test_backup_while_running_then_restore_puts_that_moment_back_and_keeps_the_rest_aside(tmp_path) -> None:
@@ -26,27 +31,27 @@ async def test_backup_while_running_then_restore_puts_that_moment_back_and_keeps
         try:
             site.drop_cases(30)
             await wait_until(lambda: hall.unique >= 30, what="30 records delivered")
-            made = await asyncio.to_thread(gateway, "backup", "create", "-c", config, str(tmp_path / "monday.db"))
-            assert made.returncode == 0, made.stderr
+            made = await cli("backup", "create", "-c", config, str(tmp_path / "monday.db"))
+            assert made.exit_code == 0, made.stderr
             assert "30 records" in made.stdout and "integrity ok" in made.stdout
-            again = await asyncio.to_thread(gateway, "backup", "create", "-c", config, str(tmp_path / "monday.db"))
-            assert again.returncode == 1 and "a backup never overwrites one" in again.stderr
-            refused = await asyncio.to_thread(gateway, "backup", "restore", "--force", "-c", config,
+            again = await cli("backup", "create", "-c", config, str(tmp_path / "monday.db"))
+            assert again.exit_code == 1 and "a backup never overwrites one" in again.stderr
+            refused = await cli("backup", "restore", "--force", "-c", config,
                                               str(tmp_path / "monday.db"))
-            assert refused.returncode == 1 and "a gateway is running" in refused.stderr
+            assert refused.exit_code == 1 and "a gateway is running" in refused.stderr
             site.drop_cases(20)  # after the backup: these the restore takes away
             await wait_until(lambda: hall.unique >= 50, what="20 more delivered")
         finally:
             await gw.stop()
     assert (tmp_path / "monday.db").stat().st_mode & 0o777 == 0o600
     assert site.audit_count("store_backup") == 1
-    sealed = gateway("audit", "seal", "-c", config)  # seals after the backup: the witness sees them
-    assert sealed.returncode == 0, sealed.stderr
+    sealed = await cli("audit", "seal", "-c", config)  # seals after the backup: the witness sees them
+    assert sealed.exit_code == 0, sealed.stderr
 
-    without_force = gateway("backup", "restore", "-c", config, str(tmp_path / "monday.db"))
-    assert without_force.returncode == 1 and "run again with --force" in without_force.stderr
-    restored = gateway("backup", "restore", "--force", "-c", config, str(tmp_path / "monday.db"))
-    assert restored.returncode == 0, restored.stderr
+    without_force = await cli("backup", "restore", "-c", config, str(tmp_path / "monday.db"))
+    assert without_force.exit_code == 1 and "run again with --force" in without_force.stderr
+    restored = await cli("backup", "restore", "--force", "-c", config, str(tmp_path / "monday.db"))
+    assert restored.exit_code == 0, restored.stderr
     assert site.scalar("SELECT count(*) FROM records WHERE system = 'county_drop'") == 30
     (aside,) = tmp_path.glob("gateway.db.before-restore-*[0-9]")
     (witness_aside,) = tmp_path.glob("audit-witness.jsonl.before-restore-*")
@@ -54,11 +59,11 @@ async def test_backup_while_running_then_restore_puts_that_moment_back_and_keeps
     detail = site.audit_bodies("store_restored")[0]["detail"]
     assert detail["previous_store"] == aside.name and detail["previous_witness"] == witness_aside.name
     # the restored trail verifies and is sealed again; the replaced one verifies against its own witness
-    verify = gateway("audit", "verify", "-c", config)
-    assert verify.returncode == 0 and "RESULT: OK" in verify.stdout, verify.stdout + verify.stderr
-    assert gateway("audit", "seal", "-c", config).returncode == 0
-    old = gateway("audit", "verify", "-c", config, "--store", f"sqlite:///{aside}", "--witness", str(witness_aside))
-    assert old.returncode == 0 and "RESULT: OK" in old.stdout, old.stdout + old.stderr
+    verify = await cli("audit", "verify", "-c", config)
+    assert verify.exit_code == 0 and "RESULT: OK" in verify.stdout, verify.stdout + verify.stderr
+    assert (await cli("audit", "seal", "-c", config)).exit_code == 0
+    old = await cli("audit", "verify", "-c", config, "--store", f"sqlite:///{aside}", "--witness", str(witness_aside))
+    assert old.exit_code == 0 and "RESULT: OK" in old.stdout, old.stdout + old.stderr
 
 
 def test_restore_refuses_a_file_that_is_not_a_sound_store(tmp_path) -> None:
@@ -66,5 +71,5 @@ def test_restore_refuses_a_file_that_is_not_a_sound_store(tmp_path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
     result = gateway("backup", "restore", "--force", "-c", str(site.config_path), str(junk))
-    assert result.returncode == 1 and "junk.db" in result.stderr
+    assert result.exit_code == 1 and "junk.db" in result.stderr
     assert not site.db.exists()  # nothing was put in place
