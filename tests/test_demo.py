@@ -9,7 +9,15 @@ import sqlite3
 import subprocess
 import sys
 
+from click.testing import CliRunner, Result
+
+from gateway.cli import main
 from gateway.security.credentials import verify_password_sync
+
+
+def cli(*args: str) -> Result:
+    """The other commands, in-process (the demo itself runs as a process: it handles signals)."""
+    return CliRunner().invoke(main, list(args))
 
 
 def gateway(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
@@ -62,19 +70,19 @@ def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) ->
     assert "0 failing its HMAC check" in summary  # everything the gateway sent was signed
     assert "pushes refused       1 (a push without the hall's certificate: HTTP 401" in summary
     config = str(tmp_path / "site" / "gateway.toml")
-    status = json.loads(gateway("status", "-c", config, "--json").stdout)
+    status = json.loads(cli("status", "-c", config, "--json").stdout)
     assert status["records"] == received and status["dead"] == 0 and status["pending"] == 0
-    verify = gateway("audit", "verify", "-c", config)
-    assert verify.returncode == 0 and "RESULT: OK" in verify.stdout, verify.stdout + verify.stderr
-    check = gateway("check", "-c", config)
-    assert check.returncode == 0 and "development CA" in check.stdout and "DEVELOPMENT seal key" in check.stdout
-    fields = json.loads(gateway("encryption", "status", "-c", config, "--json").stdout)["fields"]
+    verify = cli("audit", "verify", "-c", config)
+    assert verify.exit_code == 0 and "RESULT: OK" in verify.stdout, verify.stdout + verify.stderr
+    check = cli("check", "-c", config)
+    assert check.exit_code == 0 and "development CA" in check.stdout and "DEVELOPMENT seal key" in check.stdout
+    fields = json.loads(cli("encryption", "status", "-c", config, "--json").stdout)["fields"]
     assert set(fields) == {"demo-1"} and fields["demo-1"] >= 2 * county  # ID number and phone of every case
     # the demo's console login is printed, and it is a real account with that password
     assert re.search(r"^console: https://127\.0\.0\.1:\d+/console/", demo.stdout, re.MULTILINE)
     line = next(line for line in demo.stdout.splitlines() if line.startswith("console login: https://127.0.0.1:"))
     password = line.rsplit("password ", 1)[1].strip()
-    (user,) = map(json.loads, gateway("users", "list", "--json", "-c", config).stdout.splitlines())
+    (user,) = map(json.loads, cli("users", "list", "--json", "-c", config).stdout.splitlines())
     assert user["name"] == "demo" and user["role"] == "engineer" and user["console_login"] and user["last_login_at"] is None
     with sqlite3.connect(tmp_path / "site" / "gateway.db") as conn:
         (stored,) = conn.execute("SELECT password_hash FROM users WHERE name = 'demo'").fetchone()
@@ -103,15 +111,11 @@ def test_demo_without_records_runs_until_interrupted_then_drains_and_says_what_w
     assert re.search(r"^left when it stopped: 0 deliveries pending \(none\), \d+ open in quarantine; "
                      r"`gateway run -c .*gateway.toml` carries on with them", out, re.MULTILINE), out
     assert "summary" in out and "gateway quarantine list -c " + str(tmp_path / "site" / "gateway.toml") in out
-    status = json.loads(gateway("status", "-c", str(tmp_path / "site" / "gateway.toml"), "--json").stdout)
+    status = json.loads(cli("status", "-c", str(tmp_path / "site" / "gateway.toml"), "--json").stdout)
     assert status["pending"] == 0 and status["inflight"] == 0
 
 
 def test_demo_options_are_checked_before_anything_starts(tmp_path) -> None:
-    from click.testing import CliRunner
-
-    from gateway.cli import main
-
     runner = CliRunner()
     both = runner.invoke(main, ["demo", "--records", "5", "--duration", "1m", "--dir", str(tmp_path / "a")])
     assert both.exit_code == 2 and "give --records or --duration, not both" in both.output
