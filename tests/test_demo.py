@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
@@ -25,8 +28,15 @@ def gateway(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
                           cwd=cwd)
 
 
-def test_demo_runs_n_records_through_and_leaves_a_working_directory(tmp_path) -> None:
-    demo = gateway("demo", "--records", "80", "--dir", str(tmp_path / "site"))
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One finite demo for the tests that read what it printed and left (it takes a while)."""
+    root = tmp_path_factory.mktemp("demo")
+    return root, gateway("demo", "--records", "80", "--dir", str(root / "site"))
+
+
+def test_demo_runs_n_records_through_and_leaves_a_working_directory(demo_run) -> None:
+    tmp_path, demo = demo_run
     assert demo.returncode == 0, demo.stdout + demo.stderr
     summary = demo.stdout.split("summary", 1)[1]
 
@@ -124,3 +134,36 @@ def test_demo_options_are_checked_before_anything_starts(tmp_path) -> None:
     nonsense = runner.invoke(main, ["demo", "--duration", "soon", "--dir", str(tmp_path / "c")])
     assert nonsense.exit_code == 2 and "not a duration" in nonsense.output
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def _block_after(doc: str, heading: str) -> list[str]:
+    """The command lines of the first code block after ``heading`` in a guide, comments dropped."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text(encoding="utf-8")
+    block = text.split(heading, 1)[1].split("```", 2)[1]
+    return [shlex.split(line, comments=True) for line in block.splitlines()[1:] if line.startswith("gateway ")]
+
+
+def test_the_guides_daily_checks_and_offline_evidence_work_on_the_demos_directory(demo_run, tmp_path) -> None:
+    root, demo = demo_run
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    config = str(root / "site" / "gateway.toml")
+    # 运维手册 §3: what the operator looks at every day
+    daily = _block_after("zh/operator.md", "### 命令行")
+    assert len(daily) == 6
+    for args in daily:
+        result = cli(*[config if a == "gateway.toml" else a for a in args[1:]])
+        assert result.exit_code == 0, (args, result.output)
+    # 监督手册 §3: a case's evidence, exported and checked offline with the standalone verifier
+    (export, _masked) = _block_after("zh/supervisor.md", "### 第二步：导出证据包")
+    case_no = export[export.index("--case") + 1]  # a county case of any demo with 17 or more cases
+    bundle = tmp_path / "evidence.json"
+    args = [config if a == "gateway.toml" else str(bundle) if a.startswith("evidence-") else a for a in export[1:]]
+    assert cli("audit", "seal", "-c", config).exit_code == 0
+    exported = cli(*args)
+    assert exported.exit_code == 0 and bundle.exists(), exported.output
+    import gateway.audit.offline_verify as verifier
+
+    checked = subprocess.run([sys.executable, verifier.__file__, str(bundle), "--cert",
+                              str(root / "site" / "certs" / "audit-seal.crt")], capture_output=True, text=True)
+    assert checked.returncode == 0 and "VERIFIED" in checked.stdout, checked.stdout + checked.stderr
+    assert case_no in bundle.read_text(encoding="utf-8")
