@@ -533,7 +533,7 @@ async def run_demo(n_records: int | None, workdir: Path | None, timeout: float,
             echo("  对账                 " + ", ".join(f"{k} {v}" for k, v in act.reconciled.items())
                  + f" ({act.lost_and_repaired:,} record the ministry had lost sent again)")
         echo(f"  elapsed              {elapsed:.1f}s")
-        if left["pending"] or interrupted:
+        if left["pending"] or interrupted or not finite:
             waiting = ", ".join(f"{d} {n:,}" for d, n in sorted(left["by_destination"].items()) if n) or "none"
             echo(f"left when it stopped: {left['pending']:,} deliveries pending ({waiting}), "
                  f"{left['quarantine']:,} open in quarantine; `gateway run -c {config_path}` carries on with them")
