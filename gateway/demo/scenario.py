@@ -365,8 +365,8 @@ async def run_demo(n_records: int | None, workdir: Path | None, timeout: float,
     drop = workdir / "drop"
     county = CountyFrontEnd(drop / "county-results", drop / "county-out", drop / "county-manifests")
     config_path = prepare_workdir(workdir, hall.url, credentials, ministry.url, province.url)
-    n_province = (n_records // PROVINCE_SHARE) if finite else 10  # type: ignore[operator]
-    n_county = (n_records - n_province) if finite else None  # type: ignore[operator]
+    n_province = n_records // PROVINCE_SHARE if n_records is not None else 10  # then a few more every 2 s
+    n_county = n_records - n_province if n_records is not None else None
     feed = ProvinceFeed(province, n_province, continuous=not finite)
     echo(f"working directory: {workdir}")
     echo(f"simulated provincial platform (REST feed the gateway pulls) on {province.feed_url}")
