@@ -126,17 +126,42 @@ def _default(info: FieldInfo, duration: bool) -> str:
     return f"`{getattr(value, 'value', value)}`"
 
 
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The section model a field holds, directly, optionally, or as the values of a table of tables."""
+def _submodels(annotation: Any) -> list[type[BaseModel]]:
+    """The section models a field holds: one, or the alternatives of a union (auth = bearer or hmac …)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _submodel(typing.get_args(annotation)[0])
+        return _submodels(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType):
-        models = [m for a in typing.get_args(annotation) if (m := _submodel(a)) is not None]
-        return models[0] if len(models) == 1 else None
+        return [m for a in typing.get_args(annotation) for m in _submodels(a)]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
+        return [annotation]
+    return []
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds, directly or optionally (None for none, or for a choice of several)."""
+    models = _submodels(annotation)
+    return models[0] if len(models) == 1 else None
+
+
+def _variant(model: type[BaseModel]) -> str:
+    """What tells one alternative of a union from the others: its one-value Literal key (type = "hmac")."""
+    for name, info in model.model_fields.items():
+        args = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else ()
+        if len(args) == 1:
+            return f'⟨{name} = "{args[0]}"⟩'
+    return f"⟨{model.__name__}⟩"
+
+
+_VARIANT = re.compile(r"⟨([^⟩]*)⟩")
+
+
+def _heading(path: str, brackets: str = "[]", also: str = "") -> str:
+    """``[a.b.c]``, with the alternative a section belongs to said after it: ``[a.auth.key]`` (auth type = "hmac")."""
+    variants = _VARIANT.findall(path) + ([also] if also else [])
+    clean = _VARIANT.sub("", path)
+    head = f"`{brackets[0]}{clean}{brackets[1]}`"
+    return head + (" (" + "; ".join(variants) + ")" if variants else "")
 
 
 def _container(annotation: Any) -> str:
@@ -179,6 +204,14 @@ def _sections(model: type[BaseModel], path: str, seen: set[str]) -> Iterator[tup
     keys = {name: k.key for name, _, k in _keys(model)}
     for name, info in model.model_fields.items():
         sub = _submodel(info.annotation)
+        choices = _submodels(info.annotation)
+        if sub is None and len(choices) > 1:
+            for choice in choices:
+                child = f"{path}.{keys[name]}" if path else keys[name]
+                if child + _variant(choice) not in seen:
+                    seen.add(child + _variant(choice))
+                    yield from _sections(choice, child + _variant(choice), seen)
+            continue
         if sub is None:
             if _container(info.annotation) in ("dict", "list"):
                 args = typing.get_args(info.annotation)
@@ -230,15 +263,12 @@ def config_reference() -> str:
     for path, model in _sections(GatewayConfig, "", seen):
         if path == "":
             continue
-        heading = f"[{path}]" if "[]" not in path else f"[[{path.replace('[]', '')}]]"
-        if path.startswith(("sources.", "sinks.")):
-            heading = f"[{path}]"
+        array = "[]" in path and not path.startswith(("sources.", "sinks."))
+        heading = _heading(path.replace("[]", ""), "⟦⟧") if array else _heading(path)
         rows = _table(model)
-        out += [f"## `{heading}`", ""]
+        out += [f"## {heading.replace('⟦', '[[').replace('⟧', ']]')}", ""]
         if doc := _doc(model):
             out += [doc, ""]
-        if path == "supervision":
-            rows = rows or []
         out += rows + ([""] if rows else [])
         if path == "supervision":
             out += ["### `[supervision.rules]`", "",
@@ -257,7 +287,7 @@ def config_reference() -> str:
                     continue
                 rows = _table(sub)
                 if rows:
-                    out += [f"### `[{sub_path}]` (`{name}`)", ""]
+                    out += [f"### {_heading(sub_path, also=f'adapter `{name}`')}", ""]
                     if doc := _doc(sub):
                         out += [doc, ""]
                     out += rows + [""]
