@@ -17,7 +17,7 @@ from gateway.demo.counterparts import PagedFeed
 from gateway.demo.generate import HALL_CREDIT_CODE, case_fields
 from gateway.supervision.calendar import WorkCalendar
 
-__all__ = ["PROVINCE_TOKEN", "ProvincialPlatform", "Scenario", "province_sections", "provincial_items"]
+__all__ = ["PROVINCE_TOKEN", "SILENCE", "ProvincialPlatform", "Scenario", "province_sections", "provincial_items"]
 
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 PROVINCE_TOKEN = "demo-provincial-platform-feed-token-8d41c7"  # the gateway reads it from secrets/province.token

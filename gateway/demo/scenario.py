@@ -28,7 +28,7 @@ import aiohttp
 from gateway.demo.counterparts import HallPlatform
 from gateway.demo.credentials import DemoCredentials, prepare_credentials
 from gateway.demo.generate import generate_items, write_xml_file
-from gateway.demo.province import PROVINCE_TOKEN, province_sections
+from gateway.demo.province import PROVINCE_TOKEN, SILENCE, province_sections
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
 BACKFILLED = 3  # records the demo reports late on purpose
@@ -484,55 +484,7 @@ async def run_demo(n_records: int | None, workdir: Path | None, timeout: float,
         left = {"pending": c.pending + c.inflight, "by_destination": {d: by.get("pending", 0) + by.get("inflight", 0)
                                                                       for d, by in c.by_destination.items()},
                 "quarantine": open_quarantine}
-        hall_pushed = sum(1 for e in hall.sent if e["pushed"])
-        county_drop = inbound.get("county_drop", 0)
-        departments = inbound.get("market_ministry", 0) + inbound.get("county_results", 0)
-        from_province = inbound.get("provincial_platform", 0)
-        made = c.records - county_drop - from_province - hall_pushed - departments
-        echo("")
-        echo("summary")
-        echo(f"  records received     {c.records:,} ({county_drop:,} from the county drop, {from_province:,} from "
-             f"the provincial platform's feed, {pusher.pushed:,} acceptances pushed by the hall over mutual TLS, "
-             f"{hall_pushed - pusher.pushed:,} more records from the hall, {departments:,} from the supervising "
-             f"departments, {made:,} made by the gateway)")
-        echo(f"  duplicates           {c.duplicates:,}")
-        echo(f"  quarantined          {c.quarantined:,}")
-        echo(f"  delivered            {c.delivered:,}")
-        echo(f"  dead-lettered        {c.dead:,}")
-        echo(f"  supervision alerts   {c.alerts:,}")
-        echo(f"  audit entries        {c.audit_entries:,}")
-        echo(f"  hall platform got    {hall.unique:,} unique records ({hall.received_raw:,} requests, "
-             f"{len(hall.auth_failures):,} failing its HMAC check)")
-        echo(f"  pushes refused       {1 if pusher.refused_status in (401, 403) else 0:,} (a push without the "
-             f"hall's certificate: HTTP {pusher.refused_status}, audited as counterpart_refused)")
-        echo("  personal fields      encrypted at rest (aes-256-gcm, key demo-1 in secrets/field-keys)")
-        echo("by counterpart")
-        for line in _counterpart_lines(inbound, quarantine, c.by_destination):
-            echo(line)
-        echo("alerts the hall received, by type (docs/zh/supervisor.md says what each means)")
-        for alert_type, n in sorted(alert_types.items(), key=lambda kv: (-kv[1], kv[0])):
-            echo(f"  {alert_type:<34} {n:,}  {_alert_label(alert_type)}")
-        sc = feed.scenario
-        echo("provincial platform (REST pull): what supervision noticed by itself")
-        echo(f"  overdue (红牌)        case {sc.red}: accepted 16 working days ago with 10, still open")
-        echo(f"  near deadline (黄牌)  case {sc.yellow}: 8 of its 10 working days used")
-        echo(f"  outside the system    case {sc.outside}: completed, never accepted (体外循环)")
-        echo(f"  across 国庆           case {sc.holiday}: {sc.holiday_text} (no red card)")
-        echo(f"  watchdog             the feed went quiet for {'more than ' if feed.silent_noticed else ''}"
-             f"3s: no_contact {'raised' if feed.silent_noticed else 'not raised'}, "
-             f"{'cleared when it came back' if feed.cleared else 'not cleared'}")
-        if act:
-            echo("two-way exchange (docs/exchange.md)")
-            echo(f"  licences issued      {act.licences:,}: approval results to the market regulator {act.to_ministry:,} "
-                 f"(SOAP), to the county front-end machine {act.to_county:,} (files)")
-            echo(f"  results back         {act.results:,} supervision results: licence {act.revoked} revoked, licence "
-                 f"{act.suspended} suspended, each tied to its case; {act.notices:,} notices told the hall")
-            echo(f"  并联审批             case {act.parallel_case}: dispatched at once to 2 departments, "
-                 f"{act.late_department} answered late (parallel_late), "
-                 f"{'the combined result is at the hall' if act.combined else 'no combined result'}")
-            echo("  对账                 " + ", ".join(f"{k} {v}" for k, v in act.reconciled.items())
-                 + f" ({act.lost_and_repaired:,} record the ministry had lost sent again)")
-        echo(f"  elapsed              {elapsed:.1f}s")
+        _summary(echo, c, inbound, quarantine, alert_types, hall, pusher, feed, act, elapsed)
         if left["pending"] or interrupted or not finite:
             waiting = ", ".join(f"{d} {n:,}" for d, n in sorted(left["by_destination"].items()) if n) or "none"
             echo(f"left when it stopped: {left['pending']:,} deliveries pending ({waiting}), "
@@ -571,6 +523,61 @@ async def run_demo(n_records: int | None, workdir: Path | None, timeout: float,
     echo(f"  gateway exchange links --unresolved -c {config_path}")
     echo(f"  gateway exchange reconciliations -c {config_path}")
     return ok
+
+
+def _summary(echo: Callable[[str], None], c: Any, inbound: Counter[str], quarantine: dict[str, int],
+             alert_types: Counter[str], hall: HallPlatform, pusher: HallPusher, feed: ProvinceFeed, act: Any,
+             elapsed: float) -> None:
+    """What the run did: figures, then by counterpart and direction, alerts by type, each act's story."""
+    hall_pushed = sum(1 for e in hall.sent if e["pushed"])
+    county_drop = inbound.get("county_drop", 0)
+    departments = inbound.get("market_ministry", 0) + inbound.get("county_results", 0)
+    from_province = inbound.get("provincial_platform", 0)
+    made = c.records - county_drop - from_province - hall_pushed - departments
+    echo("")
+    echo("summary")
+    echo(f"  records received     {c.records:,} ({county_drop:,} from the county drop, {from_province:,} from "
+         f"the provincial platform's feed, {pusher.pushed:,} acceptances pushed by the hall over mutual TLS, "
+         f"{hall_pushed - pusher.pushed:,} more records from the hall, {departments:,} from the supervising "
+         f"departments, {made:,} made by the gateway)")
+    echo(f"  duplicates           {c.duplicates:,}")
+    echo(f"  quarantined          {c.quarantined:,}")
+    echo(f"  delivered            {c.delivered:,}")
+    echo(f"  dead-lettered        {c.dead:,}")
+    echo(f"  supervision alerts   {c.alerts:,}")
+    echo(f"  audit entries        {c.audit_entries:,}")
+    echo(f"  hall platform got    {hall.unique:,} unique records ({hall.received_raw:,} requests, "
+         f"{len(hall.auth_failures):,} failing its HMAC check)")
+    echo(f"  pushes refused       {1 if pusher.refused_status in (401, 403) else 0:,} (a push without the "
+         f"hall's certificate: HTTP {pusher.refused_status}, audited as counterpart_refused)")
+    echo("  personal fields      encrypted at rest (aes-256-gcm, key demo-1 in secrets/field-keys)")
+    echo("by counterpart")
+    for line in _counterpart_lines(inbound, quarantine, c.by_destination):
+        echo(line)
+    echo("alerts the hall received, by type (docs/zh/supervisor.md says what each means)")
+    for alert_type, n in sorted(alert_types.items(), key=lambda kv: (-kv[1], kv[0])):
+        echo(f"  {alert_type:<34} {n:,}  {_alert_label(alert_type)}")
+    sc = feed.scenario
+    echo("provincial platform (REST pull): what supervision noticed by itself")
+    echo(f"  overdue (红牌)        case {sc.red}: accepted 16 working days ago with 10, still open")
+    echo(f"  near deadline (黄牌)  case {sc.yellow}: 8 of its 10 working days used")
+    echo(f"  outside the system    case {sc.outside}: completed, never accepted (体外循环)")
+    echo(f"  across 国庆           case {sc.holiday}: {sc.holiday_text} (no red card)")
+    echo(f"  watchdog             the feed went quiet for {'more than ' if feed.silent_noticed else ''}"
+         f"{SILENCE}s: no_contact {'raised' if feed.silent_noticed else 'not raised'}, "
+         f"{'cleared when it came back' if feed.cleared else 'not cleared'}")
+    if act:
+        echo("two-way exchange (docs/exchange.md)")
+        echo(f"  licences issued      {act.licences:,}: approval results to the market regulator {act.to_ministry:,} "
+             f"(SOAP), to the county front-end machine {act.to_county:,} (files)")
+        echo(f"  results back         {act.results:,} supervision results: licence {act.revoked} revoked, licence "
+             f"{act.suspended} suspended, each tied to its case; {act.notices:,} notices told the hall")
+        echo(f"  并联审批             case {act.parallel_case}: dispatched at once to 2 departments, "
+             f"{act.late_department} answered late (parallel_late), "
+             f"{'the combined result is at the hall' if act.combined else 'no combined result'}")
+        echo("  对账                 " + ", ".join(f"{k} {v}" for k, v in act.reconciled.items())
+             + f" ({act.lost_and_repaired:,} record the ministry had lost sent again)")
+    echo(f"  elapsed              {elapsed:.1f}s")
 
 
 def _alert_label(alert_type: str) -> str:
