@@ -540,7 +540,7 @@ def _summary(echo: Callable[[str], None], c: Any, inbound: Counter[str], quarant
          f"the provincial platform's feed, {pusher.pushed:,} acceptances pushed by the hall over mutual TLS, "
          f"{hall_pushed - pusher.pushed:,} more records from the hall, {departments:,} from the supervising "
          f"departments, {made:,} made by the gateway)")
-    echo(f"  duplicates           {c.duplicates:,}")
+    echo(f"  duplicates           {c.duplicates:,} (items read or sent again, dropped by their idempotency keys)")
     echo(f"  quarantined          {c.quarantined:,}")
     echo(f"  delivered            {c.delivered:,}")
     echo(f"  dead-lettered        {c.dead:,}")
