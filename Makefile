@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench bench-compare clean
+.PHONY: venv demo test lint docs bench bench-compare clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check gateway adapters tests
+
+# The configuration and common-schema references under docs/reference/, regenerated from the code.
+docs: venv
+	$(BIN)/gateway docs write docs/reference
 
 # The gateway beside Node-RED and bare Python (installs the pinned Node-RED with npm on first use).
 # Fewer records or repeats: make bench-compare BENCH_ARGS="--records 20000 --repeats 1"

@@ -434,28 +434,53 @@ def status(config_path: Path, as_json: bool) -> None:
 # ---------------------------------------------------------------------------- demo
 
 
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from gateway.durations import parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from exc
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r}: give a duration longer than zero, such as \"2m\"")
+    return seconds
+
+
 @main.command()
-@click.option("--records", "n_records", default=200, show_default=True, help="Exit after this many records flowed.")
+@click.option("--records", "n_records", type=click.IntRange(min=1),
+              help="A finite run: this many cases from the county drop and the provincial feed, the second act, "
+                   "a summary, exit (`make demo`: 200).")
+@click.option("--duration", callback=_duration_option,
+              help='Run for this long (e.g. "2m"), then drain and print the summary. Without --records or '
+                   "--duration the demo runs until Ctrl-C.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Working directory to leave the store, drop folders and configuration in.")
-@click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
-def demo(n_records: int, workdir: Path | None, timeout: float) -> None:
-    """A simulated county file drop → the gateway (SQLite) → a simulated hall platform on loopback, then the
-    two-way exchange with a simulated market regulator (SOAP) and county front-end machine (files)."""
+@click.option("--timeout", default=300.0, show_default=True,
+              help="With --records: give up after this many seconds.")
+def demo(n_records: int | None, duration: float | None, workdir: Path | None, timeout: float) -> None:
+    """The whole picture on loopback: a county front-end machine (files in and out), a provincial platform
+    (REST feed the gateway pulls), the hall platform (REST, both ways), a market-regulation ministry (SOAP);
+    supervision alerts, 并联审批, licence effects, 对账, and the console with a demo login."""
     from gateway.demo.scenario import run_demo
 
+    if n_records is not None and duration is not None:
+        raise click.UsageError("give --records or --duration, not both")
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.WARNING))
-    ok = run_async(run_demo(n_records, workdir, timeout, echo=click.echo))
+    ok = run_async(run_demo(n_records, workdir, timeout, echo=click.echo, duration=duration))
     sys.exit(0 if ok else 1)
 
 
 def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
+    from gateway.backup import backup
     from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
     from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
+    from gateway.reference import docs
     from gateway.scaffold.commands import adapters
     from gateway.schema.commands import schema
     from gateway.security.commands import certs, counterparts
@@ -463,7 +488,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations, exchange, reconcile):
+                  destinations, exchange, reconcile, docs, backup):
         main.add_command(group)
 
 

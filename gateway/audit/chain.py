@@ -66,6 +66,9 @@ ACTIONS = frozenset(
         "version_conflict",  # same key and version, different payload, kept under policy keep_first
         "reconciliation",  # one 对账 run and its outcome
         "resent",  # a delivery sent again because reconciliation found the counterpart without it
+        # the store itself (gateway.backup)
+        "store_backup",  # a consistent copy of the store was taken (file name, sha256, audit head)
+        "store_restored",  # a backup was put back as the store (what was restored, where the old store went)
     }
 )
 

@@ -29,6 +29,8 @@ ITEMS = [  # (事项基本编码, 实施编码, 名称)
     ("XK00201", "11370600MB28584063370600020100001", "药品零售企业许可"),
 ]
 REGIONS = ["370602", "370611", "370612", "370613", "370681", "370683"]
+DISTRICTS = {"370602": "芝罘区", "370611": "福山区", "370612": "牟平区", "370613": "莱山区", "370681": "龙口市",
+             "370683": "莱州市"}  # GB/T 2260 names of the codes above: an address lies in its case's region
 
 
 def org_code(body8: str) -> str:
@@ -85,7 +87,7 @@ def case_fields(i: int, rng: random.Random, *, version: int = 1, bad: str | None
         "LXRZJLX": "10",
         "LXRZJHM": id_number(rng, region),
         "LXRSJ": f"13{rng.randrange(100000000, 999999999)}",
-        "LXRDZ": f"山东省烟台市芝罘区{rng.choice(COMPANY_WORDS)}路{rng.randrange(1, 300)}号",
+        "LXRDZ": f"山东省烟台市{DISTRICTS[region]}{rng.choice(COMPANY_WORDS)}路{rng.randrange(1, 300)}号",
         "SBSJ": f"{submitted:%Y%m%d%H%M%S}",
         "SBFS": rng.choice(["1", "2", "3"]),
         "SBQD": rng.choice(["1", "2"]),

@@ -215,6 +215,7 @@ class Act2:
     suspended: str | None = None
     notices: int = 0
     parallel_case: str | None = None
+    late_department: str | None = None
     combined: bool = False
     reconciled: dict[str, str] = field(default_factory=dict)
     lost_and_repaired: int = 0
@@ -278,30 +279,40 @@ async def second_act(gw: Any, hall: HallPlatform, ministry: MarketMinistry, coun
                           "CF_CFJG": "烟台市市场监督管理局", "CF_CFJGDM": HALL_CREDIT_CODE})
     act.results = (1 if act.revoked else 0) + (1 if act.suspended else 0) + len(licences[2:4])
     notices_wanted = (1 if act.revoked else 0) + (1 if act.suspended else 0)
-    # 并联审批: a 食品生产许可 case, accepted once by the hall, answered by both departments
+    # 并联审批: a 食品生产许可 case the hall accepted four working days ago (the hall entered it only now),
+    # answered at once by the market regulator (5 working days) and late by the county health bureau (3)
     case_no = f"SB{now:%Y%m%d}9999"
     act.parallel_case = case_no
+    accepted = _working_days_ago(now, 4).strftime("%Y-%m-%d 09:40:00")
     await hall.push(
         {"dataType": "CASE", "caseNo": case_no, "itemCode": DEMO_PARALLEL_ITEM, "itemName": "食品生产许可",
          "applicantType": "ENTERPRISE", "applicantName": "烟台演示食品有限公司", "applicantIdType": "20",
-         "applicantIdNo": credit_code(rng), "submitTime": stamp, "regionCode": "370602"},
+         "applicantIdNo": credit_code(rng), "submitTime": accepted[:11] + "09:05:00", "regionCode": "370602"},
         {"dataType": "ACCEPT", "caseNo": case_no, "deptName": "烟台市芝罘区行政审批服务局", "status": "ACCEPTED",
-         "acceptTime": stamp})
+         "acceptTime": accepted})
     await _until(lambda: any(d.get("SBLSH") == case_no for d in ministry.received_of("SQ"))
                  and any(d.get("SBLSH") == case_no for d in county.received_of("SQ")), timeout)
-    echo(f"act 2: 并联审批 case {case_no} dispatched at once to the market regulator (SOAP) and the county (files)")
+    echo(f"act 2: 并联审批 case {case_no} (accepted {accepted[:10]}) dispatched at once to the market regulator "
+         "(SOAP) and the county (files)")
     ministry.publish({"TYPE": "YJ", "SBLSH": case_no, "SXBM": DEMO_PARALLEL_ITEM, "SPHJDM": "2", "SPHJMC": "部门审查",
                       "SPBMMC": "烟台市市场监督管理局", "SPRXM": "孙七", "SPYJ": "生产场所符合要求", "SPSJ": stamp, "YWDZ": "通过"})
-    county.send({"TYPE": "YJ", "SBLSH": case_no, "SXBM": DEMO_PARALLEL_ITEM, "SPHJDM": "2", "SPHJMC": "部门审查",
-                 "SPBMMC": "牟平区卫生健康局", "SPRXM": "周八", "SPYJ": "从业人员健康证齐全", "SPSJ": stamp, "YWDZ": "通过"})
 
     def at_hall(data_type: str) -> list[dict[str, Any]]:
         return [b for b in hall.records.values() if isinstance(b, dict) and b.get("dataType") == data_type]
 
-    await _until(lambda: len([a for a in at_hall("ALERT") if str(a.get("alertType", "")).startswith("licence_")])
-                 >= notices_wanted and len(at_hall("PENALTY")) >= act.results
+    def alerts_at_hall(prefix: str) -> list[dict[str, Any]]:
+        return [a for a in at_hall("ALERT") if str(a.get("alertType", "")).startswith(prefix)]
+
+    # the county's 3 working days are over: the exchange's deadline tick reports it to the hall (red)
+    await _until(lambda: bool(alerts_at_hall("parallel_late")), timeout)
+    act.late_department = "牟平区卫生健康局"
+    echo(f"act 2: {act.late_department} is past its 3 working days on {case_no}: a parallel_late alert reached "
+         "the hall; it answers now")
+    county.send({"TYPE": "YJ", "SBLSH": case_no, "SXBM": DEMO_PARALLEL_ITEM, "SPHJDM": "2", "SPHJMC": "部门审查",
+                 "SPBMMC": "牟平区卫生健康局", "SPRXM": "周八", "SPYJ": "从业人员健康证齐全", "SPSJ": stamp, "YWDZ": "通过"})
+    await _until(lambda: len(alerts_at_hall("licence_")) >= notices_wanted and len(at_hall("PENALTY")) >= act.results
                  and any(s.get("meta", {}).get("sourceSystem") == "exchange" for s in at_hall("STEP")), timeout)
-    act.notices = len([a for a in at_hall("ALERT") if str(a.get("alertType", "")).startswith("licence_")])
+    act.notices = len(alerts_at_hall("licence_"))
     act.combined = True
     # 对账: the ministry silently lost one licence; today's reconciliation finds it and sends it again
     assert gw.exchange is not None
@@ -315,6 +326,19 @@ async def second_act(gw: Any, hall: HallPlatform, ministry: MarketMinistry, coun
         act.lost_and_repaired += int(result.get("summary", {}).get("resent", 0))
     await _until(lambda: len(ministry.received_of("XK")) >= len(licences), timeout)
     return act
+
+
+def _working_days_ago(now: Any, n: int) -> Any:
+    """The date ``n`` working days before ``now`` by the gateway's calendar (weekends, holidays, 调休)."""
+    from datetime import timedelta
+
+    from gateway.supervision.calendar import WorkCalendar
+
+    calendar, day = WorkCalendar.default(), now.date()
+    while n > 0:
+        day -= timedelta(days=1)
+        n -= calendar.is_workday(day)
+    return day
 
 
 async def _until(predicate: Callable[[], bool], timeout: float) -> None:

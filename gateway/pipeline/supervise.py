@@ -89,9 +89,12 @@ class SupervisionFollower:
         states: dict[str, CaseState] = {k: CaseState.from_dict(load_json(v)) for k, v in stored.items()}
         alerts: list[dict[str, Any]] = []
         now = datetime.now(CHINA)
-        for key, rec, received_at in records:
+        # records of one case committed together (one report, one page) are judged together, after the last
+        last_of = {(key, received_at): n for n, (key, _, received_at) in enumerate(records)}
+        for n, (key, rec, received_at) in enumerate(records):
             try:
-                state, raised = self.engine.on_record(states.get(key), rec, received_at)
+                state, raised = self.engine.on_record(states.get(key), rec, received_at,
+                                                      judge_time=last_of[key, received_at] == n)
             except Exception as exc:  # one odd record must not stop supervision of all the others
                 log.warning("supervision skipped record %s of case %s: %s",
                             rec.get("provenance", {}).get("ref"), key, exc)

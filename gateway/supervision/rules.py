@@ -273,11 +273,13 @@ class SupervisionEngine:
         return None
 
     def on_record(
-        self, state: CaseState | None, record: dict[str, Any], received_at: datetime
+        self, state: CaseState | None, record: dict[str, Any], received_at: datetime, *, judge_time: bool = True
     ) -> tuple[CaseState, list[dict[str, Any]]]:
         """Fold ``record`` (received at ``received_at``) into the case state and return new alerts.
 
-        ``state`` is not modified. Alerts already in the state's ``raised`` list are not returned again;
+        ``judge_time=False`` folds the record without judging the time limits yet: the caller has more
+        records of this case that arrived with it (a report carrying 申请, 受理 and 办结 together must not
+        be judged "no acceptance" between its first and second record). ``state`` is not modified. Alerts already in the state's ``raised`` list are not returned again;
         every returned alert's id is added to the new state's ``raised``.
         """
         rec = _Record(record)
@@ -328,7 +330,8 @@ class SupervisionEngine:
         if state.last_received_at:
             latest = max(latest, datetime.fromisoformat(state.last_received_at))
         state.last_received_at = latest.isoformat()
-        alerts.extend(self._time_rules(state, latest))
+        if judge_time:
+            alerts.extend(self._time_rules(state, latest))
         fresh = self._fresh(state, alerts)
         state.raised.extend(alert["alert_id"] for alert in fresh)
         return state, fresh
