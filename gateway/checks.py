@@ -75,6 +75,7 @@ def deprecations(config: GatewayConfig, comp: Components | None) -> list[str]:
     from gateway.pipeline.delivery import delivery_deprecations
 
     found += delivery_deprecations(config)
+    found += legacy_adapter_names()
     if comp is not None:
         for section, role in (("sources", "source_config"), ("sinks", "sink_config")):
             for name, options in (raw.get(section) or {}).items():
@@ -84,6 +85,27 @@ def deprecations(config: GatewayConfig, comp: Components | None) -> list[str]:
                 if model is not None:
                     found += deprecated_settings(model, options, f"{section}.{name}")
     return found
+
+
+def legacy_adapter_names() -> list[str]:
+    """Plugins and entry points that reached the built-in adapters by their old import name ``adapters``."""
+    from importlib.metadata import entry_points
+
+    from gateway.adapters import ENTRY_POINT_GROUP
+    from gateway.legacy_imports import current_name, legacy_imports
+
+    found = legacy_imports()
+    asked = {f.name for f in found}
+    out, named = [], set()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.module in asked:
+            dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
+            out.append(f"adapter plugin {ep.name!r} ({dist}) is registered as {ep.value}: the built-in adapters "
+                       f"now install as gateway_adapters; register {current_name(ep.module)}:{ep.attr} instead "
+                       "(the old name still works but is deprecated)")
+            named.add(ep.module)
+    out += [f.message() for f in found if f.name not in named]
+    return out
 
 
 def run_checks(config: GatewayConfig, comp: Components) -> CheckReport:
