@@ -3,12 +3,17 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench bench-compare clean
+# Every dependency, the dev tools and the build back-end at the versions constraints.txt pins
+# (PIP_CONSTRAINT reaches pip's isolated build environment too; -c alone does not).
+LOCK := constraints.txt
+LINTED := gateway adapters tests benchmarks
 
-$(BIN)/gateway: pyproject.toml
+.PHONY: venv demo test lint lock wheel bench bench-compare clean
+
+$(BIN)/gateway: pyproject.toml setup.py $(LOCK)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/pip install -q -c $(LOCK) -e '.[dev]'
 	touch $(BIN)/gateway
 
 venv: $(BIN)/gateway
@@ -17,10 +22,21 @@ demo: venv
 	$(BIN)/gateway demo --records 200
 
 test: venv
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/ruff check $(LINTED)
+
+# Re-pin constraints.txt from pyproject.toml (runtime + dev) and constraints.in, for Python 3.11 on
+# Linux; commit the result. `make lock UPGRADE=--upgrade` moves every pin to the newest allowed.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml constraints.in --extra dev --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" $(UPGRADE) -o $(LOCK)
+
+# The wheel the Docker image installs, into dist/.
+wheel: venv
+	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/pip wheel -q --no-deps -c $(LOCK) -w dist .
 
 # The gateway beside Node-RED and bare Python (installs the pinned Node-RED with npm on first use).
 # Fewer records or repeats: make bench-compare BENCH_ARGS="--records 20000 --repeats 1"
@@ -28,4 +44,4 @@ bench-compare: venv
 	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist build
