@@ -7,6 +7,7 @@ rather than from a gateway that waits for a folder or fails on a WSDL import.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -131,4 +132,18 @@ def run_checks(config: GatewayConfig, comp: Components) -> CheckReport:
             report.problems.append(f"{' and '.join(users)} are the same folder {folder}: two sources would "
                                    "take each other's files")
     report.warnings.extend(deprecations(config, comp))
+    report.warnings.extend(container_findings(config))
     return report
+
+
+def container_findings(config: GatewayConfig) -> list[str]:
+    """A loopback host in gateway.toml where the environment asks for a reachable API (the container image sets
+    GATEWAY_API_HOST=0.0.0.0): the API would answer nothing but its own health probe."""
+    wanted = os.environ.get("GATEWAY_API_HOST", "").strip()
+    host = config.api.host
+    if not (config.api.enabled and wanted) or wanted == host or not (
+            host == "localhost" or host.startswith("127.") or host == "::1"):
+        return []
+    return [f"api.host = {host!r} in the configuration overrides GATEWAY_API_HOST={wanted}: inside a container "
+            "nothing outside it reaches the API; leave host out, or write the address to listen on "
+            "(docs/container.md)"]

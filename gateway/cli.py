@@ -454,6 +454,7 @@ def _add_subsystem_groups() -> None:
     from gateway.audit.commands import audit
     from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
+    from gateway.observability.probe import probe_command
     from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
     from gateway.scaffold.commands import adapters
@@ -463,7 +464,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations, exchange, reconcile):
+                  destinations, exchange, reconcile, probe_command):
         main.add_command(group)
 
 
