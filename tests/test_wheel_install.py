@@ -40,8 +40,12 @@ def run(*args: str | Path, cwd: Path, timeout: float = 300, env: dict[str, str] 
 
 def tracked_files(folder: str) -> list[str]:
     """The checkout's files under ``folder`` as git knows them (what a clean clone, and CI, has)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", folder], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", folder], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # an unpacked source archive: no git, no ignored files
+        listed = [p.relative_to(REPO).as_posix() for p in (REPO / folder).rglob("*")
+                  if "__pycache__" not in p.parts and not p.name.endswith(".pyc")]
     return [p for p in listed if (REPO / p).is_file()]
 
 
