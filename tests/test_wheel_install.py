@@ -145,6 +145,6 @@ def test_xmlsec_from_the_lock_carries_its_own_libxmlsec1_so_the_image_installs_n
     assert "not found" not in linked
     assert not re.search(r"libxmlsec1|libxml2|libxslt|libssl|libcrypto", linked), linked
     versions = run(built["venv"] / "bin" / "python", "-c",
-                 "import lxml.etree, xmlsec; print(xmlsec.get_libxml_version() == lxml.etree.LIBXML_VERSION)",
-                 cwd=tmp_path).stdout
+                   "import lxml.etree, xmlsec; print(xmlsec.get_libxml_version() == lxml.etree.LIBXML_VERSION)",
+                   cwd=tmp_path).stdout
     assert versions.strip() == "True"  # the pinned pair agrees on libxml2 (adapters/soap/README.md)
