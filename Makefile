@@ -34,8 +34,10 @@ lock: venv
 	$(BIN)/uv pip compile --quiet pyproject.toml constraints.in --extra dev --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" $(UPGRADE) -o $(LOCK)
 
-# The wheel the Docker image installs, into dist/.
+# The wheel (what the Docker image installs) into dist/; build/ goes first, or a file deleted from
+# the sources since the last build would still ship.
 wheel: venv
+	rm -rf build
 	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/pip wheel -q --no-deps -c $(LOCK) -w dist .
 
 # The gateway beside Node-RED and bare Python (installs the pinned Node-RED with npm on first use).
