@@ -146,6 +146,20 @@ def test_the_image_is_built_in_two_stages_and_the_final_one_installs_the_wheel_w
     assert "cp constraints.txt /wheels/" in BUILDER.runs()
 
 
+def test_the_build_context_holds_what_the_dockerfile_copies_and_not_the_checkouts_bulk() -> None:
+    """.dockerignore lists what is sent: everything else (.venv, .git, benchmark data) stays out."""
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    sources = [word for stage in STAGES for i in stage.all("COPY") if "--from=" not in i.args
+               for word in i.args.split()[:-1] if not word.startswith("--")]
+    assert set(sources) == allowed, "copy what is allowed into the context, allow what is copied"
+    for source in sources:
+        assert (REPO / source).exists(), source
+    assert {"**/__pycache__", "**/*.pyc"} <= set(lines)
+
+
 def test_the_image_runs_as_a_fixed_non_root_user_that_owns_every_path_it_writes() -> None:
     user = FINAL.one("USER").args
     uid, _, gid = user.partition(":")
