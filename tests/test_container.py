@@ -25,6 +25,7 @@ import yaml
 from gateway.app import build
 from gateway.checks import run_checks
 from gateway.config import ApiSection, load_config
+from gateway.security.checks import security_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -379,3 +380,5 @@ def test_the_compose_configuration_passes_gateway_check_once_the_entrypoint_made
         folder = re.search(r"folder (\S+) does not exist", problem)
         assert folder and Path(folder[1]) in made, problem
     assert report.warnings == []
+    assert config.api.tls_cert and config.api.tls_key  # off loopback, so over TLS
+    assert not [w for w in security_warnings(config, build(config)) if w.topic == "api"], "no API warning"
