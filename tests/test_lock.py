@@ -7,6 +7,9 @@ pyproject.toml without re-locking fails here, naming the package and the command
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -63,3 +66,22 @@ def test_the_lock_is_exact_and_every_pin_has_a_reason() -> None:
     assert requirement_lines and all(PIN.match(line) for line in requirement_lines), [
         line for line in requirement_lines if not PIN.match(line)]
     assert "make lock" in "\n".join(lines[:3])
+
+
+def test_the_lock_is_what_make_lock_writes_today(tmp_path: Path) -> None:
+    """A dependency's new transitive requirement (an extra added in pyproject.toml) shows up here: uv re-resolves,
+    keeping every pin it can, and the result must be the committed file."""
+    out = tmp_path / "constraints.txt"
+    shutil.copy(REPO / "constraints.txt", out)  # uv keeps the pins of the file it writes to
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
+    args = " ".join(line.strip().rstrip("\\") for line in recipe.splitlines()[1:])
+    args = args.replace("$(BIN)/uv", str(Path(sys.executable).parent / "uv")).replace("$(UPGRADE)", "")
+    args = args.replace("$(LOCK)", str(out))
+    assert "$(" not in args, args
+    result = subprocess.run(args, shell=True, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and any(word in result.stderr for word in ("Failed to fetch", "dns", "connect")):
+        pytest.skip(f"the package index is unreachable: {result.stderr.strip()[-300:]}")
+    assert result.returncode == 0, result.stderr
+    assert out.read_text(encoding="utf-8") == (REPO / "constraints.txt").read_text(encoding="utf-8"), (
+        "constraints.txt is not what `make lock` writes: run it and commit the result")
