@@ -91,20 +91,23 @@ def _other_owner() -> bool:
 
 
 class _AliasLoader(importlib.abc.Loader):
+    """Loads an old name as the module already known by its new one (imported first if need be)."""
+
     def __init__(self, current: str) -> None:
         self.current = current
-        self.module: ModuleType | None = None
+        self._spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        self.module = importlib.import_module(self.current)
-        self._spec = self.module.__spec__
-        return self.module
+        module = importlib.import_module(self.current)
+        self._spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
         # The import system stamped the alias spec on the shared module; give it back its own, so
         # importlib.resources and reloads keep working on gateway_adapters.
-        module.__spec__ = self._spec
-        module.__loader__ = self._spec.loader if self._spec is not None else module.__loader__
+        if self._spec is not None:
+            module.__spec__ = self._spec
+            module.__loader__ = self._spec.loader
 
 
 class _LegacyFinder(importlib.abc.MetaPathFinder):
