@@ -30,8 +30,9 @@ lint: venv
 
 # Re-pin constraints.txt from pyproject.toml (runtime + dev) and constraints.in, for Python 3.11 on
 # Linux; commit the result. `make lock UPGRADE=--upgrade` moves every pin to the newest allowed.
+# No "# via" notes: moving a requirement between pyproject.toml and constraints.in changes no line.
 lock: venv
-	$(BIN)/uv pip compile --quiet pyproject.toml constraints.in --extra dev --python-version 3.11 \
+	$(BIN)/uv pip compile --quiet --no-annotate pyproject.toml constraints.in --extra dev --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" $(UPGRADE) -o $(LOCK)
 
 # The wheel (what the Docker image installs) into dist/; build/ goes first, or a file deleted from

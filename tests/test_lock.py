@@ -59,8 +59,8 @@ def test_the_lock_pins_the_lxml_and_xmlsec_pair_pyproject_names() -> None:
     assert f"=={pins()['xmlsec']}" == declared["xmlsec"]
 
 
-def test_the_lock_is_exact_and_every_pin_has_a_reason() -> None:
-    """Only ``name==version`` lines, each followed by uv's ``# via`` note: no ranges, URLs or editable lines."""
+def test_the_lock_holds_exact_pins_only() -> None:
+    """Only ``name==version`` lines under uv's header: no ranges, URLs or editable lines."""
     lines = (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines()
     requirement_lines = [line for line in lines if line and not line.startswith((" ", "#"))]
     assert requirement_lines and all(PIN.match(line) for line in requirement_lines), [
