@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
-from adapters.rest import RestPullSource, RestSink, RestSinkConfig, RestSourceConfig  # noqa: E402
 from gateway.adapters import Delivery, IngestOutcome, RawRecord  # noqa: E402
 from gateway.demo.counterparts import HallPlatform, PagedFeed  # noqa: E402
+from gateway_adapters.rest import RestPullSource, RestSink, RestSinkConfig, RestSourceConfig  # noqa: E402
 
 CHINA = timezone(timedelta(hours=8))
 

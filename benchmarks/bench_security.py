@@ -56,7 +56,6 @@ def checks(root: Path) -> dict[str, float]:
     from trust_support import HMAC_KEYS, TOKEN_NEW, WSSE_PASSWORD, make_pki, sha
     from zeep.wsse.username import UsernameToken
 
-    from adapters.soap._wsse import WsseSecurity, X509Signer
     from gateway.security.counterparts import CounterpartAuth, CounterpartGuard, Presented
     from gateway.security.fieldcrypt import (
         AES_256_GCM,
@@ -69,6 +68,7 @@ def checks(root: Path) -> dict[str, float]:
     from gateway.security.request_signing import canonical_string, hmac_signature
     from gateway.security.secrets import SecretRef  # noqa: F401  (the models reference it)
     from gateway.security.wsse import WsseVerifier
+    from gateway_adapters.soap._wsse import WsseSecurity, X509Signer
 
     pki = make_pki(root)
     os.environ["BENCH_HMAC"] = HMAC_KEYS["prov-2026b"]

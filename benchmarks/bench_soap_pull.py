@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _machine import cpu_model  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from soap_server.context import MemoryContext  # noqa: E402
 
-from adapters.soap import SoapSource, SoapSourceConfig  # noqa: E402
+from gateway_adapters.soap import SoapSource, SoapSourceConfig  # noqa: E402
 
 
 def machine_facts() -> list[str]:

@@ -7,6 +7,7 @@ rather than from a gateway that waits for a folder or fails on a WSDL import.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ def deprecations(config: GatewayConfig, comp: Components | None) -> list[str]:
     from gateway.pipeline.delivery import delivery_deprecations
 
     found += delivery_deprecations(config)
+    found += legacy_adapter_names()
     if comp is not None:
         for section, role in (("sources", "source_config"), ("sinks", "sink_config")):
             for name, options in (raw.get(section) or {}).items():
@@ -84,6 +86,27 @@ def deprecations(config: GatewayConfig, comp: Components | None) -> list[str]:
                 if model is not None:
                     found += deprecated_settings(model, options, f"{section}.{name}")
     return found
+
+
+def legacy_adapter_names() -> list[str]:
+    """Plugins and entry points that reached the built-in adapters by their old import name ``adapters``."""
+    from importlib.metadata import entry_points
+
+    from gateway.adapters import ENTRY_POINT_GROUP
+    from gateway.legacy_imports import current_name, legacy_imports
+
+    found = legacy_imports()
+    asked = {f.name for f in found}
+    out, named = [], set()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.module in asked:
+            dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
+            out.append(f"adapter plugin {ep.name!r} ({dist}) is registered as {ep.value}: the built-in adapters "
+                       f"now install as gateway_adapters; register {current_name(ep.module)}:{ep.attr} instead "
+                       "(the old name still works but is deprecated)")
+            named.add(ep.module)
+    out += [f.message() for f in found if f.name not in named]
+    return out
 
 
 def run_checks(config: GatewayConfig, comp: Components) -> CheckReport:
@@ -109,4 +132,18 @@ def run_checks(config: GatewayConfig, comp: Components) -> CheckReport:
             report.problems.append(f"{' and '.join(users)} are the same folder {folder}: two sources would "
                                    "take each other's files")
     report.warnings.extend(deprecations(config, comp))
+    report.warnings.extend(container_findings(config))
     return report
+
+
+def container_findings(config: GatewayConfig) -> list[str]:
+    """A loopback host in gateway.toml where the environment asks for a reachable API (the container image sets
+    GATEWAY_API_HOST=0.0.0.0): the API would answer nothing but its own health probe."""
+    wanted = os.environ.get("GATEWAY_API_HOST", "").strip()
+    host = config.api.host
+    if not (config.api.enabled and wanted) or wanted == host or not (
+            host == "localhost" or host.startswith("127.") or host == "::1"):
+        return []
+    return [f"api.host = {host!r} in the configuration overrides GATEWAY_API_HOST={wanted}: inside a container "
+            "nothing outside it reaches the API; leave host out, or write the address to listen on "
+            "(docs/container.md)"]

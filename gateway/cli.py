@@ -478,6 +478,7 @@ def _add_subsystem_groups() -> None:
     from gateway.backup import backup
     from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
+    from gateway.observability.probe import probe_command
     from gateway.pipeline.destinations_cli import destinations
     from gateway.pipeline.quarantine_cli import quarantine
     from gateway.reference import docs
@@ -488,7 +489,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.people_commands import tokens, users
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations, exchange, reconcile, docs, backup):
+                  destinations, exchange, reconcile, docs, backup, probe_command):
         main.add_command(group)
 
 

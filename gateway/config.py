@@ -7,6 +7,7 @@ adapters take the *name* of an environment variable or a file that holds them.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -81,9 +82,15 @@ class DeliverySection(_Model):
         return self
 
 
+def _default_api_host() -> str:
+    """Loopback, unless the environment says otherwise: the container image sets GATEWAY_API_HOST=0.0.0.0
+    (docs/container.md). A host written in gateway.toml always wins."""
+    return os.environ.get("GATEWAY_API_HOST", "").strip() or "127.0.0.1"
+
+
 class ApiSection(_Model):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field(default_factory=_default_api_host)
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     tls_cert: str | None = None  # PEM certificate (chain) of the API; with tls_key, the API speaks HTTPS
@@ -230,7 +237,7 @@ class RouteSection(_Model):
 class GatewayConfig(_Model):
     gateway: GatewaySection = GatewaySection()
     delivery: DeliverySection = DeliverySection()
-    api: ApiSection = ApiSection()
+    api: ApiSection = Field(default_factory=ApiSection)  # read at load: its host default comes from the environment
     supervision: SupervisionSection = SupervisionSection()
     audit: AuditSection = AuditSection()
     encryption: EncryptionSection = EncryptionSection()

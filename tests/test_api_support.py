@@ -19,9 +19,10 @@ import pytest
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.security import credentials
+from gateway.shipped import shipped_mappings
 
 REPO = Path(__file__).resolve().parents[1]
-MAPPINGS = REPO / "mappings"
+MAPPINGS = shipped_mappings()  # the installed copy: the tests exercise the lookup the demo uses
 
 # A 居民身份证号 that passes GB 11643 (the standard's own example) and a mobile number.
 ID_NO = "11010519491231002X"

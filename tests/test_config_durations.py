@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from adapters.filedrop import FiledropConfig
-from adapters.rest import RestSourceConfig
-from adapters.soap import SoapSourceConfig
 from gateway.cli import main
 from gateway.config import ConfigError, config_from_dict, parse_duration
 from gateway.durations import suggest
+from gateway_adapters.filedrop import FiledropConfig
+from gateway_adapters.rest import RestSourceConfig
+from gateway_adapters.soap import SoapSourceConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import adapters.rest
+import gateway_adapters.rest
 from gateway.app import build
 from gateway.config import ConfigError, config_from_dict
 from gateway.security import request_signing
@@ -68,8 +68,8 @@ def test_an_unreadable_ws_security_certificate_is_named(tmp_path) -> None:
 
 
 def test_the_rest_sink_and_the_push_api_sign_with_one_canonical_string() -> None:
-    assert adapters.rest.canonical_string is request_signing.canonical_string
-    assert adapters.rest.hmac_signature is request_signing.hmac_signature
+    assert gateway_adapters.rest.canonical_string is request_signing.canonical_string
+    assert gateway_adapters.rest.hmac_signature is request_signing.hmac_signature
 
 
 def test_the_replay_memory_forgets_only_what_left_the_window_and_refuses_when_full() -> None:

@@ -30,12 +30,12 @@ from trust_support import (
     write_site,
 )
 
-from adapters.rest import RestSink, RestSinkConfig
 from gateway.adapters import Delivery
 from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
 from gateway.observability.logs import json_formatter
 from gateway.security.request_signing import canonical_string, hmac_signature
+from gateway_adapters.rest import RestSink, RestSinkConfig
 
 
 @pytest.fixture(scope="module")

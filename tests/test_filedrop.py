@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from adapters.filedrop import ADAPTER, FiledropConfig, FiledropSource, original_name
 from gateway.adapters import (
     FileIngestResult,
     IngestOutcome,
@@ -23,6 +22,7 @@ from gateway.adapters import (
     validate_config,
 )
 from gateway.pipeline.fileingest import ingest_file_with
+from gateway_adapters.filedrop import ADAPTER, FiledropConfig, FiledropSource, original_name
 
 SAMPLES = Path(__file__).parent / "samples" / "files"
 

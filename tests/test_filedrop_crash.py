@@ -22,7 +22,7 @@ CHILD = textwrap.dedent(
     """
     import asyncio, logging, sqlite3, sys
     from pathlib import Path
-    from adapters.filedrop import FiledropConfig, FiledropSource
+    from gateway_adapters.filedrop import FiledropConfig, FiledropSource
     from gateway.adapters import IngestOutcome
     from gateway.pipeline.fileingest import ingest_file_with
 

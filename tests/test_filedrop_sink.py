@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_filedrop import FakeContext, FakeStore, listing, make_config, run_until
 
-from adapters.filedrop import ADAPTER, FiledropSinkConfig, FiledropSource, file_name, is_temporary
 from gateway.adapters import Delivery, PermanentError, RetryableError, Sink
+from gateway_adapters.filedrop import ADAPTER, FiledropSinkConfig, FiledropSource, file_name, is_temporary
 
 
 def delivery(n: int, body: object = None, key: str | None = None) -> Delivery:

@@ -14,9 +14,10 @@ from gateway.formats import read_items
 from gateway.mapping import InboundMapping, Mapped, OutboundMapping, load_mapping
 from gateway.mapping.commands import mapping as mapping_cli
 from gateway.schema import KINDS, kind_json_schema
+from gateway.shipped import shipped_mappings
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPINGS = ROOT / "mappings"
+MAPPINGS = shipped_mappings()
 SAMPLES = ROOT / "tests" / "samples" / "mapping"
 
 

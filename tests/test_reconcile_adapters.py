@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.filedrop import ADAPTER as FILEDROP
 from gateway.adapters import (
     CounterpartManifest,
     ManifestEntry,
@@ -19,6 +18,7 @@ from gateway.adapters import (
     manifest_digest,
     validate_config,
 )
+from gateway_adapters.filedrop import ADAPTER as FILEDROP
 
 CHINA = timezone(timedelta(hours=8))
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.rest import ADAPTER, RestPullSource, RestSourceConfig, TokenBucket
-from adapters.rest._source import order_key
 from gateway.adapters import IngestOutcome, RawRecord
 from gateway.demo.counterparts import PagedFeed
+from gateway_adapters.rest import ADAPTER, RestPullSource, RestSourceConfig, TokenBucket
+from gateway_adapters.rest._source import order_key
 
 CHINA = timezone(timedelta(hours=8))
 FAST_RETRY = {"attempts": 4, "initial": 0.01, "max": 0.05, "jitter": 0.01}

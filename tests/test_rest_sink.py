@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
-from adapters.rest import (
+from gateway.adapters import Delivery, PermanentError, RetryableError, discover
+from gateway.demo.counterparts import HallPlatform
+from gateway_adapters.rest import (
     ADAPTER,
     RestConfigError,
     RestRetryableError,
@@ -29,9 +31,7 @@ from adapters.rest import (
     canonical_string,
     hmac_signature,
 )
-from adapters.rest._http import parse_retry_after
-from gateway.adapters import Delivery, PermanentError, RetryableError, discover
-from gateway.demo.counterparts import HallPlatform
+from gateway_adapters.rest._http import parse_retry_after
 
 
 def delivery(n: int = 1, *, kind: str = "approval_result", body: Any = None, key: str | None = None,

@@ -11,7 +11,8 @@ import respx
 from lxml import etree
 from pydantic import ValidationError
 
-from adapters.soap import (
+from gateway.adapters import Delivery, discover, validate_config
+from gateway_adapters.soap import (
     ADAPTER,
     PROVINCIAL_EXCHANGE_WSDL,
     SoapSetupError,
@@ -19,8 +20,7 @@ from adapters.soap import (
     SoapSinkConfig,
     SoapSourceConfig,
 )
-from adapters.soap._template import dict_to_xml, render, xml_to_dict
-from gateway.adapters import Delivery, discover, validate_config
+from gateway_adapters.soap._template import dict_to_xml, render, xml_to_dict
 
 PUSH = {"operation": "service", "body_at": "Body", "body_as": "xml"}
 

@@ -10,16 +10,16 @@ import httpx
 import pytest
 import respx
 
-from adapters.soap import (
+from gateway.adapters import Delivery, PermanentError, RetryableError
+from gateway_adapters.soap import (
     PROVINCIAL_EXCHANGE_WSDL,
     PermanentSoapFault,
     RetryableSoapFault,
     SoapSink,
     SoapSinkConfig,
 )
-from adapters.soap._config import FaultPolicy
-from adapters.soap._errors import classify
-from gateway.adapters import Delivery, PermanentError, RetryableError
+from gateway_adapters.soap._config import FaultPolicy
+from gateway_adapters.soap._errors import classify
 
 ENDPOINT = "http://exchange.test/exchange"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"

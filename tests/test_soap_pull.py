@@ -13,8 +13,8 @@ import pytest
 from soap_server import Control, SoapTestServer, make_records
 from soap_server.context import Crash, MemoryContext
 
-from adapters.soap import SoapSetupError, SoapSource, SoapSourceConfig
 from gateway.adapters import PermanentError, RetryableError
+from gateway_adapters.soap import SoapSetupError, SoapSource, SoapSourceConfig
 
 TOTAL = 95
 

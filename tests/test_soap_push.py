@@ -12,8 +12,8 @@ import pytest
 from lxml import etree
 from soap_server import Control, SoapTestServer
 
-from adapters.soap import PermanentSoapFault, RetryableSoapFault, SoapSink, SoapSinkConfig
 from gateway.adapters import Delivery, PermanentError, RetryableError
+from gateway_adapters.soap import PermanentSoapFault, RetryableSoapFault, SoapSink, SoapSinkConfig
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from lxml import etree
 from pydantic import ValidationError
 from soap_server import Control, Pki, SoapTestServer, generate_pki, server_tls_context
 
-from adapters.soap import PermanentSoapFault, SoapSetupError, SoapSink, SoapSinkConfig
-from adapters.soap._wsse import X509Signer, verify_response
 from gateway.adapters import Delivery, PermanentError, RetryableError
+from gateway_adapters.soap import PermanentSoapFault, SoapSetupError, SoapSink, SoapSinkConfig
+from gateway_adapters.soap._wsse import X509Signer, verify_response
 
 PASSPHRASE_ENV = "SOAP_TEST_CLIENT_KEY_PASSPHRASE"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"

@@ -24,11 +24,11 @@ from trust_support import (
 )
 from zeep.wsse.username import UsernameToken
 
-from adapters.soap._wsse import WsseSecurity, X509Signer
 from gateway.api._soap import SOAP11, TNS
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.security.wsse import WSSE, WSU
+from gateway_adapters.soap._wsse import WsseSecurity, X509Signer
 
 FAULT_NS = {"s": SOAP11}
 

@@ -12,15 +12,15 @@ from e2e_site import wait_until
 from gateway.app import Gateway, build
 from gateway.cli import main
 from gateway.config import load_config
+from gateway.shipped import copy_shipped_mappings
 
 REPO = Path(__file__).resolve().parents[1]
 XK_SAMPLE = REPO / "tests" / "samples" / "mapping" / "shuanggongshi_xk.csv"  # GB18030, as the mapping declares
 
 
 def site(tmp_path: Path, source_extra: str = "", adapter: str = "push", drop: bool = False) -> Path:
-    import shutil
 
-    shutil.copytree(REPO / "mappings", tmp_path / "mappings")
+    copy_shipped_mappings(tmp_path / "mappings")
     where = ""
     if drop:
         (tmp_path / "drop").mkdir()

@@ -43,7 +43,7 @@ from ._http import (
 )
 from ._paths import MISSING, compile_path, resolve
 
-log = logging.getLogger("adapters.rest.sink")
+log = logging.getLogger("gateway_adapters.rest.sink")
 # A batch of records from many requests still sends one header of reasonable size (64 ids ≈ 2 KB).
 MAX_BATCH_CORRELATION_IDS = 64
 

@@ -27,7 +27,7 @@ from ._template import TemplateError, get_path, render
 
 
 class SoapSink:
-    """Delivers one record per SOAP call; see :class:`~adapters.soap.PushSettings`."""
+    """Delivers one record per SOAP call; see :class:`~gateway_adapters.soap.PushSettings`."""
 
     batch_size = 1  # one SOAP call carries one record
 

@@ -54,7 +54,7 @@ def _truthy(value: Any) -> bool:
 
 
 class SoapSource:
-    """Pulls records from a SOAP operation; see :class:`~adapters.soap.PullSettings`."""
+    """Pulls records from a SOAP operation; see :class:`~gateway_adapters.soap.PullSettings`."""
 
     def __init__(self, system: str, config: SoapSourceConfig) -> None:
         self.system = system

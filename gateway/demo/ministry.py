@@ -191,7 +191,7 @@ class MarketMinistry:
     # ------------------------------------------------------------------ HTTP
 
     async def _wsdl(self, request: web.Request) -> web.Response:
-        text = resources.files("adapters.soap").joinpath("wsdl", "provincial-exchange.wsdl").read_text("utf-8")
+        text = resources.files("gateway_adapters.soap").joinpath("wsdl", "provincial-exchange.wsdl").read_text("utf-8")
         text = text.replace("http://localhost/exchange", self.url)
         return web.Response(text=text, content_type="text/xml")
 

@@ -13,7 +13,6 @@ machine (files), a revocation and a suspension back to the hall, a 并联审批 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import ssl
 import time
@@ -29,8 +28,9 @@ from gateway.demo.counterparts import HallPlatform
 from gateway.demo.credentials import DemoCredentials, prepare_credentials
 from gateway.demo.generate import generate_items, write_xml_file
 from gateway.demo.province import PROVINCE_TOKEN, SILENCE, province_sections
+from gateway.shipped import copy_shipped_mappings, shipped_mappings
 
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+MAPPINGS_DIR = shipped_mappings()  # the installed gateway_mappings package (gateway.shipped)
 BACKFILLED = 3  # records the demo reports late on purpose
 
 CONFIG_TEMPLATE = """\
@@ -109,7 +109,7 @@ def prepare_workdir(workdir: Path, hall_url: str, credentials: DemoCredentials, 
     from gateway.demo.twoway import demo_sections
 
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(MAPPINGS_DIR, workdir / "mappings", dirs_exist_ok=True)
+    copy_shipped_mappings(workdir / "mappings")
     (workdir / "drop" / "county").mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.toml"
     token = workdir / "secrets" / "province.token"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 from gateway.demo.counterparts import HallPlatform
 from gateway.demo.county import CountyFrontEnd, frontend_config
 from gateway.demo.ministry import MarketMinistry, sink_config
+from gateway.shipped import copy_shipped_mappings
 
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
 HALL_TOKEN = "demo-hall-platform-push-token-3f6e1b2a9c"  # the hall pushes with it; gateway.toml holds its SHA-256
 
 ROUTES = """
@@ -139,7 +138,7 @@ reconcile = {{ at = "01:40" }}{watch_ministry}
 
     def write_site(self, header: str, *, hall_auth: str | None = None) -> Path:
         """A gateway directory: the project's mappings and ``header`` (the [gateway], [api] … sections) + ours."""
-        shutil.copytree(MAPPINGS_DIR, self.root / "mappings", dirs_exist_ok=True)
+        copy_shipped_mappings(self.root / "mappings")
         config = self.root / "gateway.toml"
         config.write_text(header + self.sections(hall_auth=hall_auth), encoding="utf-8")
         return config
