@@ -118,6 +118,8 @@ def _default(info: FieldInfo, duration: bool) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, str):
         return f'`"{value}"`'
+    if isinstance(value, set | frozenset):  # no order of its own: sorted, so the reference reads the same every time
+        value = sorted(value, key=lambda v: (type(v).__name__, v))
     if isinstance(value, list | tuple):
         return "`[]`" if not value else "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v)
                                                       for v in value) + "]`"
