@@ -13,9 +13,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import holidays
 import yaml
-from holidays.countries.china import ChinaStaticHolidays
 
 __all__ = [
     "CalendarError",
@@ -199,6 +197,11 @@ def _schedule_files(path: Path) -> list[Path]:
 
 def _package_schedule(year: int) -> YearSchedule:
     """The holidays package's view of ``year``: official for years with a notice, a guess otherwise."""
+    # Imported here, not with the module: it loads every country's calendar (about 9 MB and 300
+    # modules), which a process that only ingests (the store imports the alert types) never needs.
+    import holidays
+    from holidays.countries.china import ChinaStaticHolidays
+
     cn = holidays.China(years=year)
     # The package records each year's 调休 as "substituted" days; a year without any has no notice yet,
     # and its "observed" days are the package's own extrapolation.
