@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.console.index import IndexBatch, index_batch
@@ -27,10 +27,10 @@ from gateway.pipeline.router import Router
 from gateway.records import load_json
 from gateway.store import AcceptItem, Store
 from gateway.store.cases import INDEX_CURSOR
-from gateway.store.sqlite import CHINA
 from gateway.supervision import CaseState, SupervisionEngine
 
 log = logging.getLogger("gateway.supervision")
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 SYSTEM = SUPERVISION  # the source name alerts carry; routes may name it in `sources`
 CURSOR = "supervision:records"

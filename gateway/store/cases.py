@@ -385,7 +385,7 @@ class SqliteCasesMixin:
     async def commit_supervision_indexed(self, states: dict[str, tuple[str, float | None]], alerts: Sequence[Any],
                                          cursor: tuple[str, str] | None, index: IndexBatch) -> Any:
         """``commit_supervision`` and the index changes of the same records, in one transaction."""
-        from gateway.store.sqlite import _commit_supervision  # the store module imports this one
+        from gateway.store.operations import _commit_supervision  # the store module imports this one
 
         def op(conn: Conn, chain: ChainWriter) -> Any:
             outcomes = _commit_supervision(conn, chain, states, alerts, cursor)

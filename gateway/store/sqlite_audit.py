@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from gateway.audit.chain import GENESIS, ChainWriter, digest_function
 from gateway.audit.model import ArchiveRow, SealConflict, SealHead, SealRow
 from gateway.store.base import AuditRow
+from gateway.store.dialect import SQLITE, dialect_of
 
 T = TypeVar("T")
 _CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 AUDIT_INSERT = "INSERT INTO audit(seq, hash, body) VALUES (?,?,?)"
-# The case index is an expression index on the body (migration 0005): queries must use this exact text.
-AUDIT_CASE = "json_extract(CAST(body AS TEXT), '$.case')"
+# The case index is an expression index on the body (migration 0005): queries must use this exact text
+# (SQLite's; ``dialect_of(conn).audit_case`` gives each backend's).
+AUDIT_CASE = SQLITE.audit_case
 _SEAL_COLS = ("s.seal, s.from_seq, s.to_seq, s.statement, s.statement_hash, s.signature, s.key_id,"
               " s.signature_algorithm, a.attempts, a.last_error")
 _SEALS = "audit_seals s LEFT JOIN audit_seal_attempts a ON a.seal = s.seal"
@@ -130,8 +132,8 @@ class SqliteAuditMixin:
 
     async def audit_case_seqs(self, case_no: str) -> list[int]:
         def q(conn: sqlite3.Connection) -> list[int]:
-            return [r[0] for r in conn.execute(f"SELECT seq FROM audit WHERE {AUDIT_CASE} = ? ORDER BY seq",
-                                                (case_no,))]
+            case = dialect_of(conn).audit_case
+            return [r[0] for r in conn.execute(f"SELECT seq FROM audit WHERE {case} = ? ORDER BY seq", (case_no,))]
 
         return await self._read(q)
 
@@ -139,7 +141,8 @@ class SqliteAuditMixin:
         """(seq, case_no) of the entries in from_seq..to_seq that belong to a case."""
 
         def q(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-            return conn.execute(f"SELECT seq, {AUDIT_CASE} FROM audit WHERE seq BETWEEN ? AND ? AND {AUDIT_CASE} IS NOT NULL"
+            case = dialect_of(conn).audit_case
+            return conn.execute(f"SELECT seq, {case} FROM audit WHERE seq BETWEEN ? AND ? AND {case} IS NOT NULL"
                                 " ORDER BY seq", (from_seq, to_seq)).fetchall()
 
         return await self._read(q)
@@ -173,8 +176,8 @@ class SqliteAuditMixin:
 
     async def list_seals(self, *, after: int = 0, limit: int | None = None) -> list[SealRow]:
         def q(conn: sqlite3.Connection) -> list[SealRow]:
-            rows = conn.execute(f"SELECT {_SEAL_COLS} FROM {_SEALS} WHERE s.seal > ? ORDER BY s.seal LIMIT ?",
-                                (after, -1 if limit is None else limit))
+            rows = conn.execute(f"SELECT {_SEAL_COLS} FROM {_SEALS} WHERE s.seal > ? ORDER BY s.seal"
+                                f"{dialect_of(conn).limit(limit)}", (after,))
             return [_seal(r) for r in rows]
 
         return await self._read(q)

@@ -30,7 +30,7 @@ class SqliteExchangeMixin:
 
     @staticmethod
     def _exchange_ops() -> tuple[ops.CommitRecords, Callable[..., None]]:
-        from gateway.store.sqlite import _commit_ingest, _set_cursor
+        from gateway.store.operations import _commit_ingest, _set_cursor
 
         return _commit_ingest, _set_cursor
 

@@ -34,7 +34,7 @@ class SqliteQuarantineMixin:
 
     @staticmethod
     def _batch_ops() -> tuple[ops.CommitBatch, Callable[..., None]]:
-        from gateway.store.sqlite import _commit_ingest, _set_cursor
+        from gateway.store.operations import _commit_ingest, _set_cursor
 
         return _commit_ingest, _set_cursor
 
