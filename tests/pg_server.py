@@ -149,16 +149,8 @@ class PostgresServer:
         return name, self.create_database(name, "gateway_template")
 
     def _make_template(self) -> None:
-        import asyncio
-
-        from gateway.store import make_store
+        from gateway.store.postgresql import PgStore
 
         self.create_database("gateway_template")
-
-        async def migrate() -> None:
-            store = make_store(self.url("gateway_template"))
-            await store.open()
-            await store.close()
-
-        asyncio.run(migrate())
+        PgStore(self.url("gateway_template"))._migrate()  # synchronous; leaves no connection open
         self._template_ready = True

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
-from pathlib import Path
+from typing import Any
 
 import pytest
-from test_store_sqlite import item
+from store_support import as_bytes, raw
+from test_store import item
 
 from gateway.audit import Sealer, SealRefused, load_certificates, load_or_create_dev_signer, verify_store
 from gateway.audit.chain import GENESIS, canonical, entry_hash
@@ -46,23 +46,13 @@ async def fill_to(store: SqliteStore, entries: int, *, cases: int | None = None,
     assert (await store.audit_head())[0] == entries
 
 
-def tamper(db: Path, sql: str, *args: object) -> None:
-    """Change the database behind the gateway's back, as an intruder with file access would."""
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(sql, args)
-        conn.commit()
-    finally:
-        conn.close()
+def tamper(db: Any, sql: str, *args: object) -> None:
+    """Change the database behind the gateway's back, as an intruder with database access would (a store or a path)."""
+    raw(db).execute(sql, *args)
 
 
-def body_of(db: Path, seq: int) -> bytes:
-    conn = sqlite3.connect(db)
-    try:
-        value = conn.execute("SELECT body FROM audit WHERE seq=?", (seq,)).fetchone()[0]
-        return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    finally:
-        conn.close()
+def body_of(db: Any, seq: int) -> bytes:
+    return as_bytes(raw(db).value("SELECT body FROM audit WHERE seq=?", seq))
 
 
 class FlakySigner(Signer):
@@ -163,47 +153,48 @@ async def test_unsealed_tail_and_no_seals_at_all_still_verify_the_chain(store) -
 
 async def test_one_byte_changed_in_one_entry_body_names_that_entry(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    body = body_of(tmp_path / "g.db", 57)
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=57", body.replace(b'"county"', b'"countx"'))
+    body = body_of(store, 57)
+    tamper(store, "UPDATE audit SET body=? WHERE seq=57", body.replace(b'"county"', b'"countx"'))
     report = await verify_store(store, trusted=trusted)
     assert not report.ok
     assert report.first_problem == "entry 57: hash does not match its body"
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # PostgreSQL's columns keep their types
 async def test_values_of_the_wrong_type_are_checked_not_crashed_on(store, signer, trusted, tmp_path) -> None:
     """Someone edits the file with the sqlite3 shell: a body becomes TEXT, a hash becomes a BLOB."""
     await sealed_store(store, signer, entries=300)
-    same = body_of(tmp_path / "g.db", 40).decode("utf-8")
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=40", same)  # same bytes, TEXT type: still intact
+    same = body_of(store, 40).decode("utf-8")
+    tamper(store, "UPDATE audit SET body=? WHERE seq=40", same)  # same bytes, TEXT type: still intact
     assert (await verify_store(store, trusted=trusted)).ok
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=41", body_of(tmp_path / "g.db", 41).decode()
+    tamper(store, "UPDATE audit SET body=? WHERE seq=41", body_of(store, 41).decode()
            .replace("county", "c0unty"))
-    tamper(tmp_path / "g.db", "UPDATE audit SET hash=? WHERE seq=250", bytes(32))
+    tamper(store, "UPDATE audit SET hash=? WHERE seq=250", bytes(32))
     report = await verify_store(store, trusted=trusted)
     assert report.problems[0] == "entry 41: hash does not match its body"
     # the verification of that chunk stopped at 41; the hash at 250 is found once 41 is repaired
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=41", body_of(tmp_path / "g.db", 41).decode()
+    tamper(store, "UPDATE audit SET body=? WHERE seq=41", body_of(store, 41).decode()
            .replace("c0unty", "county"))
     assert (await verify_store(store, trusted=trusted)).first_problem == "entry 250: hash does not match its body"
 
 
 async def test_changed_stored_hash_names_that_entry(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    tamper(tmp_path / "g.db", "UPDATE audit SET hash=? WHERE seq=333", "ab" * 32)
+    tamper(store, "UPDATE audit SET hash=? WHERE seq=333", "ab" * 32)
     report = await verify_store(store, trusted=trusted)
     assert report.first_problem == "entry 333: hash does not match its body"
 
 
 async def test_entry_deleted_from_the_middle_is_named_as_a_gap(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq=56")
+    tamper(store, "DELETE FROM audit WHERE seq=56")
     report = await verify_store(store, trusted=trusted)
     assert report.first_problem == "gap: entries 56..56 missing between 55 and 57"
 
 
 async def test_newest_sealed_entries_deleted_are_caught_by_their_seal(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq > 950")
+    tamper(store, "DELETE FROM audit WHERE seq > 950")
     report = await verify_store(store, trusted=trusted)
     assert report.first_problem == ("seal 10: covers entries 901..1000, but the trail ends at entry 950 "
                                     "(entries deleted from the end)")
@@ -214,11 +205,11 @@ async def test_newest_sealed_entries_deleted_are_caught_by_their_seal(store, sig
 
 async def test_body_that_names_another_seq_is_caught(store, tmp_path) -> None:
     await fill_to(store, 20)
-    body = json.loads(body_of(tmp_path / "g.db", 20))
+    body = json.loads(body_of(store, 20))
     body["seq"] = 21
     forged = canonical(body)
-    prev = sqlite3.connect(tmp_path / "g.db").execute("SELECT hash FROM audit WHERE seq=19").fetchone()[0]
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=?, hash=? WHERE seq=20", forged, entry_hash(prev, forged))
+    prev = raw(store).value("SELECT hash FROM audit WHERE seq=19")
+    tamper(store, "UPDATE audit SET body=?, hash=? WHERE seq=20", forged, entry_hash(prev, forged))
     report = await verify_store(store)
     assert report.first_problem == "entry 20: body says seq 21 but it is stored as entry 20"
 
@@ -226,18 +217,16 @@ async def test_body_that_names_another_seq_is_caught(store, tmp_path) -> None:
 async def test_history_rewritten_with_recomputed_hashes_is_caught_by_the_seal(store, signer, trusted, tmp_path) -> None:
     """An intruder without the seal key rewrites entry 150 and re-hashes everything after it."""
     await sealed_store(store, signer)
-    db = tmp_path / "g.db"
-    conn = sqlite3.connect(db)
-    prev = conn.execute("SELECT hash FROM audit WHERE seq=149").fetchone()[0]
-    rows = conn.execute("SELECT seq, body FROM audit WHERE seq >= 150 ORDER BY seq").fetchall()
-    for seq, body in rows:
+    db = raw(store)
+    prev = db.value("SELECT hash FROM audit WHERE seq=149")
+    rewritten = []
+    for seq, body in db.execute("SELECT seq, body FROM audit WHERE seq >= 150 ORDER BY seq"):
         body = bytes(body)
         if seq == 150:
             body = body.replace(b'"county"', b'"forged"')
         prev = entry_hash(prev, body)
-        conn.execute("UPDATE audit SET body=?, hash=? WHERE seq=?", (body, prev, seq))
-    conn.commit()
-    conn.close()
+        rewritten.append((body, prev, seq))
+    db.executemany("UPDATE audit SET body=?, hash=? WHERE seq=?", rewritten)
     report = await verify_store(store, trusted=trusted)
     assert report.first_problem == "seal 2: Merkle root does not match entries 101..200"
 
@@ -247,11 +236,10 @@ async def test_history_rewritten_with_recomputed_hashes_is_caught_by_the_seal(st
 
 async def test_one_byte_changed_in_a_seal_statement_names_the_seal(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    statement = bytes(sqlite3.connect(tmp_path / "g.db").execute(
-        "SELECT statement FROM audit_seals WHERE seal=3").fetchone()[0])
+    statement = bytes(raw(store).value("SELECT statement FROM audit_seals WHERE seal=3"))
     changed = statement.replace(b'"to_seq":300', b'"to_seq":301')
     assert changed != statement
-    tamper(tmp_path / "g.db", "UPDATE audit_seals SET statement=? WHERE seal=3", changed)
+    tamper(store, "UPDATE audit_seals SET statement=? WHERE seal=3", changed)
     report = await verify_store(store, trusted=trusted)
     assert report.first_problem == "seal 3: signature invalid"
     # the next seal no longer links to it either
@@ -260,17 +248,16 @@ async def test_one_byte_changed_in_a_seal_statement_names_the_seal(store, signer
 
 async def test_one_byte_changed_in_a_seal_signature_names_the_seal(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    sig = bytearray(sqlite3.connect(tmp_path / "g.db").execute(
-        "SELECT signature FROM audit_seals WHERE seal=7").fetchone()[0])
+    sig = bytearray(raw(store).value("SELECT signature FROM audit_seals WHERE seal=7"))
     sig[10] ^= 0x01
-    tamper(tmp_path / "g.db", "UPDATE audit_seals SET signature=? WHERE seal=7", bytes(sig))
+    tamper(store, "UPDATE audit_seals SET signature=? WHERE seal=7", bytes(sig))
     report = await verify_store(store, trusted=trusted)
     assert report.problems == ["seal 7: signature invalid", "seal 7: its signature is not the one entry 1018 records"]
 
 
 async def test_seal_deleted_from_the_middle_is_named(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
-    tamper(tmp_path / "g.db", "DELETE FROM audit_seals WHERE seal=5")
+    tamper(store, "DELETE FROM audit_seals WHERE seal=5")
     report = await verify_store(store, trusted=trusted)
     assert report.first_problem == "seal 6: follows seal 4; seals 5..5 are missing"
 
@@ -301,9 +288,9 @@ async def test_verification_split_over_worker_processes_names_the_same_first_pro
     assert clean.ok and clean.workers == 2, clean.render()
     assert clean.entries_checked == (await store.audit_head())[0] == 2042
     # a gap exactly at a task boundary (tasks end at seals 3, 6, …: entry 600 ends one)
-    tamper(tmp_path / "g.db", "DELETE FROM audit WHERE seq BETWEEN 600 AND 602")
-    body = body_of(tmp_path / "g.db", 1500)
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=1500", body.replace(b"county", b"c0unty"))
+    tamper(store, "DELETE FROM audit WHERE seq BETWEEN 600 AND 602")
+    body = body_of(store, 1500)
+    tamper(store, "UPDATE audit SET body=? WHERE seq=1500", body.replace(b"county", b"c0unty"))
     report = await verify_store(store, trusted=trusted, workers=2)
     assert report.first_problem == "gap: entries 600..602 missing between 599 and 603"
     assert "entry 1500: hash does not match its body" in report.problems
@@ -410,8 +397,8 @@ async def test_two_sealers_at_once_never_fork_the_seal_chain(store, signer, trus
 
 async def test_sealer_refuses_to_sign_over_a_broken_chain(store, signer, tmp_path) -> None:
     await fill_to(store, 40)
-    body = body_of(tmp_path / "g.db", 7)
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=7", body.replace(b"county", b"c0unty"))
+    body = body_of(store, 7)
+    tamper(store, "UPDATE audit SET body=? WHERE seq=7", body.replace(b"county", b"c0unty"))
     with pytest.raises(SealRefused, match="entry 7: hash does not match its body"):
         await Sealer(store, signer).seal_now()
     assert await store.list_seals() == []

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import zipfile
 from datetime import timedelta
-from pathlib import Path
+from typing import Any
 
 import pytest
+from store_support import raw
 from test_audit import FlakySigner, fill_to, tamper
 from test_audit_evidence import offline_verify
 
@@ -21,12 +21,8 @@ from gateway.audit import (
 from gateway.audit import verify_store as verify
 
 
-def db_seqs(db: Path) -> tuple[int, int, int]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT min(seq), max(seq), count(*) FROM audit").fetchone()
-    finally:
-        conn.close()
+def db_seqs(db: Any) -> tuple[int, int, int]:
+    return tuple(raw(db).one("SELECT min(seq), max(seq), count(*) FROM audit"))  # type: ignore[return-value]
 
 
 async def test_archive_moves_sealed_entries_out_and_verification_runs_across(store, signer, trusted, tmp_path) -> None:
@@ -40,7 +36,7 @@ async def test_archive_moves_sealed_entries_out_and_verification_runs_across(sto
     assert (out.row.first_seal, out.row.last_seal) == (1, 3) and out.deleted == 450
     assert out.path and out.path.exists() and out.path.parent == tmp_path / "archives"
     # the database forgot the entries and their seals, and chained an "archived" entry
-    assert db_seqs(tmp_path / "g.db") == (451, head + 1, head + 1 - 450)
+    assert db_seqs(store) == (451, head + 1, head + 1 - 450)
     last = (await store.audit_entries(after_seq=head))[0].decoded()
     assert last["action"] == "archived" and last["detail"]["to_seq"] == 450
     assert [s.seal for s in await store.list_seals()][0] == 4
@@ -139,12 +135,12 @@ async def test_pending_seals_are_never_archived(store, signer, tmp_path) -> None
 async def test_archive_refuses_a_broken_range_and_deletes_nothing(store, signer, tmp_path) -> None:
     await fill_to(store, 200)
     await Sealer(store, signer, max_entries=50).seal_now()
-    body = bytes(sqlite3.connect(tmp_path / "g.db").execute("SELECT body FROM audit WHERE seq=30").fetchone()[0])
-    tamper(tmp_path / "g.db", "UPDATE audit SET body=? WHERE seq=30", body.replace(b"county", b"c0unty"))
+    body = bytes(raw(store).value("SELECT body FROM audit WHERE seq=30"))
+    tamper(store, "UPDATE audit SET body=? WHERE seq=30", body.replace(b"county", b"c0unty"))
     head = (await store.audit_head())[0]
     with pytest.raises(ArchiveError, match="entry 30: hash does not match its body"):
         await archive(store, tmp_path / "a", signer=signer, before_seq=150)
-    assert db_seqs(tmp_path / "g.db") == (1, head, head)
+    assert db_seqs(store) == (1, head, head)
     assert not list((tmp_path / "a").glob("*"))
 
 
@@ -156,7 +152,7 @@ async def test_archive_refuses_when_the_signer_is_down_and_deletes_nothing(store
     head = (await store.audit_head())[0]
     with pytest.raises(ArchiveError, match="signer is unavailable"):
         await archive(store, tmp_path / "a", signer=flaky, before_seq=1000)
-    assert db_seqs(tmp_path / "g.db") == (1, head, head)
+    assert db_seqs(store) == (1, head, head)
     assert not list((tmp_path / "a").glob("*"))
 
 

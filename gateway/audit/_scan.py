@@ -1,6 +1,8 @@
 """The verifier's inner loops: check runs of audit entries fast, in this process or in worker processes.
 
-Kept free of the store and of asyncio so worker processes import little. A run is
+Kept free of the store's writers and of asyncio so worker processes import little: a database
+range is read through ``gateway.store.audit_source`` (a read-only connection opened from the
+store's URL, whatever the backend). A run is
 checked in cheap passes: recompute the chain (one hash per entry), compare all recomputed
 hashes with the stored ones in one string comparison, and check each body's ``"seq":N`` as
 bytes; only when a pass fails is the run walked slowly to name the first broken entry
@@ -12,7 +14,6 @@ back whole.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -174,22 +175,14 @@ class _Merkle:
             self.i += 1
 
 
-def _connect_ro(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA cache_size=-65536")
-    return conn
-
-
-def _gap_text(conn: sqlite3.Connection, c0: int, c1: int, end: int) -> tuple[int, str]:
+def _gap_text(source: Any, c0: int, c1: int, end: int) -> tuple[int, str]:
     """Name the first gap in c0..c1, however far past c1 it runs: (first missing seq, text)."""
     expected = c0
-    for (s,) in conn.execute("SELECT seq FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", (c0, c1)):
+    for s in source.seqs(c0, c1):
         if s != expected:
             break
         expected += 1
-    row = conn.execute("SELECT min(seq) FROM audit WHERE seq >= ?", (expected,)).fetchone()
-    nxt = row[0] if row and row[0] is not None else None
+    nxt = source.first_from(expected)
     if nxt is None:
         return expected, f"gap: entries {expected}..{end} missing at the end of the range checked"
     if expected - 1 < 1:
@@ -198,7 +191,7 @@ def _gap_text(conn: sqlite3.Connection, c0: int, c1: int, end: int) -> tuple[int
 
 
 def scan_db(
-    path: str,
+    url: str,
     algorithm: str,
     start: int,
     end: int,
@@ -207,21 +200,23 @@ def scan_db(
     *,
     order: int = 1,
 ) -> ScanResult:
-    """Check database entries start..end; ``prev_hex`` is the hash before start (None: read it, unchecked)."""
+    """Check the entries start..end of the store at ``url``; ``prev_hex`` is the hash before start (None: read it)."""
+    from gateway.store.audit_source import open_audit_source
+
     result = ScanResult()
     merkle = _Merkle(wanted, algorithm, result)
-    conn = _connect_ro(path)
+    source = open_audit_source(url)
     try:
         prev: bytes | None
         if prev_hex is None:
-            row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (start - 1,)).fetchone()
+            stored = source.hash_at(start - 1)
             try:
-                prev = bytes.fromhex(row[0]) if row else None
-            except ValueError:
+                prev = bytes.fromhex(stored) if stored is not None else None
+            except (ValueError, TypeError):
                 prev = None  # the worker before this one reports that entry
-            if row is None:
+            if stored is None:
                 # The gap runs into this task from the one before, which names it whole.
-                first = conn.execute("SELECT min(seq) FROM audit WHERE seq >= ?", (start,)).fetchone()[0]
+                first = source.first_from(start)
                 if first is None or first > end:
                     return result
                 start = first
@@ -230,16 +225,13 @@ def scan_db(
         c0 = start
         while c0 <= end:
             c1 = min(end, c0 + CHUNK - 1)
-            n = conn.execute("SELECT count(*) FROM audit WHERE seq BETWEEN ? AND ?", (c0, c1)).fetchone()[0]
+            n = source.count(c0, c1)
             gap: tuple[int, str] | None = None
             upto = c1
             if n != c1 - c0 + 1:
-                gap = _gap_text(conn, c0, c1, end)
+                gap = _gap_text(source, c0, c1, end)
                 upto = gap[0] - 1
-            rows = conn.execute("SELECT hash, body FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                                (c0, upto)).fetchall() if upto >= c0 else []
-            hashes = [r[0] for r in rows]
-            bodies = [r[1] for r in rows]
+            hashes, bodies = source.entries(c0, upto) if upto >= c0 else ([], [])
             good, text = check_run(c0, prev, hashes, bodies, algorithm, records=result.records)
             if good:
                 merkle.feed(c0, good)
@@ -256,7 +248,7 @@ def scan_db(
             c0 = c1 + 1
         return result
     finally:
-        conn.close()
+        source.close()
 
 
 def scan_archive(

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography import x509
 
 from gateway.audit._archive_file import CASES, ENTRIES, MANIFEST, SEALS, SIGNATURE, archive_name, seal_record
-from gateway.audit._scan import CHUNK, _as_bytes, _connect_ro, scan_db
+from gateway.audit._scan import CHUNK, _as_bytes, scan_db
 from gateway.audit.chain import GENESIS, HASHERS, canonical, digest_function
 from gateway.audit.model import ARCHIVE_TYPE, MERKLE_SCHEME, ArchiveRow, SealRow
 from gateway.audit.signers import Signer
@@ -79,7 +79,7 @@ def _choose(seals: list[SealRow], start: int, before_seq: int | None, cutoff: da
 
 
 def _write_file(
-    db_path: str,
+    url: str,
     tmp: Path,
     algorithm: str,
     from_seq: int,
@@ -88,17 +88,18 @@ def _write_file(
     certificates: dict[str, str],
 ) -> tuple[str, str, str]:
     """Write entries, cases, seals and certificates; returns the digests of the three data members."""
+    from gateway.store.audit_source import open_audit_source
+
     entries_hash = HASHERS[algorithm]()
     cases: dict[str, list[int]] = {}
-    conn = _connect_ro(db_path)
+    source = open_audit_source(url)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             with zf.open(ENTRIES, "w", force_zip64=True) as out:
                 a = from_seq
                 while a <= to_seq:
                     b = min(to_seq, a + CHUNK - 1)
-                    rows = conn.execute("SELECT seq, hash, body, json_extract(CAST(body AS TEXT), '$.case') FROM audit"
-                                        " WHERE seq BETWEEN ? AND ? ORDER BY seq", (a, b)).fetchall()
+                    rows = source.entries_with_case(a, b)
                     if len(rows) != b - a + 1:
                         raise ArchiveError(f"entries {a}..{b} are not all in the database any more; nothing archived")
                     data = b"".join(str(r[1]).encode("ascii") + b" " + _as_bytes(r[2]) + b"\n" for r in rows)
@@ -118,7 +119,7 @@ def _write_file(
                 zf.writestr(f"certificates/{key_id}.pem", pem)
             zf.writestr("README.txt", _README)
     finally:
-        conn.close()
+        source.close()
     h = digest_function(algorithm)
     return entries_hash.digest().hex(), h(cases_bytes).hex(), h(seals_bytes).hex()
 
@@ -168,7 +169,7 @@ async def archive(
     prev_hash = last.last_hash if last else GENESIS
 
     # Verify before anything leaves the database: the chain, and every seal against it.
-    scan = await asyncio.to_thread(scan_db, store.path, algorithm, from_seq, to_seq, prev_hash,
+    scan = await asyncio.to_thread(scan_db, store.url, algorithm, from_seq, to_seq, prev_hash,
                                    [(s.from_seq, s.to_seq) for s in chosen])
     if scan.problem is not None:
         raise ArchiveError(f"will not archive entries {from_seq}..{to_seq}: {scan.problem.text}; "
@@ -192,7 +193,7 @@ async def archive(
     tmp = final.with_name(final.name + ".partial")
     try:
         entries_hash, cases_hash, seals_hash = await asyncio.to_thread(
-            _write_file, store.path, tmp, algorithm, from_seq, to_seq, chosen, file_certs)
+            _write_file, store.url, tmp, algorithm, from_seq, to_seq, chosen, file_certs)
         created = _now().isoformat(timespec="milliseconds")
         h = digest_function(algorithm)
         manifest = canonical({

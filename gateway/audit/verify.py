@@ -1,7 +1,8 @@
 """Verify the whole audit trail: every entry's hash, seq continuity, every seal, every archive.
 
-``verify_store(store)`` checks the SQLite file directly with read-only connections (in
-worker processes when the chain is long) and returns a ``VerifyReport`` whose first
+``verify_store(store)`` reads the store through read-only connections of its own, opened
+from the store's URL by ``gateway.store.audit_source`` on any backend (in worker processes
+when the chain is long), and returns a ``VerifyReport`` whose first
 problem names the first broken entry or seal precisely, e.g. "entry 57: hash does not
 match its body", "gap: entries 56..56 missing between 55 and 57", "seal 3: signature
 invalid". Archives written by ``gateway.audit.archive()`` are checked when their folder is
@@ -14,7 +15,6 @@ import asyncio
 import base64
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from gateway.audit._archive_file import read_meta
-from gateway.audit._scan import Problem, ScanResult, _as_bytes, _connect_ro, result_from_json, scan_task
+from gateway.audit._scan import Problem, ScanResult, _as_bytes, result_from_json, scan_task
 from gateway.audit.chain import GENESIS, HASHERS, digest_function
 from gateway.audit.model import ARCHIVE_TYPE, SEAL_TYPE, SEAL_TYPE_V1, SEAL_TYPES, ArchiveRow
 from gateway.audit.signers import (
@@ -146,40 +146,30 @@ async def verify_store(
     trust_label: str | None = None,
     workers: int | None = None,
 ) -> VerifyReport:
-    """Verify a SqliteStore (open or not) or a database path; heavy work runs off the event loop."""
-    path = getattr(store, "path", store)
-    return await asyncio.to_thread(verify_path, str(path), archives_dir=archives_dir, trusted=trusted,
+    """Verify a store (open or not; any backend) or a store URL; heavy work runs off the event loop."""
+    url = getattr(store, "url", store)
+    return await asyncio.to_thread(verify_path, str(url), archives_dir=archives_dir, trusted=trusted,
                                    trust_label=trust_label, workers=workers)
 
 
 # ---------------------------------------------------------------------------- reading the database
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
-
-
-def _load_db(conn: sqlite3.Connection
+def _load_db(source: Any
              ) -> tuple[str, int, int, list[SealView], list[ArchiveRow], dict[str, tuple[str, str]]]:
-    if not _table_exists(conn, "audit") or not _table_exists(conn, "meta"):
+    if not source.is_gateway_store():
         raise ValueError("not a gateway store: no audit table")
-    row = conn.execute("SELECT value FROM meta WHERE key='audit_algorithm'").fetchone()
-    algorithm = row[0] if row else "sha256"
-    # Two queries: SQLite answers a lone min() or max() from the index, but not both in one.
-    lo = conn.execute("SELECT min(seq) FROM audit").fetchone()[0]
-    hi = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
+    algorithm = source.algorithm()
+    lo, hi = source.bounds()
     seals: list[SealView] = []
     archives: list[ArchiveRow] = []
     certs: dict[str, tuple[str, str]] = {}  # key id -> (PEM, algorithm)
-    if _table_exists(conn, "audit_seals"):
-        for r in conn.execute("SELECT seal, from_seq, to_seq, statement, statement_hash, signature, key_id,"
-                              " signature_algorithm FROM audit_seals ORDER BY seal"):
+    if source.has_seal_tables():
+        for r in source.seals():
             seals.append(SealView(r[0], r[1], r[2], _as_bytes(r[3]), r[4],
                                   _as_bytes(r[5]) if r[5] is not None else None, r[6], r[7], "database"))
-        archives = [ArchiveRow(*r) for r in conn.execute(
-            "SELECT archive, file, manifest_hash, from_seq, to_seq, prev_hash, last_hash, first_seal, last_seal,"
-            " last_seal_hash, entries, created_at FROM audit_archives ORDER BY archive")]
-        certs = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT key_id, certificate, algorithm FROM audit_keys")}
+        archives = [ArchiveRow(*r) for r in source.archives()]
+        certs = source.certificates()
     return algorithm, lo or 0, hi or 0, seals, archives, certs
 
 
@@ -303,7 +293,7 @@ def _plan(start: int, end: int, ranges: Sequence[tuple[int, int]], target: int) 
 
 def _balance(tasks: list[tuple[Any, ...]], workers: int) -> list[list[int]]:
     """Task indices per worker, largest first onto the least loaded (entries as the measure)."""
-    size = [t[1][3] - t[1][2] + 1 for t in tasks]  # (path, algorithm, from, to, …)
+    size = [t[1][3] - t[1][2] + 1 for t in tasks]  # (url or file, algorithm, from, to, …)
     groups: list[list[int]] = [[] for _ in range(min(workers, len(tasks)))]
     load = [0] * len(groups)
     for i in sorted(range(len(tasks)), key=lambda i: -size[i]):
@@ -349,7 +339,7 @@ def default_workers() -> int:
 
 
 def verify_path(
-    path: str,
+    path: str | Path,
     *,
     archives_dir: str | Path | None = None,
     trusted: Mapping[str, x509.Certificate] | None = None,
@@ -357,20 +347,20 @@ def verify_path(
     workers: int | None = None,
     witness: Sequence[str | Path] = (),
 ) -> VerifyReport:
-    """Verify the SQLite store at ``path`` (read-only), its archives and, given, its witness logs.
+    """Verify the store at ``path`` — a store URL, or a SQLite file — read-only, its archives and its witness logs.
 
     See the module docstring; ``witness`` files (the sealer's log, copies of the seals delivered to
     supervisors) prove that no witnessed seal was removed, rewritten or stripped of its signature.
     """
+    from gateway.store import store_url
+    from gateway.store.audit_source import open_audit_source
+
     t0 = time.perf_counter()
-    if not Path(path).exists():
-        raise FileNotFoundError(f"audit store {path} does not exist")
-    conn = _connect_ro(path)
-    try:
-        algorithm, lo, hi, db_seals, archive_rows, db_certs = _load_db(conn)
-    finally:
-        conn.close()
-    report = VerifyReport(store=path, algorithm=algorithm)
+    url = store_url(path)
+    with open_audit_source(url) as source:
+        algorithm, lo, hi, db_seals, archive_rows, db_certs = _load_db(source)
+        where = source.where
+    report = VerifyReport(store=where, algorithm=algorithm)
     if algorithm not in HASHERS:
         report.problems.append(f"store names unknown hash algorithm {algorithm!r}")
         return report
@@ -484,7 +474,7 @@ def verify_path(
     if total_db:
         target = max(TASK_TARGET, total_db // (n_workers * 2) + 1) if n_workers > 1 else total_db
         for i, (a, b, wanted) in enumerate(_plan(db_start, db_end, ranges, target)):
-            tasks.append(("db", (path, algorithm, a, b, prev_hash if i == 0 else None, wanted), {"order": order}))
+            tasks.append(("db", (url, algorithm, a, b, prev_hash if i == 0 else None, wanted), {"order": order}))
             task_rows.append(None)
     report.workers = n_workers
     results = _run(tasks, n_workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from gateway.store.base import (
@@ -28,9 +29,27 @@ __all__ = [
     "Store",
     "StoreCounts",
     "StoreError",
+    "STORE_FAILURES",
+    "is_store_url",
     "make_store",
     "sqlite_path",
+    "store_url",
 ]
+
+STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError, sqlite3.DatabaseError)
+"""What a store outage looks like to its callers (a lock, the disk, a lost connection), as opposed to an item's data.
+
+The PostgreSQL backend turns its connection failures into StoreError at its boundary."""
+
+
+def is_store_url(value: str) -> bool:
+    return value.startswith(("sqlite:///", "postgresql://", "postgres://"))
+
+
+def store_url(path_or_url: str | Path) -> str:
+    """A store URL as it is, or the ``sqlite:///`` URL of a SQLite file path."""
+    text = str(path_or_url)
+    return text if is_store_url(text) else f"sqlite:///{text}"
 
 
 def sqlite_path(url: str, base: Path | None = None) -> Path:
@@ -45,9 +64,14 @@ def sqlite_path(url: str, base: Path | None = None) -> Path:
 
 
 def make_store(url: str, *, base: Path | None = None, audit_algorithm: str = "sha256") -> Store:
-    """A Store for ``url``; only ``sqlite:///`` exists today."""
+    """A Store for ``url``: ``sqlite:///path.db`` (embedded) or ``postgresql://…`` (also ``postgres://``)."""
     if url.startswith("sqlite:///"):
         from gateway.store.sqlite import SqliteStore
 
         return SqliteStore(sqlite_path(url, base), audit_algorithm=audit_algorithm)
-    raise StoreError(f"unsupported store URL {url!r}: use sqlite:///path/to/gateway.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        from gateway.store.postgresql import PgStore
+
+        return PgStore(url, audit_algorithm=audit_algorithm)
+    raise StoreError(f"unsupported store URL {url!r}: use sqlite:///path/to/gateway.db or "
+                     "postgresql://user@host:5432/database")

@@ -8,7 +8,7 @@ in the same transaction as the change.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,3 +332,33 @@ class Store(abc.ABC):
     async def rewrite_record_bodies(self, updates: Sequence[tuple[int, str, str]], detail: dict[str, Any]) -> int:
         """Replace (id, old body, new body) where the body is still the old one, with one audit entry; count."""
         raise NotImplementedError(f"{type(self).__name__} cannot rewrite record bodies")
+
+    # ---- several processes on one store (PostgreSQL); the defaults suit a store one process delivers from
+
+    def lock_delivery(self) -> None:
+        """Before ``open``: claim the right to deliver from this store, or raise StoreError naming who holds it.
+
+        A store whose in-flight leases are released wholesale at start-up (SQLite) lets only one
+        process deliver; a store whose claims lock rows and expire leases (PostgreSQL) lets any number.
+        """
+        return None
+
+    def unlock_delivery(self) -> None:
+        """Give up what ``lock_delivery`` took."""
+        return None
+
+    def watch_deliveries(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(destination)`` when another process makes a delivery pending (none do by default)."""
+        return None
+
+    async def lead(self, role: str) -> bool:
+        """Whether this process leads ``role`` (the sealer, a follower): work that must run in one process at once.
+
+        Asked again on every round; a process that loses the lead (its database session ended)
+        gets False and another process takes it. With one process there is nothing to elect.
+        """
+        return True
+
+    async def resign(self, role: str) -> None:
+        """Give up the lead of ``role`` (at stop), so another process takes it at once."""
+        return None

@@ -46,6 +46,9 @@ class Dialect:
         """A LIMIT clause; None means all rows."""
         return " LIMIT -1" if limit is None else f" LIMIT {int(limit)}"
 
+    def table_exists(self, conn: Any, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -75,6 +78,9 @@ class PostgresDialect(Dialect):
 
     def limit(self, limit: int | None) -> str:
         return "" if limit is None else f" LIMIT {int(limit)}"
+
+    def table_exists(self, conn: Any, name: str) -> bool:
+        return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
 
 
 SQLITE = Dialect()

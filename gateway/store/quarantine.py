@@ -41,6 +41,12 @@ ITEM_FAULTS: tuple[type[BaseException], ...] = (
 SYSTEMIC_MIN = 8  # when every item of a batch at least this large fails alone, the fault is not theirs
 
 
+def register_item_faults(*types: type[BaseException]) -> None:
+    """Add a backend's exceptions for data it refuses (PostgreSQL's DataError, IntegrityError)."""
+    global ITEM_FAULTS
+    ITEM_FAULTS = tuple(dict.fromkeys((*ITEM_FAULTS, *types)))
+
+
 def is_item_fault(exc: BaseException) -> bool:
     return isinstance(exc, ITEM_FAULTS) and not isinstance(exc, sqlite3.OperationalError)
 
@@ -121,9 +127,11 @@ def _unit_ref(unit: AcceptItem | QuarantineItem) -> str:
 
 def _unstorable(unit: AcceptItem | QuarantineItem, exc: BaseException, at: str) -> QuarantineItem:
     """The quarantine entry for an item the store refused, naming the fault (the value is not repeated)."""
-    if isinstance(exc, OverflowError):
+    # A backend's own error says the same by its SQLSTATE: 22003 numeric value out of range, 22021 bad character.
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(exc, OverflowError) or sqlstate == "22003":
         rule, what = "integer_range", "a number is beyond the 64-bit range the store holds"
-    elif isinstance(exc, UnicodeError):
+    elif isinstance(exc, UnicodeError) or sqlstate == "22021":
         rule, what = "unicode", "a text holds characters UTF-8 cannot encode (a lone surrogate)"
     elif isinstance(exc, RecursionError):
         rule, what = "max_depth", "it is nested too deeply to be stored"

@@ -1,4 +1,4 @@
-"""The SQLite store's semantics: idempotency, versions, quarantine, per-case claiming, audit chain."""
+"""The store's semantics on every backend: idempotency, versions, quarantine, per-case claiming, audit chain."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import json
 import sqlite3
 import time
+
+import pytest
 
 from gateway.audit.chain import GENESIS, entry_hash
 from gateway.store import AcceptItem, QuarantineItem, Settlement
@@ -107,13 +109,31 @@ async def test_expired_lease_is_claimed_again(store):
     assert [(e["detail"]["reason"], e["detail"]["to"]) for e in reconciled] == [("lease expired", "pending")]
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 async def test_deliveries_left_in_flight_are_released_at_start_up_and_audited(store):
+    """SQLite: one process delivers (DeliveryLock), so whatever is in flight at its start-up is its own."""
     await store.commit_ingest([item("A"), item("B")], [])
     await store.claim("hall", 10, 300, time.time())
     assert await store.release_leases() == 2
     assert (await store.counts()).pending == 2
     actions = [r.decoded()["action"] for r in await store.audit_entries()]
     assert actions.count("reconciled") == 2
+    await verify_chain(store)
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_on_a_shared_store_start_up_releases_only_leases_that_expired(store):
+    """PostgreSQL: other processes deliver from the same store; a live process's leases are never taken from it."""
+    await store.commit_ingest([item("A"), item("B")], [])
+    now = time.time()
+    (dead,) = await store.claim("hall", 1, 0.05, now)  # claimed by a process that died since: its lease runs out
+    (live,) = await store.claim("hall", 1, 300, now)  # claimed by a process still sending it
+    await asyncio.sleep(0.1)
+    assert await store.release_leases() == 1
+    waiting = {d["id"]: d["state"] for d in await store.list_deliveries()}
+    assert waiting == {dead.delivery_id: "pending", live.delivery_id: "inflight"}
+    reconciled = [r.decoded()["detail"] for r in await store.audit_entries() if r.decoded()["action"] == "reconciled"]
+    assert [d["delivery"] for d in reconciled] == [dead.delivery_id]
     await verify_chain(store)
 
 
