@@ -3,7 +3,7 @@ tests start themselves), a development seal signer with its certificate, and che
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 
 from gateway.audit import LocalSigner, load_certificates, load_or_create_dev_signer
 from gateway.security import credentials
-from gateway.store import Store, make_store
+from gateway.store import Store, make_store, store_url
 from gateway.store.sqlite import SqliteStore
 from tests.pg_server import PostgresServer, PostgresUnavailable
 
@@ -60,6 +60,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     s = await open_store(request.param, request, tmp_path)
     yield s
     await s.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Store]:
+    """Makes (unopened) stores on one database of the param's backend, to open, close and open again."""
+    url = store_url(tmp_path / "g.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    return lambda **kwargs: make_store(url, **kwargs)
 
 
 @pytest.fixture

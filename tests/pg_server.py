@@ -153,4 +153,9 @@ class PostgresServer:
 
         self.create_database("gateway_template")
         PgStore(self.url("gateway_template"))._migrate()  # synchronous; leaves no connection open
+        # The first store opened on a copy chooses its audit hash algorithm (and its creation time).
+        import psycopg
+
+        with psycopg.connect(self.url("gateway_template"), autocommit=True) as conn:
+            conn.execute("DELETE FROM meta")
         self._template_ready = True

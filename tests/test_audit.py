@@ -442,8 +442,8 @@ async def test_a_seal_signed_in_the_round_that_made_it_is_read_once_and_one_left
 # ---------------------------------------------------------------------------- SM3
 
 
-async def test_sm3_chain_with_seals_verifies_and_catches_tampering(tmp_path, signer, trusted) -> None:
-    s = SqliteStore(tmp_path / "sm3.db", audit_algorithm="sm3")
+async def test_sm3_chain_with_seals_verifies_and_catches_tampering(store_factory, signer, trusted) -> None:
+    s = store_factory(audit_algorithm="sm3")
     await s.open()
     try:
         await fill_to(s, 400)
@@ -454,8 +454,8 @@ async def test_sm3_chain_with_seals_verifies_and_catches_tampering(tmp_path, sig
         assert statement["algorithm"] == "sm3"
         report = await verify_store(s, trusted=trusted)
         assert report.ok and report.algorithm == "sm3" and report.seals_signed == 3, report.render()
-        body = body_of(tmp_path / "sm3.db", 222)
-        tamper(tmp_path / "sm3.db", "UPDATE audit SET body=? WHERE seq=222", body.replace(b"county", b"c0unty"))
+        body = body_of(s, 222)
+        tamper(s, "UPDATE audit SET body=? WHERE seq=222", body.replace(b"county", b"c0unty"))
         assert (await verify_store(s, trusted=trusted)).first_problem == "entry 222: hash does not match its body"
     finally:
         await s.close()

@@ -193,12 +193,12 @@ async def test_a_failing_operation_does_not_undo_its_neighbours(store):
     await verify_chain(store)
 
 
-async def test_state_survives_reopen_and_chain_continues(tmp_path):
-    s = SqliteStore(tmp_path / "g.db")
+async def test_state_survives_reopen_and_chain_continues(store_factory):
+    s = store_factory()
     await s.open()
     await s.commit_ingest([item("A")], [])
     await s.close()
-    s2 = SqliteStore(tmp_path / "g.db", audit_algorithm="sm3")
+    s2 = store_factory(audit_algorithm="sm3")
     await s2.open()
     assert s2.audit_algorithm == "sha256"  # the chain keeps its algorithm
     assert (await s2.commit_ingest([item("A")], []))[0].status == "duplicate"
@@ -206,8 +206,8 @@ async def test_state_survives_reopen_and_chain_continues(tmp_path):
     await s2.close()
 
 
-async def test_sm3_chain(tmp_path):
-    s = SqliteStore(tmp_path / "g.db", audit_algorithm="sm3")
+async def test_sm3_chain(store_factory):
+    s = store_factory(audit_algorithm="sm3")
     await s.open()
     await s.commit_ingest([item("A")], [])
     rows = await s.audit_entries()
