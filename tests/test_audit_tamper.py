@@ -1,20 +1,27 @@
 """An intruder with write access to the database but not the signing key: every change to the sealed trail is found.
 
-One sealed, signed store with a witness log is built once; each example copies it, changes
-the stored audit rows the way such an intruder could (any column, single bytes, deleted,
-inserted, swapped and re-stated rows, signatures stripped, the newest history cut off) and
-runs the verifier with the witness. Every change must be found.
+One sealed, signed store with a witness log is built once per backend; each example copies it
+(a file copy for SQLite, a database cloned from it for PostgreSQL), changes the stored audit
+rows the way such an intruder could (any column, single bytes, deleted, inserted, swapped and
+re-stated rows, signatures stripped, the newest history cut off) and runs the verifier with
+the witness. Every change must be found. SQLite runs the full property test; PostgreSQL a
+smaller sample of it and every named attack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +31,8 @@ from gateway.audit import Sealer, SealRefused, load_certificates, load_or_create
 from gateway.audit.chain import GENESIS, canonical, digest_function, entry_hash
 from gateway.audit.verify import verify_path
 from gateway.audit.witness import WitnessLog
-from gateway.store.sqlite import SqliteStore
+from gateway.store import Store, make_store, sqlite_path, store_url
+from gateway.store.postgresql import connect, parse_url
 
 TABLES = {
     "audit": ("seq", "hash", "body"),
@@ -35,13 +43,40 @@ TABLES = {
 KEYS = {"audit": "seq", "audit_seals": "seal", "audit_keys": "key_id"}
 
 
-@pytest.fixture(scope="module")
-def sealed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
-    """A store of 150 entries over 12 cases, sealed every 40 entries and signed, and its witness log."""
-    base = tmp_path_factory.mktemp("sealed")
+@dataclass
+class Sealed:
+    """The sealed store of one backend, and how to make a working copy of it."""
 
+    backend: str
+    url: str
+    base: Path
+    witness: Path
+    trusted: dict[str, Any]
+    server: Any = None  # PostgresServer, for PostgreSQL
+    _copies: Any = None
+
+    def copy(self, tmp: Path) -> str:
+        """A working copy to tamper with: its store URL."""
+        if self.backend == "sqlite":
+            shutil.copy(sqlite_path(self.url), tmp / "g.db")
+            return store_url(tmp / "g.db")
+        if self._copies is None:
+            self._copies = itertools.count(1)
+        name = f"tampered_{os.getpid()}_{next(self._copies)}"
+        return self.server.create_database(name, template=_database(self.url))
+
+    def discard(self, url: str) -> None:
+        if self.backend == "postgresql":
+            self.server.drop_database(_database(url))
+
+
+def _database(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def _build(url: str, base: Path) -> None:
     async def build() -> None:
-        store = SqliteStore(base / "g.db")
+        store = make_store(url)
         await store.open()
         try:
             await fill_to(store, 150, cases=12, batch=20)
@@ -51,18 +86,71 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[s
             await store.close()
 
     asyncio.run(build())
+
+
+def _sealed(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sealed:
+    """A store of 150 entries over 12 cases, sealed every 40 entries and signed, and its witness log."""
+    base = tmp_path_factory.mktemp(f"sealed-{backend}")
+    server = None
+    if backend == "sqlite":
+        url = store_url(base / "g.db")
+    else:
+        server = request.getfixturevalue("pg_server")
+        _, url = server.fresh_database()
+    _build(url, base)
     trusted = load_certificates(base / "certs")
-    clean = verify_path(str(base / "g.db"), trusted=trusted, witness=[base / "witness.jsonl"], workers=1)
+    clean = verify_path(url, trusted=trusted, witness=[base / "witness.jsonl"], workers=1)
     assert clean.ok, clean.render()
-    return base / "g.db", base / "witness.jsonl", trusted
+    return Sealed(backend, url, base, base / "witness.jsonl", trusted, server)
 
 
-def _rows(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
-    return conn.execute(f"SELECT {', '.join(TABLES[table])} FROM {table} ORDER BY {KEYS[table]}").fetchall()
+@pytest.fixture(scope="module")
+def sealed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sealed:
+    return _sealed("sqlite", request, tmp_path_factory)
 
 
-def _dump(db: Path) -> list[list[tuple[Any, ...]]]:
-    conn = sqlite3.connect(db)
+@pytest.fixture(scope="module")
+def sealed_pg(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sealed:
+    return _sealed("postgresql", request, tmp_path_factory)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sealed_any(request: pytest.FixtureRequest) -> Sealed:
+    return request.getfixturevalue("sealed" if request.param == "sqlite" else "sealed_pg")
+
+
+class _Db:
+    """A connection to a working copy, ``?`` placeholders on both backends; ``commit`` ends the change."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:"):
+            self.conn: Any = sqlite3.connect(sqlite_path(url))
+            self.pg = None
+        else:
+            self.pg = connect(parse_url(url)[0])
+            self.pg.raw.autocommit = False
+            self.conn = self.pg
+
+    def execute(self, sql: str, args: Any = ()) -> Any:
+        return self.conn.execute(sql, args)
+
+    def commit(self) -> None:
+        (self.pg.raw if self.pg is not None else self.conn).commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+REFUSED = (sqlite3.IntegrityError, sqlite3.OperationalError, psycopg.Error)
+
+
+def _rows(conn: Any, table: str) -> list[tuple[Any, ...]]:
+    rows = conn.execute(f"SELECT {', '.join(TABLES[table])} FROM {table} ORDER BY {KEYS[table]}").fetchall()
+    return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+
+def _dump(url: str) -> list[list[tuple[Any, ...]]]:
+    conn = _Db(url)
     try:
         return [_rows(conn, t) for t in TABLES]
     finally:
@@ -88,9 +176,9 @@ def _changed_value(value: Any, data: st.DataObject) -> Any:
     return data.draw(st.text(min_size=1, max_size=5), label="value for empty")
 
 
-def mutate(db: Path, witness: Path, data: st.DataObject) -> str:
-    """Apply one intruder's change to ``db``; returns what was done, for the failure message."""
-    conn = sqlite3.connect(db)
+def mutate(url: str, witness: Path, data: st.DataObject) -> str:
+    """Apply one intruder's change to the store at ``url``; returns what was done, for the failure message."""
+    conn = _Db(url)
     try:
         kind = data.draw(st.sampled_from(["cell", "cell", "cell", "delete", "insert", "swap", "strip", "restate",
                                           "cut"]), label="mutation")
@@ -141,7 +229,7 @@ def mutate(db: Path, witness: Path, data: st.DataObject) -> str:
         conn.close()
 
 
-def _rewrite_from(conn: sqlite3.Connection, data: st.DataObject) -> str:
+def _rewrite_from(conn: Any, data: st.DataObject) -> str:
     """The forgery of the issue: change a sealed entry, recompute the chain after it, re-state the seals
     from there on and leave them "pending" (no signature), as a database writer without the key can."""
     seals = _rows(conn, "audit_seals")
@@ -185,7 +273,7 @@ def _rewrite_from(conn: sqlite3.Connection, data: st.DataObject) -> str:
     return f"entry {seq} rewritten, chain recomputed, seals {target[0]}.. re-stated as pending"
 
 
-def _cut_newest(conn: sqlite3.Connection, data: st.DataObject) -> str:
+def _cut_newest(conn: Any, data: st.DataObject) -> str:
     """Truncation: the newest seal goes, with or without the entries after the seal before it."""
     seals = _rows(conn, "audit_seals")
     last = seals[-1]
@@ -196,21 +284,35 @@ def _cut_newest(conn: sqlite3.Connection, data: st.DataObject) -> str:
     return f"seal {last[0]} deleted"
 
 
-@settings(max_examples=int(__import__("os").environ.get("TAMPER_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _one_change(sealed: Sealed, tmp: Path, data: st.DataObject) -> None:
+    work = sealed.copy(tmp)
+    try:
+        before = _dump(work)
+        try:
+            done = mutate(work, sealed.witness, data)
+        except REFUSED:
+            return  # the database itself refused the change (a duplicate key, a type, a body its case index cannot read)
+        if _dump(work) == before:
+            return  # the drawn change wrote the value that was already there
+        report = verify_path(work, trusted=sealed.trusted, witness=[sealed.witness], workers=1)
+        assert not report.ok, f"not found: {done}\n{report.render()}"
+    finally:
+        sealed.discard(work)
+
+
+@settings(max_examples=int(os.environ.get("TAMPER_EXAMPLES", "200")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_change_to_the_stored_trail_is_found(sealed, tmp_path_factory, data) -> None:
-    db, witness, trusted = sealed
-    work = tmp_path_factory.mktemp("tampered") / "g.db"
-    shutil.copy(db, work)
-    before = _dump(work)
-    try:
-        done = mutate(work, witness, data)
-    except (sqlite3.IntegrityError, sqlite3.OperationalError):
-        return  # the database itself refused the change (a duplicate key, a body its case index cannot read)
-    if _dump(work) == before:
-        return  # the drawn change wrote the value that was already there
-    report = verify_path(str(work), trusted=trusted, witness=[witness], workers=1)
-    assert not report.ok, f"not found: {done}\n{report.render()}"
+    _one_change(sealed, tmp_path_factory.mktemp("tampered"), data)
+
+
+@settings(max_examples=int(os.environ.get("TAMPER_EXAMPLES_PG", "30")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_change_to_the_stored_trail_on_postgresql_is_found(sealed_pg, tmp_path_factory, data) -> None:
+    """The same intruder against PostgreSQL: a database cloned from the sealed one per example."""
+    _one_change(sealed_pg, tmp_path_factory.mktemp("tampered"), data)
 
 
 # ---------------------------------------------------------------------------- the named attacks, one by one
@@ -226,14 +328,14 @@ class _Script:
         return self.choices.pop(0)
 
 
-def _forge(db: Path, *, seal_no: int, thorough: bool) -> None:
+def _forge(url: str, *, seal_no: int, thorough: bool) -> None:
     """Rewrite an entry under seal ``seal_no`` and re-state the seals from there on as pending.
 
     The thorough forger also makes the chain's own records agree: each re-stated seal's seal_made
     entry names the new statement, its seal_signed entry is gone, and the chain after the first
     changed record is renumbered and recomputed, so the database is consistent in itself.
     """
-    conn = sqlite3.connect(db)
+    conn = _Db(url)
     try:
         seal = next(s for s in _rows(conn, "audit_seals") if s[0] == seal_no)
         _rewrite_from(conn, _Script(seal, seal[1] + 3))
@@ -263,21 +365,30 @@ def _forge(db: Path, *, seal_no: int, thorough: bool) -> None:
         conn.close()
 
 
-async def _open(db: Path) -> SqliteStore:
-    store = SqliteStore(db)
+async def _open(url: str) -> Store:
+    store = make_store(url)
     await store.open()
+    if url.startswith("postgres"):
+        # The intruder rewrote the audit table; the chain head row (bookkeeping, not evidence) is where a
+        # store keeps appending from, as SQLite reads the newest entry. Point it at the newest stored entry.
+        conn = _Db(url)
+        try:
+            conn.execute("UPDATE audit_head SET seq = a.seq, hash = a.hash FROM (SELECT seq, hash FROM audit"
+                         " ORDER BY seq DESC LIMIT 1) a WHERE audit_head.id = 1")
+            conn.commit()
+        finally:
+            conn.close()
     return store
 
 
-async def test_the_pending_seal_forgery_is_refused_by_verify_and_by_the_sealer(sealed, tmp_path) -> None:
-    db, witness, trusted = sealed
-    work = tmp_path / "g.db"
-    shutil.copy(db, work)
+async def test_the_pending_seal_forgery_is_refused_by_verify_and_by_the_sealer(sealed_any, tmp_path) -> None:
+    witness, trusted = sealed_any.witness, sealed_any.trusted
+    work = sealed_any.copy(tmp_path)
     _forge(work, seal_no=2, thorough=False)
     # the chain still records that seals 2.. were signed: plain verification already refuses
-    plain = verify_path(str(work), trusted=trusted, workers=1)
+    plain = verify_path(work, trusted=trusted, workers=1)
     assert not plain.ok and any("signature was stripped" in p for p in plain.problems), plain.render()
-    assert not verify_path(str(work), trusted=trusted, witness=[witness], workers=1).ok
+    assert not verify_path(work, trusted=trusted, witness=[witness], workers=1).ok
     # and the sealer will not lend its signature to it: it refuses, raises the alarm once, signs nothing
     alarms: list[str] = []
 
@@ -286,7 +397,7 @@ async def test_the_pending_seal_forgery_is_refused_by_verify_and_by_the_sealer(s
 
     store = await _open(work)
     try:
-        signer = load_or_create_dev_signer(db.parent / "certs")
+        signer = load_or_create_dev_signer(sealed_any.base / "certs")
         sealer = Sealer(store, signer, witness=WitnessLog(witness), trusted=trusted, on_alarm=alarm,
                         poll_seconds=0.01)
         with pytest.raises(Exception, match="stripped|rewritten"):
@@ -303,21 +414,20 @@ async def test_the_pending_seal_forgery_is_refused_by_verify_and_by_the_sealer(s
         await store.close()
 
 
-async def test_a_thorough_forgery_passes_the_database_alone_but_not_the_witness(sealed, tmp_path) -> None:
+async def test_a_thorough_forgery_passes_the_database_alone_but_not_the_witness(sealed_any, tmp_path) -> None:
     """What the database alone cannot prove, the witness does (README: trust model)."""
-    db, witness, trusted = sealed
-    work = tmp_path / "g.db"
-    shutil.copy(db, work)
+    witness, trusted = sealed_any.witness, sealed_any.trusted
+    work = sealed_any.copy(tmp_path)
     _forge(work, seal_no=4, thorough=True)
-    alone = verify_path(str(work), trusted=trusted, workers=1)
+    alone = verify_path(work, trusted=trusted, workers=1)
     assert alone.ok, alone.render()  # a consistent history with its newest part "not signed yet"
-    witnessed = verify_path(str(work), trusted=trusted, witness=[witness], workers=1)
+    witnessed = verify_path(work, trusted=trusted, witness=[witness], workers=1)
     assert not witnessed.ok
     assert any("the sealed history was rewritten" in p or "missing from the store" in p
                for p in witnessed.problems), witnessed.render()
     store = await _open(work)
     try:
-        sealer = Sealer(store, load_or_create_dev_signer(db.parent / "certs"), witness=WitnessLog(witness))
+        sealer = Sealer(store, load_or_create_dev_signer(sealed_any.base / "certs"), witness=WitnessLog(witness))
         with pytest.raises(Exception, match="rewritten|missing"):
             await sealer.seal_now()
     finally:
@@ -359,18 +469,17 @@ async def test_a_store_put_back_from_an_older_copy_by_hand_is_refused_before_the
 
 
 @pytest.mark.parametrize("with_entries", [False, True])
-async def test_the_newest_seal_deleted_is_caught(sealed, tmp_path, with_entries: bool) -> None:
-    db, witness, trusted = sealed
-    work = tmp_path / "g.db"
-    shutil.copy(db, work)
-    conn = sqlite3.connect(work)
+async def test_the_newest_seal_deleted_is_caught(sealed_any, tmp_path, with_entries: bool) -> None:
+    witness, trusted = sealed_any.witness, sealed_any.trusted
+    work = sealed_any.copy(tmp_path)
+    conn = _Db(work)
     try:
         done = _cut_newest(conn, _Script(with_entries))
         conn.commit()
     finally:
         conn.close()
-    report = verify_path(str(work), trusted=trusted, witness=[witness], workers=1)
+    report = verify_path(work, trusted=trusted, witness=[witness], workers=1)
     assert not report.ok, done
     assert any("missing from the store" in p or "was deleted" in p for p in report.problems), report.render()
     if not with_entries:  # the chain's record of the seal is still there: the database alone says so too
-        assert not verify_path(str(work), trusted=trusted, workers=1).ok
+        assert not verify_path(work, trusted=trusted, workers=1).ok
