@@ -7,11 +7,8 @@ Source/Sink protocols; it never imports an adapter module.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import logging
-import os
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +31,16 @@ from gateway.adapters import (
 from gateway.config import ConfigError, GatewayConfig
 from gateway.pipeline.delivery import DestinationWorker, policy_for
 from gateway.pipeline.delivery_metrics import DeliveryMetrics
+from gateway.pipeline.elected import while_leading
 from gateway.pipeline.handoff import Handoff
 from gateway.pipeline.ingest import Ingestor
 from gateway.pipeline.router import Router
-from gateway.store import Store, StoreError, make_store, sqlite_path
+from gateway.store import STORE_FAILURES, Store, StoreError, make_store
 
 log = logging.getLogger("gateway")
 
 
-STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError, sqlite3.DatabaseError)
-"""What a store outage looks like from here (a lock, the disk, a commit), as opposed to an item's data."""
+__all__ = ["STORE_FAILURES", "Gateway", "StartupError", "build"]  # STORE_FAILURES: gateway.store's, re-exported
 
 
 class StartupError(Exception):
@@ -257,32 +254,6 @@ def config_digest(config: GatewayConfig) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-class DeliveryLock:
-    """Only one process delivers from a SQLite store: leases are released at start-up on that basis."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(self.path, ["another gateway process is already delivering from this store"]) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
 class Gateway:
     """A running gateway: store, ingestor, sources, delivery workers (and later API, sealer, supervision)."""
 
@@ -299,7 +270,7 @@ class Gateway:
         self.workers: dict[str, DestinationWorker] = {}
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._lock: DeliveryLock | None = None
+        self._delivery_locked = False
         self.api: Any = None  # the running HTTP API (gateway.api.server), when enabled
         self.supervision: Any = None  # the SupervisionFollower, when enabled
         self.sealer: Any = None  # the audit Sealer, when sealing is on
@@ -343,10 +314,13 @@ class Gateway:
             log.warning("deprecated setting (it still works; `gateway check` lists them all): %s", warning)
         self.store = make_store(cfg.gateway.store, base=cfg.base_dir, audit_algorithm=cfg.gateway.audit_hash)
         try:
-            if self.run_delivery and cfg.gateway.store.startswith("sqlite:///"):
-                lock = DeliveryLock(Path(str(sqlite_path(cfg.gateway.store, cfg.base_dir)) + ".lock"))
-                lock.acquire()
-                self._lock = lock
+            if self.run_delivery:
+                # SQLite: one delivering process per store (it releases every lease at start-up); PostgreSQL: any.
+                try:
+                    self.store.lock_delivery()
+                except StoreError as exc:
+                    raise ConfigError(cfg.path or "<config>", [str(exc)]) from None
+                self._delivery_locked = True
             await self.store.open()
         except ConfigError:
             raise
@@ -398,15 +372,21 @@ class Gateway:
             self.supervision = SupervisionFollower(self.store, comp.supervision, comp.router,
                                                    cfg.supervision.destinations, cfg.supervision.tick_interval,
                                                    metrics=self.metrics)
-            self._tasks.append(asyncio.create_task(self.supervision.run(self.stopping), name="supervision"))
+            self._tasks.append(asyncio.create_task(while_leading(self.store, "supervision", self.supervision.run,
+                                                                 self.stopping), name="supervision"))
         if self.run_sources and cfg.exchange.enabled:
             from gateway.exchange.service import ExchangeService
 
             self.exchange = ExchangeService(self.store, cfg, comp.router, outbound=comp.outbound, sinks=self.sinks,
                                             cipher=comp.cipher, contacts=self.contacts, on_commit=self._wake_workers)
-            self._tasks.append(asyncio.create_task(self.exchange.run(self.stopping), name="exchange"))
+            self._tasks.append(asyncio.create_task(while_leading(self.store, "exchange", self.exchange.run,
+                                                                 self.stopping), name="exchange"))
         if self.sealer is not None:
-            self._tasks.append(asyncio.create_task(self.sealer.run(self.stopping), name="sealer"))
+            self._tasks.append(asyncio.create_task(while_leading(self.store, "sealer", self.sealer.run, self.stopping),
+                                                   name="sealer"))
+        if self.workers:
+            # Other processes' commits (PostgreSQL) wake this process's idle workers of that destination.
+            self.store.watch_deliveries(self._wake_destination)
         self._tasks.append(asyncio.create_task(self._seed_contacts(), name="metrics:contacts"))
 
     async def _start_parts(self, comp: Components) -> None:
@@ -539,6 +519,11 @@ class Gateway:
                 "sources": sorted(self.config.sources), "sinks": sorted(self.config.sinks),
                 "routes": [r.name for r in self.config.routes]}, cursor=("gateway:config_digest", digest))
 
+    def _wake_destination(self, destination: str) -> None:
+        worker = self.workers.get(destination)
+        if worker is not None:
+            worker.wake.set()
+
     def _wake_workers(self) -> None:
         for worker in self.workers.values():
             worker.wake.set()
@@ -613,9 +598,9 @@ class Gateway:
         if self.store is not None and self._store_open:
             await self.store.close()
             self._store_open = False
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self.store is not None and self._delivery_locked:
+            self.store.unlock_delivery()
+            self._delivery_locked = False
 
     async def run_until_signalled(self, *, tune_gc: bool = False) -> None:
         """Run until SIGINT or SIGTERM. ``tune_gc`` (``gateway run``: a process of its own) sets the

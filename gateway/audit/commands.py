@@ -43,16 +43,29 @@ def _archives_dir(ctx: click.Context, value: str | None, fallback: str | None = 
     return Path(chosen) if chosen else None
 
 
-def _db_path(url: str) -> Path:
-    from gateway.store import StoreError, sqlite_path
+def _db_path(url: str) -> str:
+    """The store URL, checked: a known kind, and for SQLite an existing file (verify must not create one)."""
+    from gateway.store import is_store_url, sqlite_path
 
-    try:
+    if not is_store_url(url):
+        raise click.UsageError(f"unsupported store URL {url!r}: use sqlite:///path/to/gateway.db or "
+                               "postgresql://user@host:5432/database")
+    if url.startswith("sqlite:///"):
         path = sqlite_path(url)
-    except StoreError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if not path.exists():
-        raise click.ClickException(f"store {url}: database file {path} does not exist")
-    return path
+        if not path.exists():
+            raise click.ClickException(f"store {url}: database file {path} does not exist")
+        return f"sqlite:///{path}"
+    return url
+
+
+def _shown(url: str) -> str:
+    """A store URL as it may be printed: without a password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def _with_store(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -122,8 +135,8 @@ config_option = click.option("-c", "--config", "config", metavar="FILE", expose_
                              callback=_from_config,
                              help="gateway.toml to take the store, certificates and archives from "
                              "(default: $GATEWAY_CONFIG, or ./gateway.toml if present)")
-store_option = click.option("--store", "store", metavar="URL", help="store URL, e.g. sqlite:///var/gateway.db "
-                            "(default: the configured store)")
+store_option = click.option("--store", "store", metavar="URL", help="store URL, e.g. sqlite:///var/gateway.db or "
+                            "postgresql://gateway@db:5432/gateway (default: the configured store)")
 certs_option = click.option("--certs", "certs", metavar="DIR", help="certificates folder (default: certs/)")
 signer_options = [
     click.option("--signer-url", metavar="URL", help="sign through this signing service instead of the local key "
@@ -172,9 +185,10 @@ def verify_cmd(ctx: click.Context, store: str | None, certs: str | None, archive
     from gateway.audit.keys import load_certificates
     from gateway.audit.signers import SignerError
     from gateway.audit.verify import verify_path
+    from gateway.store import StoreError
 
     url = _store_url(ctx, store)
-    path = _db_path(url)
+    target = _db_path(url)
     folder = _certs_dir(ctx, certs)
     try:
         if cert_files:
@@ -192,11 +206,11 @@ def verify_cmd(ctx: click.Context, store: str | None, certs: str | None, archive
         if log is not None and log.path.exists():
             witness = [str(log.path)]
     try:
-        report = verify_path(str(path), archives_dir=_archives_dir(ctx, archives), trusted=trusted,
+        report = verify_path(target, archives_dir=_archives_dir(ctx, archives), trusted=trusted,
                              trust_label=label, workers=workers, witness=witness)
-    except ValueError as exc:
-        raise click.ClickException(f"store {url}: {exc}") from exc
-    report.store = url
+    except (ValueError, StoreError) as exc:
+        raise click.ClickException(f"store {_shown(url)}: {exc}") from exc
+    report.store = _shown(url)
     click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if as_json else report.render())
     if not report.ok:
         sys.exit(1)

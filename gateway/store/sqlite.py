@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -188,6 +190,33 @@ def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
             fut.set_exception(exc)
 
 
+class DeliveryLock:
+    """Only one process delivers from a SQLite store: leases are released at start-up on that basis."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.path}: another gateway process is already delivering from this store "
+                             "(several delivering processes need the PostgreSQL store: docs/postgresql.md)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 class SqliteStore(SqlStore):
     """The embedded default store: one file, crash-safe, group-committed."""
 
@@ -203,6 +232,18 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
+        self._delivery_lock: DeliveryLock | None = None
+
+    def lock_delivery(self) -> None:
+        if self._delivery_lock is None:
+            lock = DeliveryLock(Path(self.path + ".lock"))
+            lock.acquire()
+            self._delivery_lock = lock
+
+    def unlock_delivery(self) -> None:
+        if self._delivery_lock is not None:
+            self._delivery_lock.release()
+            self._delivery_lock = None
 
     # ------------------------------------------------------------------ lifecycle
 
