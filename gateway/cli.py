@@ -487,9 +487,10 @@ def _add_subsystem_groups() -> None:
     from gateway.security.commands import certs, counterparts
     from gateway.security.encryption_commands import encryption
     from gateway.security.people_commands import tokens, users
+    from gateway.store.commands import store
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,
-                  destinations, exchange, reconcile, docs, backup, probe_command):
+                  destinations, exchange, reconcile, docs, backup, probe_command, store):
         main.add_command(group)
 
 

@@ -69,6 +69,7 @@ ACTIONS = frozenset(
         # the store itself (gateway.backup)
         "store_backup",  # a consistent copy of the store was taken (file name, sha256, audit head)
         "store_restored",  # a backup was put back as the store (what was restored, where the old store went)
+        "store_migrated",  # the installation moved to this store from another (gateway store migrate)
     }
 )
 
