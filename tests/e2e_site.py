@@ -18,7 +18,7 @@ from gateway.demo.scenario import MAPPINGS_DIR
 TEMPLATE = """\
 [gateway]
 name = "test-site"
-store = "sqlite:///gateway.db"
+store = "{store}"
 
 [delivery]
 {max_attempts}backoff_initial = "{backoff_initial}"
@@ -45,7 +45,7 @@ include = ["*.xml"]
 stability_seconds = 0.05
 poll_interval = 0.05
 batch_size = {batch_size}
-
+{instance}
 [sources.licences]
 adapter = "filedrop"
 mapping = "mappings/shuanggongshi_xk.in.yaml"
@@ -73,10 +73,14 @@ class Site:
         params = {"max_attempts": None, "backoff_initial": "0.05s", "backoff_max": "0.5s", "lease_seconds": "10s",
                   "concurrency": 8, "supervision": "false", "supervision_destinations": "[]", "batch_size": 500, "read_timeout": 2.0,
                   "total_timeout": 3.0, "sink_url": sink_url, "probe_initial": "0.05s", "probe_max": "0.5s",
-                  "circuit_failures": 5, "extra_sinks": "", "route_to": '["hall_platform"]'}
+                  "circuit_failures": 5, "extra_sinks": "", "route_to": '["hall_platform"]',
+                  "store": "sqlite:///gateway.db", "instance": None}
         params.update(options)
         # max_attempts is deprecated (docs/deliveries.md): written only when a test asks for it
         params["max_attempts"] = "" if params["max_attempts"] is None else f"max_attempts = {params['max_attempts']}\n"
+        # Gateways sharing one drop folder name their own processing/ folder (adapters/filedrop).
+        params["instance"] = "" if params["instance"] is None else f'instance = "{params["instance"]}"\n'
+        self.store = params["store"]
         root.mkdir(parents=True, exist_ok=True)
         shutil.copytree(MAPPINGS_DIR, root / "mappings", dirs_exist_ok=True)
         for sub in ("county", "licences"):
@@ -113,6 +117,10 @@ class Site:
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Read the store from outside, as an operator would (WAL allows it while the gateway runs)."""
+        if not self.store.startswith("sqlite:"):
+            from tests.store_support import raw
+
+            return raw(self.store).execute(sql, *args)
         if not self.db.exists():
             return []
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)

@@ -1,4 +1,5 @@
-"""End to end: files dropped → the gateway on SQLite → records at a real hall platform on loopback."""
+"""End to end: files dropped → the gateway on SQLite (and, for the representative paths, PostgreSQL) → records at
+a real hall platform on loopback."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import random
 import socket
 import sys
 
+import pytest
 from e2e_site import Site, wait_until
 
 from gateway.app import Gateway
@@ -25,15 +27,21 @@ async def run_cli(*args: str) -> str:
     return text
 
 
+def _store(request: pytest.FixtureRequest, backend: str) -> str:
+    """The gateway's store URL: the site's SQLite file, or a fresh database on the tests' PostgreSQL server."""
+    return "sqlite:///gateway.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+
+
 async def _running(site: Site) -> Gateway:
     gw = Gateway(site.config())
     await gw.start()
     return gw
 
 
-async def test_dropped_files_reach_the_hall_platform_with_their_contents(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_dropped_files_reach_the_hall_platform_with_their_contents(tmp_path, request, backend):
     async with HallPlatform() as hall:
-        site = Site(tmp_path, hall.records_url)
+        site = Site(tmp_path, hall.records_url, store=_store(request, backend))
         gw = await _running(site)
         try:
             site.drop_cases(120, bad_every=40, per_file=40)
@@ -117,9 +125,10 @@ async def test_sink_outage_backs_off_loses_nothing_and_drains(tmp_path):
     assert failed > 0  # the failures are in the trail, each with its error
 
 
-async def test_400_dead_letters_hold_the_case_and_replay_sends_after_the_fix(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_400_dead_letters_hold_the_case_and_replay_sends_after_the_fix(tmp_path, request, backend):
     async with HallPlatform() as hall:
-        site = Site(tmp_path, hall.records_url)
+        site = Site(tmp_path, hall.records_url, store=_store(request, backend))
         bad_case = "3706000000000003"
         hall.reject_when(lambda body: isinstance(body, dict) and body.get("caseNo") == bad_case,
                          reason="申请人证件号码 not accepted")

@@ -318,7 +318,7 @@ class _Listener(threading.Thread):
     def __init__(self, conninfo: str) -> None:
         super().__init__(name="store-listener", daemon=True)
         self._conninfo = conninfo
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._callbacks: list[tuple[asyncio.AbstractEventLoop, Callable[[str], None]]] = []
         self.notifications = 0
 
@@ -326,19 +326,19 @@ class _Listener(threading.Thread):
         self._callbacks.append((loop, callback))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 conn = connect(self._conninfo)
             except psycopg.Error as exc:
                 log.warning("store: cannot LISTEN for pending deliveries (%s); workers poll until it works", exc)
-                self._stop.wait(5.0)
+                self._stopping.wait(5.0)
                 continue
             try:
                 conn.raw.execute(f"LISTEN {_NOTIFY_CHANNEL}")
-                while not self._stop.is_set():
+                while not self._stopping.is_set():
                     for note in conn.raw.notifies(timeout=0.5):
                         self.notifications += 1
                         for loop, callback in list(self._callbacks):
@@ -347,9 +347,9 @@ class _Listener(threading.Thread):
                             except RuntimeError:  # that loop is closed
                                 pass
             except psycopg.Error as exc:
-                if not self._stop.is_set():
+                if not self._stopping.is_set():
                     log.warning("store: the LISTEN connection failed (%s); reconnecting", exc)
-                    self._stop.wait(1.0)
+                    self._stopping.wait(1.0)
             finally:
                 conn.close()
 
