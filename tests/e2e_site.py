@@ -59,6 +59,7 @@ adapter = "rest"
 mapping = "mappings/hall_platform.out.yaml"
 url = "{sink_url}"
 timeouts = {{ connect = 1.0, sock_read = {read_timeout}, total = {total_timeout} }}
+batch_size = {sink_batch}
 {extra_sinks}
 [[routes]]
 name = "everything-to-the-hall"
@@ -74,7 +75,7 @@ class Site:
                   "concurrency": 8, "supervision": "false", "supervision_destinations": "[]", "batch_size": 500, "read_timeout": 2.0,
                   "total_timeout": 3.0, "sink_url": sink_url, "probe_initial": "0.05s", "probe_max": "0.5s",
                   "circuit_failures": 5, "extra_sinks": "", "route_to": '["hall_platform"]',
-                  "store": "sqlite:///gateway.db", "instance": None}
+                  "store": "sqlite:///gateway.db", "instance": None, "sink_batch": 1}
         params.update(options)
         # max_attempts is deprecated (docs/deliveries.md): written only when a test asks for it
         params["max_attempts"] = "" if params["max_attempts"] is None else f"max_attempts = {params['max_attempts']}\n"

@@ -441,6 +441,12 @@ class PgStore(SqlStore):
         if self._writer is not None:
             self._writer.stop()
             await asyncio.to_thread(self._writer.join)
+            w = self._writer
+            if w.transactions:  # what the one audit chain cost this process (docs/postgresql.md)
+                log.info("store: %d write transactions, %.1f s in them, %.1f s of that waiting for the audit chain "
+                         "head (other processes' transactions)", w.transactions, w.busy, w.lock_wait,
+                         extra={"transactions": w.transactions, "busy_seconds": round(w.busy, 3),
+                                "chain_lock_wait_seconds": round(w.lock_wait, 3)})
             self._writer = None
         if self._readers is not None:
             self._readers.shutdown(wait=True)
