@@ -71,10 +71,14 @@ class PostgresDialect(Dialect):
                 yield value
 
     def newest_versions(self, conn: Any, system: str, kind: str, keys: Sequence[str]) -> Any:
+        # One index probe per key (the unique receipt index, read backwards from the newest version). A plain
+        # IN list lets the planner pick a scan of the whole table while its statistics still think it small:
+        # a bulk ingest into a fresh store then slowed down batch by batch.
         return conn.execute(
-            "SELECT DISTINCT ON (record_key) record_key, id, version FROM records WHERE system=? AND kind=?"
-            f" AND record_key IN ({','.join('?' * len(keys))}) ORDER BY record_key, version DESC",
-            (system, kind, *keys))
+            "SELECT k.key, r.id, r.version FROM unnest(?::text[]) AS k(key) CROSS JOIN LATERAL ("
+            " SELECT id, version FROM records WHERE system=? AND kind=? AND record_key=k.key"
+            " ORDER BY version DESC LIMIT 1) r",
+            (list(keys), system, kind))
 
     def limit(self, limit: int | None) -> str:
         return "" if limit is None else f" LIMIT {int(limit)}"
