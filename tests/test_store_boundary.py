@@ -18,6 +18,7 @@ BENCHMARK_EXCEPTIONS = {
     "bench_exchange.py": "reads result rows straight from the SQLite file after the run",
     "bench_ingest.py": "the bare durable loader (iterparse → executemany on sqlite3) is the baseline it compares with",
     "bench_metrics.py": "builds a million-record SQLite store directly and times the scrape queries on its file",
+    "bench_postgresql.py": "prints the SQLite version beside PostgreSQL's in the machine line of its comparison",
     "bench_masking.py": "reads rows from the SQLite file and prints the SQLite version in the machine line",
     "bench_outage.py": "watches the outbox in the SQLite file read-only while the gateway runs",
     "bench_security.py": "prints the SQLite version in the machine line",
