@@ -138,6 +138,10 @@ async def test_three_processes_on_one_postgresql_deliver_50k_records_once_each_i
             await gateways.stop_all()
         code, report = await audit_verify(gateways.configs[0], site.root)
 
+    # Each file was claimed by one process only and finished: once in done/, nothing left in any processing/.
+    done = sorted(p.name[-len("county-0000.xml"):] for p in (site.root / "drop/county/done").iterdir())
+    assert done == [f"county-{f:04d}.xml" for f in range(FILES)]
+    assert not [p for p in (site.root / "drop/county/processing").rglob("*") if p.is_file()]
     assert site.scalar("SELECT count(*) FROM records") == N
     assert site.scalar("SELECT count(*) FROM outbox") == N
     assert hall.unique == N  # every record, once after the hall's dedupe by idempotency key
