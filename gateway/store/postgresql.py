@@ -46,7 +46,7 @@ from gateway.store.audit_source import AuditSource
 from gateway.store.base import StoreError
 from gateway.store.dialect import POSTGRESQL
 from gateway.store.operations import _return_to_pending, now_iso
-from gateway.store.sqlstore import SqlStore
+from gateway.store.sqlstore import SqlStore, hand_back
 
 log = logging.getLogger("gateway.store")
 T = TypeVar("T")
@@ -189,15 +189,18 @@ class _Writer(threading.Thread):
         super().__init__(name="store-writer", daemon=True)
         self._conninfo = conninfo
         self._algorithm = algorithm
-        self._queue: queue.SimpleQueue[tuple[Op, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue())
         self._conn: PgConnection | None = None
         self.transactions = 0
         self.lock_wait = 0.0  # seconds spent waiting for the chain head (other processes' transactions)
         self.busy = 0.0  # seconds inside transactions, lock wait included
 
-    def submit(self, op: Op) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((op, fut))
+    def submit(self, op: Op, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """Queue ``op``; its result (or exception) arrives in the returned future of ``loop`` (as on SQLite: a
+        group's results go back to each loop in one call)."""
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((op, loop, fut))
         return fut
 
     def stop(self) -> None:
@@ -234,12 +237,10 @@ class _Writer(threading.Thread):
         return self._conn
 
     @staticmethod
-    def _fail(group: Sequence[tuple[Op, concurrent.futures.Future[Any]]], error: BaseException) -> None:
-        for _, fut in group:
-            if fut.set_running_or_notify_cancel():
-                fut.set_exception(error)
+    def _fail(group: Sequence[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]], error: BaseException) -> None:
+        hand_back([(loop, fut, None, error) for _, loop, fut in group])
 
-    def _run_group(self, group: list[tuple[Op, concurrent.futures.Future[Any]]]) -> None:
+    def _run_group(self, group: list[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]]) -> None:
         started = time.perf_counter()
         try:
             conn = self._connection()
@@ -256,19 +257,19 @@ class _Writer(threading.Thread):
             return
         chain = ChainWriter(row[0], row[1], self._algorithm)
         first_seq = chain.seq
-        done: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
+        done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
         # One caller alone needs no savepoint: its failure is the transaction's.
         alone = len(group) == 1
         try:
-            for op, fut in group:
-                if not fut.set_running_or_notify_cancel():
+            for op, loop, fut in group:
+                if fut.cancelled():  # its caller stopped waiting before it ran: it does not run
                     continue
                 if alone:
                     try:
-                        done.append((fut, op(conn, chain), None))
+                        done.append((loop, fut, op(conn, chain), None))
                     except BaseException as exc:
                         self._abandon()
-                        fut.set_exception(exc)
+                        hand_back([(loop, fut, None, exc)])
                         return
                     continue
                 saved = (chain.seq, chain.head)
@@ -276,30 +277,23 @@ class _Writer(threading.Thread):
                 try:
                     result = op(conn, chain)
                     conn.execute("RELEASE SAVEPOINT op")
-                    done.append((fut, result, None))
+                    done.append((loop, fut, result, None))
                 except BaseException as exc:  # the operation's own failure; its neighbours go on
                     conn.execute("ROLLBACK TO SAVEPOINT op")
                     conn.execute("RELEASE SAVEPOINT op")
                     chain.seq, chain.head = saved
-                    done.append((fut, None, exc))
+                    done.append((loop, fut, None, exc))
             if chain.seq != first_seq:
                 conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (chain.seq, chain.head))
             conn.execute("COMMIT")
         except psycopg.Error as exc:
             self._abandon()
-            error = _unavailable(exc, "commit failed")
-            for fut, _, _ in done:
-                fut.set_exception(error)
-            self._fail([g for g in group if not g[1].done()], error)
+            self._fail(group, _unavailable(exc, "commit failed"))  # none of the group's work was kept
             return
         finally:
             self.busy += time.perf_counter() - started
         self.transactions += 1
-        for fut, result, exc in done:
-            if exc is None:
-                fut.set_result(result)
-            else:
-                fut.set_exception(exc)
+        hand_back(done)
 
     def _abandon(self) -> None:
         """Roll back whatever is open; a connection that cannot is dropped and made anew next time."""
@@ -471,7 +465,7 @@ class PgStore(SqlStore):
         if self._writer is None:
             raise StoreError("store is not open")
         try:
-            return await asyncio.wrap_future(self._writer.submit(op))
+            return await self._writer.submit(op, asyncio.get_running_loop())
         except psycopg.OperationalError as exc:
             raise _unavailable(exc, "store is unavailable") from exc
 

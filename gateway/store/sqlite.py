@@ -40,6 +40,7 @@ from gateway.store.operations import (  # noqa: F401  (re-exported: older import
     now_iso,
 )
 from gateway.store.sqlstore import SqlStore
+from gateway.store.sqlstore import hand_back as _hand_back
 
 T = TypeVar("T")
 _GROUP_LIMIT = 512  # operations per transaction at most
@@ -165,29 +166,6 @@ class _Writer(threading.Thread):
             return
         self.transactions += 1
         _hand_back(done)
-
-
-def _hand_back(results: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]]
-               ) -> None:
-    """Resolve the futures of a group, one call per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-    for loop, fut, result, exc in results:
-        by_loop.setdefault(loop, []).append((fut, result, exc))
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, items)
-        except RuntimeError:  # the loop closed: nobody waits any more
-            pass
-
-
-def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, result, exc in items:
-        if fut.done():
-            continue
-        if exc is None:
-            fut.set_result(result)
-        else:
-            fut.set_exception(exc)
 
 
 class DeliveryLock:
