@@ -5,7 +5,8 @@ sets must agree). The source is then read in one read-only snapshot, table by ta
 order (ids, seqs, seals stay exactly what they were: the audit chain and every reference
 between tables survive unchanged), and written into the target in one transaction per
 table. PostgreSQL targets get their identity sequences and audit chain head set after the
-rows; a SQLite target needs neither. The caller then verifies the target's audit trail.
+rows, and their statistics gathered (ANALYZE); a SQLite target needs none of it. The caller
+then verifies the target's audit trail.
 """
 
 from __future__ import annotations
@@ -165,6 +166,9 @@ class _Side:
             row = self.execute("SELECT to_seq, last_hash FROM audit_archives ORDER BY archive DESC LIMIT 1").fetchone()
         seq, head = row if row is not None else (0, GENESIS)
         self.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, head))
+        # Statistics for the planner now, not when autovacuum gets round to it: until then it takes the
+        # freshly filled tables for empty and may answer the first ingest's lookups by scanning them.
+        self.execute("ANALYZE")
 
 
 def _converter(target_type: str) -> Callable[[Any], Any] | None:
