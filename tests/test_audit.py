@@ -405,7 +405,7 @@ async def test_sealer_refuses_to_sign_over_a_broken_chain(store, signer, tmp_pat
 
 
 async def test_a_seal_signed_in_the_round_that_made_it_is_read_once_and_one_left_pending_is_read_again(
-        store, signer, tmp_path) -> None:
+        store, signer) -> None:
     await fill_to(store, 300)
     reads: list[tuple[int, int]] = []
     read = store.audit_range
@@ -429,8 +429,8 @@ async def test_a_seal_signed_in_the_round_that_made_it_is_read_once_and_one_left
     (pending,) = await sealer.seal_now()
     assert [s.state for s in await store.list_seals()][-1] == "pending"
     seq = pending.from_seq + 5
-    body = body_of(tmp_path / "g.db", seq)
-    tamper(tmp_path / "g.db", f"UPDATE audit SET body=? WHERE seq={seq}", body.replace(b"county", b"c0unty"))
+    body = body_of(store, seq)
+    tamper(store, f"UPDATE audit SET body=? WHERE seq={seq}", body.replace(b"county", b"c0unty"))
     flaky.down = False
     reads.clear()
     with pytest.raises(SealRefused, match=f"entry {seq}: hash does not match its body"):
