@@ -365,7 +365,9 @@ def _forge(url: str, *, seal_no: int, thorough: bool) -> None:
         conn.close()
 
 
-async def _open(url: str) -> Store:
+async def _open(target: str | Path) -> Store:
+    """The store at a URL, or at a SQLite file path."""
+    url = store_url(target)
     store = make_store(url)
     await store.open()
     if url.startswith("postgres"):
