@@ -124,22 +124,21 @@ def backup_restore(config_path: Path, backup_file: Path, force: bool) -> None:
     audit seal witness, which belongs to that store's history; the backup is checked and copied into place, and
     a store_restored entry in the audit trail records what was restored and where the old files went.
     """
-    from gateway.app import DeliveryLock
     from gateway.cli import load_or_exit
-    from gateway.config import ConfigError
+    from gateway.store import StoreError, make_store, store_url
 
     config = load_or_exit(config_path)
     target = _store_file(config)
     facts = _facts(backup_file)
-    running = DeliveryLock(Path(str(target) + ".lock"))  # `gateway run` holds it while it runs
+    running = make_store(store_url(target))  # not opened: only its delivery lock, which `gateway run` holds
     try:
-        running.acquire()
-    except ConfigError:
+        running.lock_delivery()
+    except StoreError:
         raise click.ClickException(f"a gateway is running on {target}: stop it first") from None
     try:
         _restore(config, target, backup_file, facts, force)
     finally:
-        running.release()
+        running.unlock_delivery()
 
 
 def _restore(config: Any, target: Path, backup_file: Path, facts: dict[str, Any], force: bool) -> None:
