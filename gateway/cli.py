@@ -475,7 +475,6 @@ def demo(n_records: int | None, duration: float | None, workdir: Path | None, ti
 def _add_subsystem_groups() -> None:
     """Subsystem command groups live beside their code."""
     from gateway.audit.commands import audit
-    from gateway.backup import backup
     from gateway.exchange.commands import exchange, reconcile
     from gateway.mapping.commands import mapping
     from gateway.observability.probe import probe_command
@@ -487,6 +486,7 @@ def _add_subsystem_groups() -> None:
     from gateway.security.commands import certs, counterparts
     from gateway.security.encryption_commands import encryption
     from gateway.security.people_commands import tokens, users
+    from gateway.store.backup import backup
     from gateway.store.commands import store
 
     for group in (schema, mapping, audit, adapters, quarantine, certs, counterparts, encryption, users, tokens,

@@ -66,7 +66,7 @@ ACTIONS = frozenset(
         "version_conflict",  # same key and version, different payload, kept under policy keep_first
         "reconciliation",  # one 对账 run and its outcome
         "resent",  # a delivery sent again because reconciliation found the counterpart without it
-        # the store itself (gateway.backup)
+        # the store itself (gateway.store.backup)
         "store_backup",  # a consistent copy of the store was taken (file name, sha256, audit head)
         "store_restored",  # a backup was put back as the store (what was restored, where the old store went)
         "store_migrated",  # the installation moved to this store from another (gateway store migrate)

@@ -325,13 +325,13 @@ class Store(abc.ABC):
 
     # ---- encryption at rest (gateway/store/encryption.py holds the backend-neutral operations)
 
+    @abc.abstractmethod
     async def record_bodies(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         """(id, body) of stored records with id > after_id, in id order."""
-        raise NotImplementedError(f"{type(self).__name__} cannot page record bodies")
 
+    @abc.abstractmethod
     async def rewrite_record_bodies(self, updates: Sequence[tuple[int, str, str]], detail: dict[str, Any]) -> int:
         """Replace (id, old body, new body) where the body is still the old one, with one audit entry; count."""
-        raise NotImplementedError(f"{type(self).__name__} cannot rewrite record bodies")
 
     # ---- several processes on one store (PostgreSQL); the defaults suit a store one process delivers from
 

@@ -9,6 +9,7 @@ held for the transaction), ``_read(fn)`` runs ``fn(conn)`` on a reader. SQLite
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 from collections.abc import Callable, Sequence
@@ -82,11 +83,13 @@ class SqlStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsM
 
     audit_algorithm: str
 
+    @abc.abstractmethod
     async def _write(self, op: Op) -> Any:
-        raise NotImplementedError
+        """Run ``op(conn, chain)`` in the writer's next transaction and return its result."""
 
+    @abc.abstractmethod
     async def _read(self, fn: Callable[[Any], T]) -> T:
-        raise NotImplementedError
+        """Run ``fn(conn)`` on a reader connection and return its result."""
 
     # ------------------------------------------------------------------ ingest
 
