@@ -29,7 +29,6 @@ import concurrent.futures
 import functools
 import hashlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,12 +45,11 @@ from gateway.store.audit_source import AuditSource
 from gateway.store.base import StoreError
 from gateway.store.dialect import POSTGRESQL
 from gateway.store.operations import _return_to_pending, now_iso
-from gateway.store.sqlstore import SqlStore, hand_back
+from gateway.store.sqlstore import GroupWriter, Queued, SqlStore, hand_back
 
 log = logging.getLogger("gateway.store")
 T = TypeVar("T")
 Op = Callable[[Any, ChainWriter], Any]
-_GROUP_LIMIT = 512  # operations per transaction at most
 _NOTIFY_CHANNEL = "gateway_outbox"
 _DEFAULT_READERS = 2
 # Keys of the session-level advisory locks (pg_advisory_lock takes one bigint).
@@ -182,51 +180,20 @@ def _unavailable(exc: BaseException, what: str) -> StoreError:
     return StoreError(f"{what}: {text}")
 
 
-class _Writer(threading.Thread):
-    """The one thread of this process that writes: grouped transactions, each holding the chain head."""
+class _Writer(GroupWriter):
+    """The one thread of this process that writes: grouped transactions, each holding the chain head
+    (see :class:`GroupWriter`)."""
 
     def __init__(self, conninfo: str, algorithm: str) -> None:
-        super().__init__(name="store-writer", daemon=True)
+        super().__init__(algorithm)
         self._conninfo = conninfo
-        self._algorithm = algorithm
-        self._queue: queue.SimpleQueue[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue())
         self._conn: PgConnection | None = None
-        self.transactions = 0
         self.lock_wait = 0.0  # seconds spent waiting for the chain head (other processes' transactions)
         self.busy = 0.0  # seconds inside transactions, lock wait included
 
-    def submit(self, op: Op, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
-        """Queue ``op``; its result (or exception) arrives in the returned future of ``loop`` (as on SQLite: a
-        group's results go back to each loop in one call)."""
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((op, loop, fut))
-        return fut
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def run(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                first = self._queue.get()
-                if first is None:
-                    break
-                group = [first]
-                while len(group) < _GROUP_LIMIT:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stopping = True
-                        break
-                    group.append(nxt)
-                self._run_group(group)
-        finally:
-            if self._conn is not None:
-                self._conn.close()
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
     def _connection(self) -> PgConnection:
         if self._conn is not None and self._conn.broken:
@@ -240,7 +207,7 @@ class _Writer(threading.Thread):
     def _fail(group: Sequence[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]], error: BaseException) -> None:
         hand_back([(loop, fut, None, error) for _, loop, fut in group])
 
-    def _run_group(self, group: list[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]]) -> None:
+    def _run_group(self, group: list[Queued]) -> None:
         started = time.perf_counter()
         try:
             conn = self._connection()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -74,6 +76,65 @@ def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
             fut.set_result(result)
         else:
             fut.set_exception(exc)
+
+
+Queued = tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]
+GROUP_LIMIT = 512  # operations per transaction at most
+
+
+class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
+    """The one thread of a process that writes, for either backend: queued operations run in groups, one
+    transaction per group (group commit, one fsync), each operation in a savepoint of its own. A backend
+    says how one group's transaction runs (``_run_group``) and what the thread opens and closes."""
+
+    def __init__(self, algorithm: str) -> None:
+        super().__init__(name="store-writer", daemon=True)
+        self._algorithm = algorithm
+        self._queue: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
+        self.transactions = 0
+
+    def submit(self, op: Op, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """Queue ``op``; its result (or exception) arrives in the returned future of ``loop`` (a group's results
+        go back to each loop in one call, see :func:`hand_back`)."""
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((op, loop, fut))
+        return fut
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        self._open()
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                group = [first]
+                while len(group) < GROUP_LIMIT:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stopping = True
+                        break
+                    group.append(nxt)
+                self._run_group(group)
+        finally:
+            self._close()
+
+    def _open(self) -> None:
+        """What the thread opens before its first group (SQLite: its connection)."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Close what the thread holds, when it stops."""
+
+    @abc.abstractmethod
+    def _run_group(self, group: list[Queued]) -> None:
+        """Run ``group`` in one transaction and hand every result back (:func:`hand_back`)."""
 
 
 class SqlStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
