@@ -112,7 +112,8 @@ async def _push(gw: Gateway, items: list[dict]) -> tuple[int, dict]:
 
 async def _delivered(root: Path, case_no: str) -> dict:
     for _ in range(100):
-        for path in (root / "out").glob("*"):
+        # The file sink writes a hidden temporary file and renames it: read only what is complete.
+        for path in (root / "out").glob("[!.]*"):
             text = path.read_text(encoding="utf-8")
             if case_no in text:
                 return json.loads(text)
