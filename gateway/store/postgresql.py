@@ -225,31 +225,20 @@ class _Writer(GroupWriter):
         chain = ChainWriter(row[0], row[1], self._algorithm)
         first_seq = chain.seq
         done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
-        # One caller alone needs no savepoint: its failure is the transaction's.
-        alone = len(group) == 1
         try:
-            for op, loop, fut in group:
+            if len(group) == 1:  # one caller alone needs no savepoint: its failure is the transaction's
+                op, loop, fut = group[0]
                 if fut.cancelled():  # its caller stopped waiting before it ran: it does not run
-                    continue
-                if alone:
-                    try:
-                        done.append((loop, fut, op(conn, chain), None))
-                    except BaseException as exc:
-                        self._abandon()
-                        hand_back([(loop, fut, None, exc)])
-                        return
-                    continue
-                saved = (chain.seq, chain.head)
-                conn.execute("SAVEPOINT op")
+                    self._abandon()
+                    return
                 try:
-                    result = op(conn, chain)
-                    conn.execute("RELEASE SAVEPOINT op")
-                    done.append((loop, fut, result, None))
-                except BaseException as exc:  # the operation's own failure; its neighbours go on
-                    conn.execute("ROLLBACK TO SAVEPOINT op")
-                    conn.execute("RELEASE SAVEPOINT op")
-                    chain.seq, chain.head = saved
-                    done.append((loop, fut, None, exc))
+                    done.append((loop, fut, op(conn, chain), None))
+                except BaseException as exc:
+                    self._abandon()
+                    hand_back([(loop, fut, None, exc)])
+                    return
+            else:
+                done = self._run_each(conn, chain, group)
             if chain.seq != first_seq:
                 conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (chain.seq, chain.head))
             conn.execute("COMMIT")

@@ -101,27 +101,12 @@ class _Writer(GroupWriter):
     def _run_group(self, group: list[Queued]) -> None:
         conn = self._conn
         assert conn is not None
-        done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             _hand_back([(loop, fut, None, StoreError(f"store is unavailable: {exc}")) for _, loop, fut in group])
             return
-        chain = self._chain(conn)
-        for op, loop, fut in group:
-            if fut.cancelled():  # its caller stopped waiting before it ran: it does not run
-                continue
-            saved = (chain.seq, chain.head)
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op(conn, chain)
-                conn.execute("RELEASE op")
-                done.append((loop, fut, result, None))
-            except BaseException as exc:  # the operation's own failure; its neighbours go on
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                chain.seq, chain.head = saved
-                done.append((loop, fut, None, exc))
+        done = self._run_each(conn, self._chain(conn), group)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

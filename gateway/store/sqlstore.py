@@ -125,6 +125,29 @@ class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
         finally:
             self._close()
 
+    @staticmethod
+    def _run_each(conn: Any, chain: ChainWriter, group: Sequence[Queued]
+                  ) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]]:
+        """Run the group's operations in one open transaction, each in a savepoint of its own: one that
+        fails is rolled back (rows and in-memory chain head) and its neighbours go on. Skips callers that
+        stopped waiting. Returns (loop, future, result, exception) per operation that ran."""
+        done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
+        for op, loop, fut in group:
+            if fut.cancelled():  # its caller stopped waiting before it ran: it does not run
+                continue
+            saved = (chain.seq, chain.head)
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op(conn, chain)
+                conn.execute("RELEASE SAVEPOINT op")
+                done.append((loop, fut, result, None))
+            except BaseException as exc:  # the operation's own failure; its neighbours go on
+                conn.execute("ROLLBACK TO SAVEPOINT op")
+                conn.execute("RELEASE SAVEPOINT op")
+                chain.seq, chain.head = saved
+                done.append((loop, fut, None, exc))
+        return done
+
     def _open(self) -> None:
         """What the thread opens before its first group (SQLite: its connection)."""
 
