@@ -192,6 +192,22 @@ async def test_entry_deleted_from_the_middle_is_named_as_a_gap(store, signer, tr
     assert report.first_problem == "gap: entries 56..56 missing between 55 and 57"
 
 
+@pytest.mark.parametrize("deleted", [(7, 7), (9, 10), (8, 14), (1, 3)], ids=lambda d: f"{d[0]}..{d[1]}")
+async def test_gap_is_named_the_same_whatever_the_read_size(store, signer, trusted, monkeypatch, deleted) -> None:
+    """The verifier reads a chunk at a time and looks for a gap only when a chunk comes back short: a gap
+    at a chunk's edge, across edges, or at the very start is still named exactly."""
+    from gateway.store.audit_source import AuditSource
+
+    await sealed_store(store, signer, entries=40, every=10)
+    a, b = deleted
+    tamper(store, "DELETE FROM audit WHERE seq BETWEEN ? AND ?", a, b)
+    expected = f"gap: entries {a}..{b} missing " + (f"before {b + 1}" if a == 1 else f"between {a - 1} and {b + 1}")
+    for chunk in (4, 1024):
+        monkeypatch.setattr(AuditSource, "chunk", chunk)
+        report = await verify_store(store, trusted=trusted, workers=1)
+        assert report.first_problem == expected, chunk
+
+
 async def test_newest_sealed_entries_deleted_are_caught_by_their_seal(store, signer, trusted, tmp_path) -> None:
     await sealed_store(store, signer)
     tamper(store, "DELETE FROM audit WHERE seq > 950")

@@ -58,7 +58,7 @@ def read_cases(path: str | Path) -> dict[str, list[int]]:
         return json.loads(zf.read(CASES))
 
 
-def iter_entry_lines(path: str | Path, chunk_bytes: int = 1 << 23) -> Iterator[list[bytes]]:
+def iter_entry_lines(path: str | Path, chunk_bytes: int = 1 << 20) -> Iterator[list[bytes]]:
     """Lines of entries.jsonl in chunks of about ``chunk_bytes``, each line with its newline."""
     with zipfile.ZipFile(path) as zf, zf.open(ENTRIES) as raw:
         stream = io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]

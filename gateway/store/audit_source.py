@@ -18,6 +18,8 @@ from gateway.store.dialect import dialect_of
 class AuditSource:
     """The audit tables of one store, read-only: entries by seq range, seals, archives, certificate copies."""
 
+    chunk = 1024  # entries a bulk reader asks for at a time (see gateway.audit._scan)
+
     def __init__(self, conn: Any, where: str) -> None:
         self.conn = conn
         self.where = where  # the store, for messages (no password)
