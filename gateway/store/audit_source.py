@@ -78,9 +78,6 @@ class AuditSource:
         """The lowest stored seq at or after ``seq``."""
         return self.conn.execute("SELECT min(seq) FROM audit WHERE seq >= ?", (seq,)).fetchone()[0]
 
-    def count(self, first: int, last: int) -> int:
-        return self.conn.execute("SELECT count(*) FROM audit WHERE seq BETWEEN ? AND ?", (first, last)).fetchone()[0]
-
     def seqs(self, first: int, last: int) -> Iterable[int]:
         return (r[0] for r in self.conn.execute("SELECT seq FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
                                                 (first, last)))
