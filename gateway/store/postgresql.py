@@ -398,17 +398,7 @@ class PgStore(SqlStore):
                          extra={"transactions": w.transactions, "busy_seconds": round(w.busy, 3),
                                 "chain_lock_wait_seconds": round(w.lock_wait, 3)})
             self._writer = None
-        if self._readers is not None:
-            self._readers.shutdown(wait=True)
-            self._readers = None
-        with self._reader_lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
-
-    @property
-    def transactions(self) -> int:
-        return self._writer.transactions if self._writer else 0
+        self._close_readers()
 
     def writer_stats(self) -> dict[str, float]:
         """This process's writer: transactions, seconds in them, seconds of those waiting for the chain head."""
@@ -432,9 +422,7 @@ class PgStore(SqlStore):
             conn = None
         if conn is None:
             conn = connect(self.conninfo)
-            self._local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
+            self._keep_reader(conn)
         return conn
 
     def _run_read(self, fn: Callable[[PgConnection], T]) -> T:
@@ -442,12 +430,6 @@ class PgStore(SqlStore):
             return fn(self._reader())
         except psycopg.OperationalError as exc:
             raise _unavailable(exc, "store is unavailable") from exc
-
-    async def _read(self, fn: Callable[[Any], T]) -> T:
-        if self._readers is None:
-            raise StoreError("store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run_read, fn)
 
     # ------------------------------------------------------------------ several processes
 

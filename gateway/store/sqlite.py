@@ -225,17 +225,7 @@ class SqliteStore(SqlStore):
             self._writer.stop()
             await asyncio.to_thread(self._writer.join)
             self._writer = None
-        if self._readers is not None:
-            self._readers.shutdown(wait=True)
-            self._readers = None
-        with self._reader_lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
-
-    @property
-    def transactions(self) -> int:
-        return self._writer.transactions if self._writer else 0
+        self._close_readers()
 
     async def _write(self, op: Op) -> Any:
         if self._writer is None:
@@ -246,14 +236,6 @@ class SqliteStore(SqlStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect(self.path, readonly=True)
-            self._local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
+            self._keep_reader(conn)
         return conn
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._readers is None:
-            raise StoreError("store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 

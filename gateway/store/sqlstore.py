@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import json
 import queue
 import threading
@@ -28,6 +29,7 @@ from gateway.store.base import (
     Settlement,
     Store,
     StoreCounts,
+    StoreError,
 )
 from gateway.store.cases import SqliteCasesMixin
 from gateway.store.dialect import dialect_of
@@ -163,17 +165,55 @@ class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
 class SqlStore(SqliteQuarantineMixin, SqliteDeliveriesMixin, SqliteDestinationsMixin, SqliteAuditMixin,
                SqliteEncryptionMixin, IdentityStoreMixin, SqliteCasesMixin, SqliteExchangeMixin,
                SqliteObservabilityMixin, Store):
-    """The Store's semantics over SQL; a backend supplies ``_write``, ``_read``, ``open`` and ``close``."""
+    """The Store's semantics over SQL; a backend supplies ``_write``, ``_reader``, ``open`` and ``close``.
+
+    Both backends read the same way: a thread pool (``_readers``), each of its threads with a
+    connection of its own (``_reader``), every one of them kept in ``_reader_conns`` to close.
+    """
 
     audit_algorithm: str
+    _writer: GroupWriter | None
+    _readers: concurrent.futures.ThreadPoolExecutor | None
+    _local: threading.local  # the reader thread's own connection, as ``conn``
+    _reader_conns: list[Any]
+    _reader_lock: threading.Lock
 
     @abc.abstractmethod
     async def _write(self, op: Op) -> Any:
         """Run ``op(conn, chain)`` in the writer's next transaction and return its result."""
 
     @abc.abstractmethod
+    def _reader(self) -> Any:
+        """This reader thread's connection, opened on first use (and kept with ``_keep_reader``)."""
+
+    def _keep_reader(self, conn: Any) -> None:
+        self._local.conn = conn
+        with self._reader_lock:
+            self._reader_conns.append(conn)
+
+    def _run_read(self, fn: Callable[[Any], T]) -> T:
+        """``fn`` on this thread's connection (a backend may translate its errors here)."""
+        return fn(self._reader())
+
     async def _read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on a reader connection and return its result."""
+        if self._readers is None:
+            raise StoreError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run_read, fn)
+
+    def _close_readers(self) -> None:
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions this process has committed since the store opened."""
+        return self._writer.transactions if self._writer else 0
 
     # ------------------------------------------------------------------ ingest
 
