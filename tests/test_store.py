@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -190,6 +191,100 @@ async def test_a_failing_operation_does_not_undo_its_neighbours(store):
     assert results[0][0].status == "accepted"
     assert isinstance(results[1], ValueError)
     assert (await store.counts()).records == 1
+    await verify_chain(store)
+
+
+async def _one_group(store, calls):
+    """Run ``calls`` (coroutine factories) so that the writer takes them in one group: it is held busy until
+    every one of them has queued its operation."""
+    release = threading.Event()
+    held = asyncio.ensure_future(store._write(lambda conn, chain: release.wait(10)))
+    await asyncio.sleep(0.05)  # the writer is inside the holding operation
+    tasks = [asyncio.ensure_future(call()) for call in calls]
+    await asyncio.sleep(0.05)  # each call has prepared and queued its operation
+    release.set()
+    await held
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _merges(monkeypatch):
+    """Count the writer's merged runs of ingest batches and how many batches each took."""
+    from gateway.store.quarantine import IsolatedIngest
+
+    runs: list[int] = []
+    merged = IsolatedIngest.run_merged.__func__
+
+    def counting(cls, conn, chain, ops):
+        runs.append(len(ops))
+        return merged(cls, conn, chain, ops)
+
+    monkeypatch.setattr(IsolatedIngest, "run_merged", classmethod(counting))
+    return runs
+
+
+async def test_neighbouring_batches_commit_as_one_and_each_gets_its_own_outcomes(store, monkeypatch):
+    """One-record pushes queued together are one batch in the writer; each caller's answer is what it
+    would have been alone, in its own order: a repeat is a duplicate of the earlier caller's record, a
+    newer version supersedes, and a case's second delivery waits behind its first."""
+    runs = _merges(monkeypatch)
+    q = QuarantineItem(system="county", ref="push item 1", kind="case",
+                       errors=[{"field": "credit_code", "rule": "gb32100", "value": "9137***", "message": "bad"}],
+                       payload='{"a": 1}', raw=b"x", receipt_time="2026-01-01T00:00:00+08:00")
+    claims = {"hall": time.time() + 60}
+    calls = [
+        lambda: store.commit_ingest_isolated([item("A"), item("B")], [], None, claims),
+        lambda: store.commit_ingest_isolated([item("A")], [], None, claims),
+        lambda: store.commit_ingest_isolated([item("C", 1)], [], None, claims),
+        lambda: store.commit_ingest_isolated([item("C", 2)], [], None, claims),
+        lambda: store.commit_ingest_isolated([item("D")], [q], None, claims),
+    ]
+    before = store.transactions
+    results = await _one_group(store, calls)
+    assert runs == [5]
+    assert store.transactions == before + 2  # the holding operation's group, then the five in one
+    assert [[o.status for o in r] for r in results] == [
+        ["accepted", "accepted"], ["duplicate"], ["accepted"], ["accepted"], ["accepted", "quarantined"]]
+    assert results[1][0].receipt_id == results[0][0].receipt_id
+    assert [len(o.deliveries) for r in results for o in r] == [1, 1, 0, 1, 0, 1, 0]  # C v2 waits behind C v1
+    recs = {(r["record_key"], r["version"]): r["status"] for r in await store.list_records()}
+    assert recs == {("A", 1): "current", ("B", 1): "current", ("C", 1): "superseded", ("C", 2): "current",
+                    ("D", 1): "current"}
+    assert (await store.list_quarantine())[0]["ref"] == "push item 1"
+    await verify_chain(store)
+
+
+async def test_a_merged_run_that_fails_is_run_batch_by_batch(store, monkeypatch):
+    """An item the store refuses fails the merged batch; the writer rolls it back and runs each batch
+    alone, so only that item is quarantined and its neighbours land."""
+    runs = _merges(monkeypatch)
+    bad = item("X")
+    bad.idempotency_keys = ()  # zip(strict) fails inside the store: a data fault of this item
+    results = await _one_group(store, [
+        lambda: store.commit_ingest_isolated([item("A")], []),
+        lambda: store.commit_ingest_isolated([bad], []),
+        lambda: store.commit_ingest_isolated([item("B")], []),
+    ])
+    assert runs == [3]
+    assert [[o.status for o in r] for r in results] == [["accepted"], ["quarantined"], ["accepted"]]
+    assert {r["record_key"] for r in await store.list_records()} == {"A", "B"}
+    await verify_chain(store)
+
+
+async def test_a_batch_with_a_cursor_commits_alone(store, monkeypatch):
+    """A cursor moves with exactly its own batch's records: such a batch is never merged with others, and
+    batches with different claims are not merged either."""
+    runs = _merges(monkeypatch)
+    results = await _one_group(store, [
+        lambda: store.commit_ingest_isolated([item("A")], []),
+        lambda: store.commit_ingest_isolated([item("B")], [], ("filedrop:county:f", "7")),
+        lambda: store.commit_ingest_isolated([item("C")], []),
+        lambda: store.commit_ingest_isolated([item("D")], [], None, {"hall": time.time() + 60}),
+        lambda: store.commit_ingest_isolated([item("E")], []),
+        lambda: store.commit_ingest_isolated([item("F")], []),
+    ])
+    assert runs == [2]  # E and F; the others each have a different neighbour
+    assert all(r[0].status == "accepted" for r in results)
+    assert await store.get_cursor("filedrop:county:f") == "7"
     await verify_chain(store)
 
 

@@ -214,6 +214,55 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
     return outcomes
 
 
+class IsolatedIngest:
+    """The writer operation behind ``Store.commit_ingest_isolated``: :func:`commit_isolated` for one batch.
+
+    Batches without a cursor (pushes, replays) are :class:`~gateway.store.sqlstore.Mergeable`: the
+    writer may commit neighbouring ones as one batch, which ``commit_batch`` takes as it takes a batch
+    that holds the same record twice (the later one is a duplicate, a newer version supersedes, a
+    case's new delivery waits behind an earlier one). A batch with a cursor runs alone: its cursor
+    must move with exactly its own records. ``claims`` must name the same destinations for two
+    batches to merge; the run takes each destination's latest lease.
+    """
+
+    __slots__ = ("accepted", "quarantined", "cursor", "claims", "commit_batch", "set_cursor", "now", "merge_key")
+
+    def __init__(self, accepted: Sequence[AcceptItem], quarantined: Sequence[QuarantineItem],
+                 cursor: tuple[str, str] | None, claims: Mapping[str, float] | None, commit_batch: CommitBatch,
+                 set_cursor: Callable[[Any, tuple[str, str], str], None], now: Callable[[], str]) -> None:
+        self.accepted, self.quarantined, self.cursor, self.claims = accepted, quarantined, cursor, claims
+        self.commit_batch, self.set_cursor, self.now = commit_batch, set_cursor, now
+        self.merge_key: tuple[str, frozenset[str]] | None = (
+            None if cursor is not None else ("ingest", frozenset(claims or ())))
+
+    def __call__(self, conn: Any, chain: ChainWriter) -> list[IngestOutcome]:
+        return commit_isolated(conn, chain, self.accepted, self.quarantined, self.cursor, self.now(),
+                               self.commit_batch, self.set_cursor, self.claims)
+
+    @classmethod
+    def run_merged(cls, conn: Any, chain: ChainWriter, ops: Sequence[IsolatedIngest]) -> list[list[IngestOutcome]]:
+        """One ``commit_batch`` for all of ``ops``; each gets its own outcomes back, in its own order.
+
+        No isolation here: if an item's data fails the merged batch, the writer rolls it back and runs
+        each batch alone, where :func:`commit_isolated` finds the item.
+        """
+        accepted = [it for op in ops for it in op.accepted]
+        quarantined = [q for op in ops for q in op.quarantined]
+        claims = {dest: max(op.claims[dest] for op in ops if op.claims) for dest in ops[0].claims or ()} or None
+        outcomes = ops[0].commit_batch(conn, chain, accepted, quarantined, None, claims)
+        # commit_batch answers one outcome per accepted item, then one per quarantined item, each in order.
+        if len(outcomes) != len(accepted) + len(quarantined):
+            raise RuntimeError(f"a merged batch of {len(accepted) + len(quarantined)} items gave {len(outcomes)} "
+                               "outcomes")
+        results: list[list[IngestOutcome]] = []
+        a, q = 0, len(accepted)
+        for op in ops:
+            results.append([*outcomes[a:a + len(op.accepted)], *outcomes[q:q + len(op.quarantined)]])
+            a += len(op.accepted)
+            q += len(op.quarantined)
+        return results
+
+
 # --------------------------------------------------------------------------- reading
 
 

@@ -47,11 +47,8 @@ class SqliteQuarantineMixin:
     ) -> list[IngestOutcome]:
         commit_batch, set_cursor = self._batch_ops()
 
-        def op(conn: sqlite3.Connection, chain: ChainWriter) -> list[IngestOutcome]:
-            return ops.commit_isolated(conn, chain, accepted, quarantined, cursor, _now(), commit_batch, set_cursor,
-                                       claims)
-
-        return await self._write(op)
+        return await self._write(ops.IsolatedIngest(accepted, quarantined, cursor, claims, commit_batch, set_cursor,
+                                                    _now))
 
     async def quarantine_entries(
         self, *, ids: Sequence[int] | None = None, system: str | None = None, state: str | None = None,

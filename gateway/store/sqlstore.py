@@ -15,8 +15,8 @@ import concurrent.futures
 import json
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from gateway.adapters import IngestOutcome
 from gateway.audit.chain import GENESIS, ChainWriter
@@ -84,6 +84,39 @@ Queued = tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]
 GROUP_LIMIT = 512  # operations per transaction at most
 
 
+class Mergeable(Protocol):
+    """An operation that can run together with its like: the writer runs neighbouring operations of a group
+    with the same (not None) ``merge_key`` as one ``run_merged`` call, which returns each one's result in
+    order and must leave the rows and the chain exactly as running them one after another would, but for
+    the order of audit entries within the run. A run that raises is rolled back and retried one by one."""
+
+    merge_key: Hashable | None
+
+    @classmethod
+    def run_merged(cls, conn: Any, chain: ChainWriter, ops: Sequence[Any]) -> list[Any]: ...
+
+
+def _run_merged(conn: Any, chain: ChainWriter, run: Sequence[Queued],
+                done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]]) -> bool:
+    """Run ``run``'s operations (all with one merge key) as one in a savepoint; False, with nothing left of
+    it, when that failed (the caller then runs them one by one)."""
+    ops = [op for op, _, _ in run]
+    saved = (chain.seq, chain.head)
+    conn.execute("SAVEPOINT ops")
+    try:
+        results = type(ops[0]).run_merged(conn, chain, ops)
+        if len(results) != len(ops):
+            raise RuntimeError(f"{type(ops[0]).__name__}.run_merged gave {len(results)} results for {len(ops)}")
+        conn.execute("RELEASE SAVEPOINT ops")
+    except Exception:
+        conn.execute("ROLLBACK TO SAVEPOINT ops")
+        conn.execute("RELEASE SAVEPOINT ops")
+        chain.seq, chain.head = saved
+        return False
+    done.extend((loop, fut, result, None) for (_, loop, fut), result in zip(run, results, strict=True))
+    return True
+
+
 class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
     """The one thread of a process that writes, for either backend: queued operations run in groups, one
     transaction per group (group commit, one fsync), each operation in a savepoint of its own. A backend
@@ -132,22 +165,37 @@ class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
                   ) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]]:
         """Run the group's operations in one open transaction, each in a savepoint of its own: one that
         fails is rolled back (rows and in-memory chain head) and its neighbours go on. Skips callers that
-        stopped waiting. Returns (loop, future, result, exception) per operation that ran."""
+        stopped waiting. Returns (loop, future, result, exception) per operation that ran.
+
+        Neighbouring operations that say they can run as one (the same :class:`Mergeable` ``merge_key``,
+        as one-record pushes do) run as one, in one savepoint: one set of statements for the run instead
+        of one per caller. If that fails for any reason, it is rolled back and they run one by one as
+        above, so a failure still costs only its own caller.
+        """
         done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
-        for op, loop, fut in group:
-            if fut.cancelled():  # its caller stopped waiting before it ran: it does not run
+        live = [queued for queued in group if not queued[2].cancelled()]  # a caller that stopped waiting: no run
+        i = 0
+        while i < len(live):
+            key = getattr(live[i][0], "merge_key", None)
+            j = i + 1
+            while key is not None and j < len(live) and getattr(live[j][0], "merge_key", None) == key:
+                j += 1
+            if j - i > 1 and _run_merged(conn, chain, live[i:j], done):
+                i = j
                 continue
-            saved = (chain.seq, chain.head)
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op(conn, chain)
-                conn.execute("RELEASE SAVEPOINT op")
-                done.append((loop, fut, result, None))
-            except BaseException as exc:  # the operation's own failure; its neighbours go on
-                conn.execute("ROLLBACK TO SAVEPOINT op")
-                conn.execute("RELEASE SAVEPOINT op")
-                chain.seq, chain.head = saved
-                done.append((loop, fut, None, exc))
+            for op, loop, fut in live[i:j]:
+                saved = (chain.seq, chain.head)
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(conn, chain)
+                    conn.execute("RELEASE SAVEPOINT op")
+                    done.append((loop, fut, result, None))
+                except BaseException as exc:  # the operation's own failure; its neighbours go on
+                    conn.execute("ROLLBACK TO SAVEPOINT op")
+                    conn.execute("RELEASE SAVEPOINT op")
+                    chain.seq, chain.head = saved
+                    done.append((loop, fut, None, exc))
+            i = j
         return done
 
     def _open(self) -> None:
