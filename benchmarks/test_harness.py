@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH / "peers"))
 
-from _push_load import hall_items  # noqa: E402
+from _push_load import ack_lean, hall_items  # noqa: E402
 from bare_post import shipped_mapping_id, to_hall  # noqa: E402
 from bench_mapping import map_by_hand, record  # noqa: E402
 from counting_sink import CountingSink, parse_seconds  # noqa: E402
@@ -105,3 +106,37 @@ def test_push_load_items_are_cases_the_hall_platform_mapping_accepts() -> None:
     for item in items:
         (mapped,) = mapping.map(item)
         assert mapped.kind == "case" and mapped.errors == []
+
+
+@pytest.mark.parametrize("answer", ["length", "chunked", "close"])
+async def test_the_lean_push_client_counts_what_a_real_server_answers(aiohttp_server: Any, answer: str,
+                                                                     monkeypatch: Any) -> None:
+    """The ack load's own HTTP client reads a real server's answers whether their bodies come by
+    Content-Length or chunked, and whether the server keeps the connection or closes it, and sends
+    every item with its bearer token."""
+    seen: list[tuple[str | None, bytes]] = []
+
+    async def inbound(request: web.Request) -> web.StreamResponse:
+        seen.append((request.headers.get("Authorization"), await request.read()))
+        status = 202 if len(seen) % 5 else 200
+        if answer == "chunked":
+            response = web.StreamResponse(status=status)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b'{"items":')
+            await response.write(b"[]}")
+            await response.write_eof()
+            return response
+        headers = {"Connection": "close"} if answer == "close" else {}
+        return web.json_response({"items": []}, status=status, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/inbound/hall_platform/case", inbound)
+    server = await aiohttp_server(app)
+    items = hall_items(30, seed=5)
+    monkeypatch.setenv("BENCH_PUSH_TOKEN", "t0ken")
+    result = await ack_lean(str(server.make_url("/api/v1/inbound/hall_platform/case")), 100.0, 0.2, 0.1, items)
+    assert result["statuses"] == {"202": 24, "200": 6}, result
+    assert result["measured"] == 20 and not result["errors"]
+    assert sorted(body for _, body in seen) == sorted(items)
+    assert {auth for auth, _ in seen} == {"Bearer t0ken"}
