@@ -495,7 +495,7 @@ def run_push(kind: str, repeat: int, args: argparse.Namespace, rate: float = 0.0
         url = f"http://127.0.0.1:{port}/api/v1/inbound/hall_platform/case"
         if kind == "ack":
             cmd = [sys.executable, str(PUSH_LOAD), "ack", "--url", url, "--rate", str(rate),
-                   "--seconds", str(args.push_seconds)]
+                   "--seconds", str(args.push_seconds), "--client", args.push_client]
             expected = int(rate * (args.push_seconds + 1.0))
         else:
             cmd = [sys.executable, str(PUSH_LOAD), "flood", "--url", url, "--records", str(args.push_records),
@@ -686,6 +686,8 @@ def main() -> None:
     ap.add_argument("--push-seconds", type=float, default=10.0, help="measured seconds of the ack test")
     ap.add_argument("--push-records", type=int, default=20_000, help="records in the push end-to-end test")
     ap.add_argument("--push-batch", type=int, default=50, help="records per push and per delivery POST")
+    ap.add_argument("--push-client", choices=("lean", "aiohttp"), default="lean",
+                    help="the load's HTTP client for the acknowledgement figure (see _push_load.py)")
     ap.add_argument("--run-timeout", type=float, default=0.0, help="seconds before a run counts as failed "
                     "(default: 120 + records / 200)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the temporary run folders go")
