@@ -270,6 +270,20 @@ async def test_a_merged_run_that_fails_is_run_batch_by_batch(store, monkeypatch)
     await verify_chain(store)
 
 
+async def test_a_merged_run_holds_a_bounded_number_of_items(store, monkeypatch):
+    """A run that fails is done again batch by batch: its size is bounded, so a bad item costs its
+    neighbours at most that much work again."""
+    import gateway.store.sqlstore as sqlstore
+
+    monkeypatch.setattr(sqlstore, "MERGE_LIMIT", 5)
+    runs = _merges(monkeypatch)
+    results = await _one_group(store, [
+        lambda i=i: store.commit_ingest_isolated([item(f"K{i}a"), item(f"K{i}b")], []) for i in range(6)])
+    assert runs == [2, 2, 2]  # two batches of two items each; a third would make six
+    assert all([o.status for o in r] == ["accepted", "accepted"] for r in results)
+    await verify_chain(store)
+
+
 async def test_a_batch_with_a_cursor_commits_alone(store, monkeypatch):
     """A cursor moves with exactly its own batch's records: such a batch is never merged with others, and
     batches with different claims are not merged either."""

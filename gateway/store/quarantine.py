@@ -225,7 +225,8 @@ class IsolatedIngest:
     batches to merge; the run takes each destination's latest lease.
     """
 
-    __slots__ = ("accepted", "quarantined", "cursor", "claims", "commit_batch", "set_cursor", "now", "merge_key")
+    __slots__ = ("accepted", "quarantined", "cursor", "claims", "commit_batch", "set_cursor", "now", "merge_key",
+                 "merge_size")
 
     def __init__(self, accepted: Sequence[AcceptItem], quarantined: Sequence[QuarantineItem],
                  cursor: tuple[str, str] | None, claims: Mapping[str, float] | None, commit_batch: CommitBatch,
@@ -234,6 +235,7 @@ class IsolatedIngest:
         self.commit_batch, self.set_cursor, self.now = commit_batch, set_cursor, now
         self.merge_key: tuple[str, frozenset[str]] | None = (
             None if cursor is not None else ("ingest", frozenset(claims or ())))
+        self.merge_size = len(accepted) + len(quarantined)
 
     def __call__(self, conn: Any, chain: ChainWriter) -> list[IngestOutcome]:
         return commit_isolated(conn, chain, self.accepted, self.quarantined, self.cursor, self.now(),

@@ -82,15 +82,20 @@ def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
 
 Queued = tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]
 GROUP_LIMIT = 512  # operations per transaction at most
+# Items per merged run at most: a run that fails is done again batch by batch, so this bounds the work a
+# bad item costs its neighbours (one batch larger than this still runs, alone or first in its run).
+MERGE_LIMIT = 2_000
 
 
 class Mergeable(Protocol):
     """An operation that can run together with its like: the writer runs neighbouring operations of a group
-    with the same (not None) ``merge_key`` as one ``run_merged`` call, which returns each one's result in
-    order and must leave the rows and the chain exactly as running them one after another would, but for
-    the order of audit entries within the run. A run that raises is rolled back and retried one by one."""
+    with the same (not None) ``merge_key``, up to :data:`MERGE_LIMIT` items (``merge_size``) together, as
+    one ``run_merged`` call, which returns each one's result in order and must leave the rows and the
+    chain exactly as running them one after another would, but for the order of audit entries within the
+    run. A run that raises is rolled back and retried one by one."""
 
     merge_key: Hashable | None
+    merge_size: int  # items in it, for MERGE_LIMIT
 
     @classmethod
     def run_merged(cls, conn: Any, chain: ChainWriter, ops: Sequence[Any]) -> list[Any]: ...
@@ -178,8 +183,12 @@ class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
         while i < len(live):
             key = getattr(live[i][0], "merge_key", None)
             j = i + 1
-            while key is not None and j < len(live) and getattr(live[j][0], "merge_key", None) == key:
-                j += 1
+            if key is not None:
+                size = live[i][0].merge_size
+                while j < len(live) and getattr(live[j][0], "merge_key", None) == key \
+                        and size + live[j][0].merge_size <= MERGE_LIMIT:
+                    size += live[j][0].merge_size
+                    j += 1
             if j - i > 1 and _run_merged(conn, chain, live[i:j], done):
                 i = j
                 continue
