@@ -113,7 +113,7 @@ def _run_merged(conn: Any, chain: ChainWriter, run: Sequence[Queued],
         if len(results) != len(ops):
             raise RuntimeError(f"{type(ops[0]).__name__}.run_merged gave {len(results)} results for {len(ops)}")
         conn.execute("RELEASE SAVEPOINT ops")
-    except Exception:
+    except BaseException:  # whatever it was, each operation meets it again alone and reports it
         conn.execute("ROLLBACK TO SAVEPOINT ops")
         conn.execute("RELEASE SAVEPOINT ops")
         chain.seq, chain.head = saved
