@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,47 +69,62 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[bytes]) -> dict[str, Any]:
+Send = Callable[[int], Awaitable[str]]  # send item i; its answer's status, or the error's name
+
+
+async def open_loop(rate: float, seconds: float, warmup: float, send: Send, client: str,
+                    errors: dict[str, str]) -> dict[str, Any]:
+    """Call ``send(i)`` for each request at its scheduled time whether or not earlier ones were answered,
+    and the figures: latency from the scheduled time, the warm-up's requests not counted."""
     n = int(rate * (seconds + warmup))
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+
+    async def one(i: int, scheduled: float) -> None:
+        status = await send(i)
+        statuses[status] = statuses.get(status, 0) + 1
+        if i >= rate * warmup and status in ("200", "202"):
+            latencies.append(time.monotonic() - scheduled)
+
+    start = time.monotonic() + 0.1
+    tasks = []
+    behind = 0.0
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    last_ack = time.monotonic()
+    lat = sorted(latencies)
+    return {"mode": "ack", "client": client, "offered_rate": rate, "seconds": seconds, "warmup": warmup,
+            "requests": n, "measured": len(lat), "statuses": statuses, "errors": errors, "first_sent_at": start,
+            "p50_ms": percentile(lat, 0.50) * 1000, "p90_ms": percentile(lat, 0.90) * 1000,
+            "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": lat[-1] * 1000 if lat else float("nan"),
+            "sender_behind_ms": behind * 1000,
+            "acknowledged_rate": (statuses.get("200", 0) + statuses.get("202", 0)) / (last_ack - start)}
+
+
+async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[bytes]) -> dict[str, Any]:
+    """``open_loop`` with aiohttp's client."""
     errors: dict[str, str] = {}
     headers = request_headers()
     connector = aiohttp.TCPConnector(limit=0)  # open loop: never queue behind a connection pool
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async def one(i: int, scheduled: float) -> None:
+        async def send(i: int) -> str:
             try:
                 async with session.post(url, data=items[i], headers=headers) as resp:
                     await resp.read()
-                    status = str(resp.status)
+                    return str(resp.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                status = type(exc).__name__
-                errors.setdefault(status, str(exc)[:300])
-            statuses[status] = statuses.get(status, 0) + 1
-            if i >= rate * warmup and status in ("200", "202"):
-                latencies.append(time.monotonic() - scheduled)
+                errors.setdefault(type(exc).__name__, str(exc)[:300])
+                return type(exc).__name__
 
-        start = time.monotonic() + 0.1
-        tasks = []
-        behind = 0.0
-        for i in range(n):
-            scheduled = start + i / rate
-            delay = scheduled - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                behind = max(behind, -delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
-        last_ack = time.monotonic()
-    lat = sorted(latencies)
-    return {"mode": "ack", "client": "aiohttp", "offered_rate": rate, "seconds": seconds, "warmup": warmup, "requests": n,
-            "measured": len(lat), "statuses": statuses, "errors": errors, "first_sent_at": start,
-            "p50_ms": percentile(lat, 0.50) * 1000, "p90_ms": percentile(lat, 0.90) * 1000,
-            "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": lat[-1] * 1000 if lat else float("nan"),
-            "sender_behind_ms": behind * 1000,
-            "acknowledged_rate": (statuses.get("200", 0) + statuses.get("202", 0)) / (last_ack - start)}
+        return await open_loop(rate, seconds, warmup, send, "aiohttp", errors)
 
 
 class _Conn(asyncio.Protocol):
@@ -186,21 +202,18 @@ def _after_chunks(body: bytes) -> bytes | None:
 
 
 async def ack_lean(url: str, rate: float, seconds: float, warmup: float, items: list[bytes]) -> dict[str, Any]:
-    """``ack`` with the lean client: the same schedule, latency and figures."""
+    """``open_loop`` with the lean client: each request's bytes made before the run."""
     parsed = urlsplit(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     head = "".join(f"{k}: {v}\r\n" for k, v in request_headers().items())
     path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
     requests = [(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
                  ).encode() + body for body in items]
-    n = int(rate * (seconds + warmup))
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
     errors: dict[str, str] = {}
     pool: list[_Conn] = []
     loop = asyncio.get_running_loop()
 
-    async def one(i: int, scheduled: float) -> None:
+    async def send(i: int) -> str:
         try:
             while pool and pool[-1].closed:
                 pool.pop()
@@ -208,37 +221,17 @@ async def ack_lean(url: str, rate: float, seconds: float, warmup: float, items: 
                 conn = pool.pop()
             else:
                 _, conn = await loop.create_connection(lambda: _Conn(pool), host, port)
-            status = str(await asyncio.wait_for(conn.send(requests[i]), 120))
+            return str(await asyncio.wait_for(conn.send(requests[i]), 120))
         except (OSError, TimeoutError, ValueError) as exc:
-            status = type(exc).__name__
-            errors.setdefault(status, str(exc)[:300])
-        statuses[status] = statuses.get(status, 0) + 1
-        if i >= rate * warmup and status in ("200", "202"):
-            latencies.append(time.monotonic() - scheduled)
+            errors.setdefault(type(exc).__name__, str(exc)[:300])
+            return type(exc).__name__
 
-    start = time.monotonic() + 0.1
-    tasks = []
-    behind = 0.0
-    for i in range(n):
-        scheduled = start + i / rate
-        delay = scheduled - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            behind = max(behind, -delay)
-        tasks.append(asyncio.create_task(one(i, scheduled)))
-    await asyncio.gather(*tasks)
-    last_ack = time.monotonic()
-    for conn in pool:
-        if conn.transport is not None:
-            conn.transport.close()
-    lat = sorted(latencies)
-    return {"mode": "ack", "client": "lean", "offered_rate": rate, "seconds": seconds, "warmup": warmup,
-            "requests": n, "measured": len(lat), "statuses": statuses, "errors": errors, "first_sent_at": start,
-            "p50_ms": percentile(lat, 0.50) * 1000, "p90_ms": percentile(lat, 0.90) * 1000,
-            "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": lat[-1] * 1000 if lat else float("nan"),
-            "sender_behind_ms": behind * 1000,
-            "acknowledged_rate": (statuses.get("200", 0) + statuses.get("202", 0)) / (last_ack - start)}
+    try:
+        return await open_loop(rate, seconds, warmup, send, "lean", errors)
+    finally:
+        for conn in pool:
+            if conn.transport is not None:
+                conn.transport.close()
 
 
 async def flood(url: str, per_request: int, in_flight: int, items: list[bytes]) -> dict[str, Any]:
