@@ -107,7 +107,7 @@ def record_quarantined(conn: Any, chain: ChainWriter, at: str, items: Sequence[Q
 
 
 @contextmanager
-def _savepoint(conn: Any, chain: ChainWriter, name: str) -> Iterator[None]:
+def savepoint(conn: Any, chain: ChainWriter, name: str) -> Iterator[None]:
     """A nested transaction; on failure both the rows and the in-memory chain head go back."""
     saved = (chain.seq, chain.head)
     conn.execute(f"SAVEPOINT {name}")
@@ -159,7 +159,7 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
     surrounding transaction commits nothing.
     """
     try:
-        with _savepoint(conn, chain, "batch_whole"):
+        with savepoint(conn, chain, "batch_whole"):
             return commit_batch(conn, chain, accepted, quarantined, cursor, claims)
     except Exception as exc:
         if not is_item_fault(exc):
@@ -173,7 +173,7 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
         nonlocal depth
         depth += 1
         try:
-            with _savepoint(conn, chain, f"batch_part_{depth}"):
+            with savepoint(conn, chain, f"batch_part_{depth}"):
                 outcomes.extend(commit_batch(conn, chain, [u for u in part if isinstance(u, AcceptItem)],
                                              [u for u in part if isinstance(u, QuarantineItem)], None, claims))
             return
@@ -200,7 +200,7 @@ def commit_isolated(conn: Any, chain: ChainWriter, accepted: Sequence[AcceptItem
     for unit, exc in culprits:
         entry = _unstorable(unit, exc, at)
         try:
-            with _savepoint(conn, chain, "batch_culprit"):
+            with savepoint(conn, chain, "batch_culprit"):
                 outcomes.extend(commit_batch(conn, chain, [], [entry], None, None))
         except Exception as again:
             if not is_item_fault(again):
@@ -377,7 +377,7 @@ def commit_reprocess(conn: Any, chain: ChainWriter, at: str, items: Sequence[Rep
         errors = storable_tree(item.errors)
         if item.accepted:
             try:
-                with _savepoint(conn, chain, "reprocess_entry"):
+                with savepoint(conn, chain, "reprocess_entry"):
                     outcomes = commit_batch(conn, chain, item.accepted, [], None, None)
             except Exception as exc:
                 if not is_item_fault(exc):

@@ -46,6 +46,7 @@ from gateway.store.operations import (
     _settle,
     now_iso,
 )
+from gateway.store.quarantine import savepoint
 from gateway.store.sqlite_audit import AUDIT_INSERT, SqliteAuditMixin, audit_row
 from gateway.store.sqlite_deliveries import SqliteDeliveriesMixin
 from gateway.store.sqlite_destinations import SqliteDestinationsMixin
@@ -106,17 +107,12 @@ def _run_merged(conn: Any, chain: ChainWriter, run: Sequence[Queued],
     """Run ``run``'s operations (all with one merge key) as one in a savepoint; False, with nothing left of
     it, when that failed (the caller then runs them one by one)."""
     ops = [op for op, _, _ in run]
-    saved = (chain.seq, chain.head)
-    conn.execute("SAVEPOINT ops")
     try:
-        results = type(ops[0]).run_merged(conn, chain, ops)
-        if len(results) != len(ops):
-            raise RuntimeError(f"{type(ops[0]).__name__}.run_merged gave {len(results)} results for {len(ops)}")
-        conn.execute("RELEASE SAVEPOINT ops")
+        with savepoint(conn, chain, "ops"):
+            results = type(ops[0]).run_merged(conn, chain, ops)
+            if len(results) != len(ops):
+                raise RuntimeError(f"{type(ops[0]).__name__}.run_merged gave {len(results)} results for {len(ops)}")
     except BaseException:  # whatever it was, each operation meets it again alone and reports it
-        conn.execute("ROLLBACK TO SAVEPOINT ops")
-        conn.execute("RELEASE SAVEPOINT ops")
-        chain.seq, chain.head = saved
         return False
     done.extend((loop, fut, result, None) for (_, loop, fut), result in zip(run, results, strict=True))
     return True
@@ -193,17 +189,13 @@ class GroupWriter(threading.Thread, metaclass=abc.ABCMeta):
                 i = j
                 continue
             for op, loop, fut in live[i:j]:
-                saved = (chain.seq, chain.head)
-                conn.execute("SAVEPOINT op")
                 try:
-                    result = op(conn, chain)
-                    conn.execute("RELEASE SAVEPOINT op")
-                    done.append((loop, fut, result, None))
+                    with savepoint(conn, chain, "op"):
+                        result = op(conn, chain)
                 except BaseException as exc:  # the operation's own failure; its neighbours go on
-                    conn.execute("ROLLBACK TO SAVEPOINT op")
-                    conn.execute("RELEASE SAVEPOINT op")
-                    chain.seq, chain.head = saved
                     done.append((loop, fut, None, exc))
+                else:
+                    done.append((loop, fut, result, None))
             i = j
         return done
 
