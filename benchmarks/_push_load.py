@@ -69,19 +69,25 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-Send = Callable[[int], Awaitable[str]]  # send item i; its answer's status, or the error's name
+Send = Callable[[int], Awaitable[int]]  # send item i; its answer's HTTP status
 
 
 async def open_loop(rate: float, seconds: float, warmup: float, send: Send, client: str,
-                    errors: dict[str, str]) -> dict[str, Any]:
+                    failures: tuple[type[BaseException], ...]) -> dict[str, Any]:
     """Call ``send(i)`` for each request at its scheduled time whether or not earlier ones were answered,
-    and the figures: latency from the scheduled time, the warm-up's requests not counted."""
+    and the figures: latency from the scheduled time, the warm-up's requests not counted. A request that
+    raises one of ``failures`` counts under the exception's name (its first message kept in ``errors``)."""
     n = int(rate * (seconds + warmup))
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    errors: dict[str, str] = {}
 
     async def one(i: int, scheduled: float) -> None:
-        status = await send(i)
+        try:
+            status = str(await send(i))
+        except failures as exc:
+            status = type(exc).__name__
+            errors.setdefault(status, str(exc)[:300])
         statuses[status] = statuses.get(status, 0) + 1
         if i >= rate * warmup and status in ("200", "202"):
             latencies.append(time.monotonic() - scheduled)
@@ -110,21 +116,16 @@ async def open_loop(rate: float, seconds: float, warmup: float, send: Send, clie
 
 async def ack(url: str, rate: float, seconds: float, warmup: float, items: list[bytes]) -> dict[str, Any]:
     """``open_loop`` with aiohttp's client."""
-    errors: dict[str, str] = {}
     headers = request_headers()
     connector = aiohttp.TCPConnector(limit=0)  # open loop: never queue behind a connection pool
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async def send(i: int) -> str:
-            try:
-                async with session.post(url, data=items[i], headers=headers) as resp:
-                    await resp.read()
-                    return str(resp.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                errors.setdefault(type(exc).__name__, str(exc)[:300])
-                return type(exc).__name__
+        async def send(i: int) -> int:
+            async with session.post(url, data=items[i], headers=headers) as resp:
+                await resp.read()
+                return resp.status
 
-        return await open_loop(rate, seconds, warmup, send, "aiohttp", errors)
+        return await open_loop(rate, seconds, warmup, send, "aiohttp", (aiohttp.ClientError, TimeoutError))
 
 
 class _Conn(asyncio.Protocol):
@@ -209,25 +210,20 @@ async def ack_lean(url: str, rate: float, seconds: float, warmup: float, items: 
     path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
     requests = [(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
                  ).encode() + body for body in items]
-    errors: dict[str, str] = {}
     pool: list[_Conn] = []
     loop = asyncio.get_running_loop()
 
-    async def send(i: int) -> str:
-        try:
-            while pool and pool[-1].closed:
-                pool.pop()
-            if pool:
-                conn = pool.pop()
-            else:
-                _, conn = await loop.create_connection(lambda: _Conn(pool), host, port)
-            return str(await asyncio.wait_for(conn.send(requests[i]), 120))
-        except (OSError, TimeoutError, ValueError) as exc:
-            errors.setdefault(type(exc).__name__, str(exc)[:300])
-            return type(exc).__name__
+    async def send(i: int) -> int:
+        while pool and pool[-1].closed:
+            pool.pop()
+        if pool:
+            conn = pool.pop()
+        else:
+            _, conn = await loop.create_connection(lambda: _Conn(pool), host, port)
+        return await asyncio.wait_for(conn.send(requests[i]), 120)
 
     try:
-        return await open_loop(rate, seconds, warmup, send, "lean", errors)
+        return await open_loop(rate, seconds, warmup, send, "lean", (OSError, TimeoutError, ValueError))
     finally:
         for conn in pool:
             if conn.transport is not None:
