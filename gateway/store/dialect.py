@@ -4,17 +4,26 @@ Store operations are plain functions over a DB-API connection written in SQL bot
 accept (``?`` placeholders, ``INSERT … ON CONFLICT … DO UPDATE``, standard types). Where the
 two cannot share a statement, an operation asks ``dialect_of(conn)``: id allocation, the audit
 case index expression, the claim's row locks, "the newest version per key", an open-ended
-LIMIT. A SQLite connection is a plain ``sqlite3.Connection`` (``SqliteConnection`` only adds a
-class attribute, so it costs nothing); a PostgreSQL connection is ``postgresql.PgConnection``,
-which turns ``?`` into ``%s`` once per statement text.
+LIMIT, updating many rows by id at once. A SQLite connection is a ``sqlite3.Connection`` whose
+``executemany`` writes a batch of INSERT rows in a few multi-row statements (``SqliteConnection``);
+a PostgreSQL connection is ``postgresql.PgConnection``, which turns ``?`` into ``%s`` once per
+statement text.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+
+# Rows per statement when a batch is written in few statements (see ``SqliteConnection``). A batch is cut
+# into chunks of these sizes only, largest first, so each INSERT or UPDATE has at most five texts and
+# the connection's statement cache keeps them all prepared.
+_CHUNKS = (256, 64, 16, 4, 1)
+# UPDATE … FROM, which ``update_by_id`` needs on SQLite, came with 3.33.0 (2020-08-14).
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 
 class Dialect:
@@ -48,6 +57,41 @@ class Dialect:
 
     def table_exists(self, conn: Any, name: str) -> bool:
         return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+    def update_by_id(self, conn: Any, table: str, fixed: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> None:
+        """``UPDATE table SET fixed, column=value … WHERE id=…`` for each row ``(value, …, id)`` (ids distinct).
+
+        SQLite: a few statements for the whole batch (``WITH v(…) AS (VALUES …) UPDATE … FROM v``),
+        not one per row; see ``SqliteConnection`` for why the number of statements matters here.
+        """
+        if not rows:
+            return
+        if not _UPDATE_FROM:
+            _update_each(conn, table, fixed, columns, rows)
+            return
+        names = [f"c{i}" for i in range(len(columns))]
+        sets = ", ".join([*([fixed] if fixed else []), *(f"{c}=v.{n}" for c, n in zip(columns, names, strict=True))])
+        group = "(" + ",".join("?" * (len(columns) + 1)) + ")"
+        head = f"WITH v({', '.join([*names, 'id'])}) AS (VALUES "
+        tail = f") UPDATE {table} SET {sets} FROM v WHERE {table}.id = v.id"
+        for start, size in _chunked(len(rows), conn):
+            conn.execute(head + ",".join([group] * size) + tail,
+                         list(itertools.chain.from_iterable(rows[start:start + size])))
+
+    def ids_where(self, conn: Any, table: str, condition: str, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` have rows in ``table`` meeting ``condition`` (SQL without parameters).
+
+        SQLite: one row per 500 ids (their list in one text), not one row per id.
+        """
+        found: set[int] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            (text,) = conn.execute(f"SELECT group_concat(id) FROM {table} WHERE {condition} AND id IN "
+                                   f"({','.join('?' * len(chunk))})", chunk).fetchone()
+            if text:
+                found.update(map(int, text.split(",")))
+        return found
 
 
 class PostgresDialect(Dialect):
@@ -86,6 +130,20 @@ class PostgresDialect(Dialect):
     def table_exists(self, conn: Any, name: str) -> bool:
         return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
 
+    def update_by_id(self, conn: Any, table: str, fixed: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> None:
+        # psycopg sends an executemany as one pipeline: no round trip per row to save.
+        if rows:
+            _update_each(conn, table, fixed, columns, rows)
+
+    def ids_where(self, conn: Any, table: str, condition: str, ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update(r[0] for r in conn.execute(
+                f"SELECT id FROM {table} WHERE {condition} AND id IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
 
 SQLITE = Dialect()
 POSTGRESQL = PostgresDialect()
@@ -96,7 +154,67 @@ def dialect_of(conn: Any) -> Dialect:
     return getattr(conn, "dialect", SQLITE)
 
 
+def _update_each(conn: Any, table: str, fixed: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    sets = ", ".join([*([fixed] if fixed else []), *(f"{c}=?" for c in columns)])
+    conn.executemany(f"UPDATE {table} SET {sets} WHERE id=?", rows)
+
+
+def _chunked(n: int, conn: Any, width: int = 1) -> Iterator[tuple[int, int]]:
+    """(start, size) of the chunks a batch of ``n`` rows is written in: sizes from ``_CHUNKS``, largest first,
+    each within the connection's limit of parameters per statement (``width`` per row)."""
+    most = max(1, _variable_limit(conn) // max(1, width))
+    start = 0
+    for size in _CHUNKS:
+        size = min(size, most) if size > 1 else 1
+        while n - start >= size:
+            yield start, size
+            start += size
+
+
+def _variable_limit(conn: Any) -> int:
+    try:
+        return int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except (AttributeError, sqlite3.Error):  # not a sqlite3 connection: the oldest default
+        return 999
+
+
+# INSERT … VALUES (…) with one row of placeholders and plain literals, and a tail without parameters
+# (ON CONFLICT … DO UPDATE SET x=excluded.x): what ``SqliteConnection.executemany`` writes in few statements.
+_ITEM = r"\s*(?:\?|NULL|-?\d+(?:\.\d+)?|'[^'?]*')\s*"
+_INSERT_VALUES = re.compile(rf"^(\s*INSERT\s[^?]*?\bVALUES\s*)(\({_ITEM}(?:,{_ITEM})*\))([^?]*)$", re.S | re.I)
+
+
 class SqliteConnection(sqlite3.Connection):
-    """A sqlite3 connection that says which dialect it speaks (``sqlite3.connect(factory=...)``)."""
+    """A sqlite3 connection that says which dialect it speaks (``sqlite3.connect(factory=...)``), and writes a
+    batch of INSERT rows in a few multi-row statements instead of one statement per row.
+
+    Why: the sqlite3 module lets go of the GIL around every step of a statement, and ``executemany`` steps
+    once per row. The writer thread then asks for the GIL back once per row; while the event loop is busy
+    (parsing and mapping pushes), each of those waits. Pushes of 50 records at full speed gave the writer
+    seven statements per record (two audit entries, the record, its outbox row, its settlement, its
+    exchange link) and a writer that waited two thirds of its time. Written 256 rows a statement, the
+    same rows cost a few hundred steps instead of tens of thousands (``benchmarks/RESULTS.md``).
+
+    ``executemany`` of ``INSERT … VALUES (?, …, ?)`` (placeholders and literals; an ``ON CONFLICT`` tail
+    without parameters) runs as multi-row INSERTs with the same rows, constraints and conflict handling.
+    A row that fails fails its whole statement, and the caller's savepoint or transaction undoes the
+    batch as before. The cursor returned is the last statement's, so its ``rowcount`` counts that
+    statement's rows only. Any other statement runs row by row, as sqlite3 does.
+    """
 
     dialect = SQLITE
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> sqlite3.Cursor:  # type: ignore[override]
+        match = _INSERT_VALUES.match(sql)
+        if match is None:
+            return super().executemany(sql, parameters)
+        rows = parameters if isinstance(parameters, list) else list(parameters)
+        if len(rows) < 2:
+            return super().executemany(sql, rows)
+        head, group, tail = match.groups()
+        cursor = None
+        for start, size in _chunked(len(rows), self, group.count("?")):
+            cursor = self.execute(head + ",".join([group] * size) + tail,
+                                  list(itertools.chain.from_iterable(rows[start:start + size])))
+        assert cursor is not None
+        return cursor

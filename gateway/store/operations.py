@@ -355,7 +355,7 @@ def _claim(conn: Any, chain: ChainWriter, destination: str, limit: int, lease_se
     if not rows:
         return []
     lease = now + lease_seconds
-    conn.executemany("UPDATE outbox SET state='inflight', lease_until=? WHERE id=?", [(lease, r[0]) for r in rows])
+    dialect_of(conn).update_by_id(conn, "outbox", "state='inflight'", ("lease_until",), [(lease, r[0]) for r in rows])
     return [ClaimedDelivery(*r) for r in rows]
 
 
@@ -369,7 +369,7 @@ def _return_to_pending(conn: Any, chain: ChainWriter, where: str, args: tuple[An
     ).fetchall()
     if not rows:
         return 0
-    conn.executemany("UPDATE outbox SET state='pending', lease_until=NULL WHERE id=?", [(r[0],) for r in rows])
+    dialect_of(conn).update_by_id(conn, "outbox", "state='pending', lease_until=NULL", (), [(r[0],) for r in rows])
     at = now_iso()
     conn.executemany(AUDIT_INSERT, [
         audit_row(chain, at, "reconciled", system=r[1], kind=r[4], record=r[5], case=r[2],
@@ -385,12 +385,8 @@ def _settle(conn: Any, chain: ChainWriter, settlements: Sequence[Settlement]) ->
     audit = []
     # A delivery is settled only while it is still in flight (a replay or a lease that ran out may have
     # taken it back): one query finds which of the batch still are, then one statement per outcome.
-    ids = [s.delivery_id for s in settlements]
-    inflight: set[int] = set()
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        inflight.update(r[0] for r in conn.execute(
-            f"SELECT id FROM outbox WHERE state='inflight' AND id IN ({','.join('?' * len(chunk))})", chunk))
+    dialect = dialect_of(conn)
+    inflight = dialect.ids_where(conn, "outbox", "state='inflight'", [s.delivery_id for s in settlements])
     delivered, retried, dead, released = [], [], [], []
     for s in settlements:
         if s.outcome not in _OUTCOMES:
@@ -417,18 +413,14 @@ def _settle(conn: Any, chain: ChainWriter, settlements: Sequence[Settlement]) ->
             # Claimed but never sent (the circuit opened or the destination was paused mid-batch): the claim
             # is undone, no attempt counted. A claim writes no audit entry, so neither does undoing it.
             released.append((s.next_attempt_at or now, s.delivery_id))
-    if delivered:
-        conn.executemany("UPDATE outbox SET state='delivered', attempts=?, settled_at=?, lease_until=NULL, remote_id=?,"
-                         " last_error=NULL WHERE id=?", delivered)
-    if retried:
-        conn.executemany("UPDATE outbox SET state='pending', attempts=?, next_attempt_at=?, lease_until=NULL,"
-                         " last_error=? WHERE id=?", retried)
-    if dead:
-        conn.executemany("UPDATE outbox SET state='dead', attempts=?, settled_at=?, lease_until=NULL, last_error=?"
-                         " WHERE id=?", dead)
-    if released:
-        conn.executemany("UPDATE outbox SET state='pending', lease_until=NULL, next_attempt_at=? WHERE id=?",
-                         released)
+    # Each a few statements for the whole batch, not one per delivery (``Dialect.update_by_id``).
+    dialect.update_by_id(conn, "outbox", "state='delivered', lease_until=NULL, last_error=NULL",
+                         ("attempts", "settled_at", "remote_id"), delivered)
+    dialect.update_by_id(conn, "outbox", "state='pending', lease_until=NULL",
+                         ("attempts", "next_attempt_at", "last_error"), retried)
+    dialect.update_by_id(conn, "outbox", "state='dead', lease_until=NULL", ("attempts", "settled_at", "last_error"),
+                         dead)
+    dialect.update_by_id(conn, "outbox", "state='pending', lease_until=NULL", ("next_attempt_at",), released)
     if audit:
         conn.executemany(AUDIT_INSERT, audit)
 
