@@ -155,6 +155,9 @@ def test_update_by_id_sets_each_rows_own_values_in_a_few_statements(tmp_path: Pa
     assert sum(1 for v in got.values() if v[2] == "delivered") == 350
     # 351 rows = 256 + 64 + 16 + 3 x 4 + 3 x 1: nine statements instead of 351.
     assert counted.count("WITH") + counted.count("UPDATE") == (9 if update_from else 351)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 30)  # ten rows of three parameters a statement
+    SQLITE.update_by_id(conn, "t", "note='again'", ("n", "b"), rows)
+    assert conn.execute("SELECT count(*) FROM t WHERE note='again'").fetchone() == (350,)
     SQLITE.update_by_id(conn, "t", "state='pending'", (), [])  # nothing to do: no statement
     SQLITE.update_by_id(conn, "t", "state='pending'", (), [(3,), (5,)])  # no value columns
     assert conn.execute("SELECT id FROM t WHERE state='pending' ORDER BY id").fetchall() == [(3,), (5,)]

@@ -75,7 +75,7 @@ class Dialect:
         group = "(" + ",".join("?" * (len(columns) + 1)) + ")"
         head = f"WITH v({', '.join([*names, 'id'])}) AS (VALUES "
         tail = f") UPDATE {table} SET {sets} FROM v WHERE {table}.id = v.id"
-        for start, size in _chunked(len(rows), conn):
+        for start, size in _chunked(len(rows), conn, len(columns) + 1):
             conn.execute(head + ",".join([group] * size) + tail,
                          list(itertools.chain.from_iterable(rows[start:start + size])))
 
