@@ -19,6 +19,7 @@ from gateway.store.dialect import SQLITE, SqliteConnection
 
 def _connect(path: Path, factory: type[sqlite3.Connection] = SqliteConnection) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, factory=factory)
+    conn.execute("PRAGMA synchronous=OFF")  # autocommit, one transaction per row for the plain connection
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, n INTEGER, f REAL, b BLOB,"
                  " state TEXT, note TEXT)")
     return conn
@@ -74,7 +75,14 @@ def test_a_generator_and_a_single_row_are_taken_too(pair) -> None:
     batched.executemany(sql, _rows(1, 300))
     plain.executemany(sql, _rows(1, 300))
     batched.executemany(sql, [])
+    plain.executemany(sql, [])
+    # A long iterator is read a block at a time (4,096 rows), each block in few statements.
+    counted = Statements(batched)
+    batched.executemany(sql, (r for r in _rows(9000, 1000)))
+    plain.executemany(sql, (r for r in _rows(9000, 1000)))
     assert _table(batched) == _table(plain)
+    assert len(_table(batched)) == 9301
+    assert counted.count("INSERT") < 60
 
 
 def test_an_upsert_batch_that_hits_stored_rows_and_itself_ends_as_row_by_row(pair) -> None:

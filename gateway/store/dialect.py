@@ -184,6 +184,12 @@ _ITEM = r"\s*(?:\?|NULL|-?\d+(?:\.\d+)?|'[^'?]*')\s*"
 _INSERT_VALUES = re.compile(rf"^(\s*INSERT\s[^?]*?\bVALUES\s*)(\({_ITEM}(?:,{_ITEM})*\))([^?]*)$", re.S | re.I)
 
 
+def _blocks(rows: Iterable[Sequence[Any]], size: int) -> Iterator[list[Sequence[Any]]]:
+    it = iter(rows)
+    while block := list(itertools.islice(it, size)):
+        yield block
+
+
 class SqliteConnection(sqlite3.Connection):
     """A sqlite3 connection that says which dialect it speaks (``sqlite3.connect(factory=...)``), and writes a
     batch of INSERT rows in a few multi-row statements instead of one statement per row.
@@ -196,25 +202,29 @@ class SqliteConnection(sqlite3.Connection):
     same rows cost a few hundred steps instead of tens of thousands (``benchmarks/RESULTS.md``).
 
     ``executemany`` of ``INSERT … VALUES (?, …, ?)`` (placeholders and literals; an ``ON CONFLICT`` tail
-    without parameters) runs as multi-row INSERTs with the same rows, constraints and conflict handling.
-    A row that fails fails its whole statement, and the caller's savepoint or transaction undoes the
-    batch as before. The cursor returned is the last statement's, so its ``rowcount`` counts that
-    statement's rows only. Any other statement runs row by row, as sqlite3 does.
+    without parameters, no ``RETURNING``) runs as multi-row INSERTs with the same rows, constraints
+    and conflict handling. A row that fails fails its whole statement, and the caller's savepoint or
+    transaction undoes the batch as before. The cursor returned is the last statement's, so its
+    ``rowcount`` counts that statement's rows only. Any other statement runs row by row, as sqlite3
+    does.
     """
 
     dialect = SQLITE
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> sqlite3.Cursor:  # type: ignore[override]
         match = _INSERT_VALUES.match(sql)
-        if match is None:
+        if match is None or "RETURNING" in match.group(3).upper():
             return super().executemany(sql, parameters)
-        rows = parameters if isinstance(parameters, list) else list(parameters)
-        if len(rows) < 2:
-            return super().executemany(sql, rows)
         head, group, tail = match.groups()
+        width = group.count("?")
+        # A list is cut as it is; anything else is read a block at a time, so a long iterator stays lazy.
+        blocks = [parameters] if isinstance(parameters, list | tuple) else _blocks(parameters, 4096)
         cursor = None
-        for start, size in _chunked(len(rows), self, group.count("?")):
-            cursor = self.execute(head + ",".join([group] * size) + tail,
-                                  list(itertools.chain.from_iterable(rows[start:start + size])))
-        assert cursor is not None
-        return cursor
+        for rows in blocks:
+            if len(rows) < 2 and cursor is None:
+                cursor = super().executemany(sql, rows)
+                continue
+            for start, size in _chunked(len(rows), self, width):
+                cursor = self.execute(head + ",".join([group] * size) + tail,
+                                      list(itertools.chain.from_iterable(rows[start:start + size])))
+        return cursor if cursor is not None else super().executemany(sql, [])
