@@ -34,6 +34,8 @@ class Dialect:
     audit_case = "json_extract(CAST(body AS TEXT), '$.case')"
     # Appended to the claim query: SQLite has one writer at a time and no row locks.
     claim_lock = ""
+    # The ids of a query's rows as one text "1,2,3" (``ids_where``): one row to fetch instead of one per id.
+    id_list = "group_concat(id)"
 
     def ids(self, conn: Any, table: str, hint: int) -> Iterator[int]:
         """New ids for ``table``, in increasing order, for rows the caller inserts with explicit ids.
@@ -72,22 +74,17 @@ class Dialect:
             return
         names = [f"c{i}" for i in range(len(columns))]
         sets = ", ".join([*([fixed] if fixed else []), *(f"{c}=v.{n}" for c, n in zip(columns, names, strict=True))])
-        group = "(" + ",".join("?" * (len(columns) + 1)) + ")"
-        head = f"WITH v({', '.join([*names, 'id'])}) AS (VALUES "
-        tail = f") UPDATE {table} SET {sets} FROM v WHERE {table}.id = v.id"
-        for start, size in _chunked(len(rows), conn, len(columns) + 1):
-            conn.execute(head + ",".join([group] * size) + tail,
-                         list(itertools.chain.from_iterable(rows[start:start + size])))
+        _write_chunks(conn, f"WITH v({', '.join([*names, 'id'])}) AS (VALUES ",
+                      "(" + ",".join("?" * (len(columns) + 1)) + ")",
+                      f") UPDATE {table} SET {sets} FROM v WHERE {table}.id = v.id", rows)
 
     def ids_where(self, conn: Any, table: str, condition: str, ids: Sequence[int]) -> set[int]:
-        """Which of ``ids`` have rows in ``table`` meeting ``condition`` (SQL without parameters).
-
-        SQLite: one row per 500 ids (their list in one text), not one row per id.
-        """
+        """Which of ``ids`` have rows in ``table`` meeting ``condition`` (SQL without parameters): one
+        fetched row per 500 ids (their list as one text), not one per id."""
         found: set[int] = set()
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            (text,) = conn.execute(f"SELECT group_concat(id) FROM {table} WHERE {condition} AND id IN "
+            (text,) = conn.execute(f"SELECT {self.id_list} FROM {table} WHERE {condition} AND id IN "
                                    f"({','.join('?' * len(chunk))})", chunk).fetchone()
             if text:
                 found.update(map(int, text.split(",")))
@@ -100,6 +97,7 @@ class PostgresDialect(Dialect):
     audit_case = "gateway_audit_case(body)"
     # Several processes claim at once: a row another transaction holds is skipped, not waited for.
     claim_lock = " FOR UPDATE OF o SKIP LOCKED"
+    id_list = "string_agg(id::text, ',')"
 
     def ids(self, conn: Any, table: str, hint: int) -> Iterator[int]:
         """Ids from the table's identity sequence, fetched in blocks of ``hint`` when first needed.
@@ -136,14 +134,6 @@ class PostgresDialect(Dialect):
         if rows:
             _update_each(conn, table, fixed, columns, rows)
 
-    def ids_where(self, conn: Any, table: str, condition: str, ids: Sequence[int]) -> set[int]:
-        found: set[int] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            found.update(r[0] for r in conn.execute(
-                f"SELECT id FROM {table} WHERE {condition} AND id IN ({','.join('?' * len(chunk))})", chunk))
-        return found
-
 
 SQLITE = Dialect()
 POSTGRESQL = PostgresDialect()
@@ -169,6 +159,16 @@ def _chunked(n: int, conn: Any, width: int = 1) -> Iterator[tuple[int, int]]:
         while n - start >= size:
             yield start, size
             start += size
+
+
+def _write_chunks(conn: Any, head: str, group: str, tail: str, rows: Sequence[Sequence[Any]]) -> Any:
+    """Run ``head + group, group, … + tail`` over ``rows`` in chunks (``_chunked``), each row one ``group``
+    of placeholders; returns the last statement's cursor (None for no rows)."""
+    cursor = None
+    for start, size in _chunked(len(rows), conn, group.count("?")):
+        cursor = conn.execute(head + ",".join([group] * size) + tail,
+                              list(itertools.chain.from_iterable(rows[start:start + size])))
+    return cursor
 
 
 def _variable_limit(conn: Any) -> int:
@@ -216,15 +216,10 @@ class SqliteConnection(sqlite3.Connection):
         if match is None or "RETURNING" in match.group(3).upper():
             return super().executemany(sql, parameters)
         head, group, tail = match.groups()
-        width = group.count("?")
         # A list is cut as it is; anything else is read a block at a time, so a long iterator stays lazy.
         blocks = [parameters] if isinstance(parameters, list | tuple) else _blocks(parameters, 4096)
         cursor = None
         for rows in blocks:
-            if len(rows) < 2 and cursor is None:
-                cursor = super().executemany(sql, rows)
-                continue
-            for start, size in _chunked(len(rows), self, width):
-                cursor = self.execute(head + ",".join([group] * size) + tail,
-                                      list(itertools.chain.from_iterable(rows[start:start + size])))
+            cursor = _write_chunks(self, head, group, tail, rows) if len(rows) > 1 or cursor is not None \
+                else super().executemany(sql, rows)
         return cursor if cursor is not None else super().executemany(sql, [])

@@ -384,7 +384,7 @@ def _settle(conn: Any, chain: ChainWriter, settlements: Sequence[Settlement]) ->
     now = time.time()
     audit = []
     # A delivery is settled only while it is still in flight (a replay or a lease that ran out may have
-    # taken it back): one query finds which of the batch still are, then one statement per outcome.
+    # taken it back): one query finds which of the batch still are, then one update per outcome.
     dialect = dialect_of(conn)
     inflight = dialect.ids_where(conn, "outbox", "state='inflight'", [s.delivery_id for s in settlements])
     delivered, retried, dead, released = [], [], [], []
