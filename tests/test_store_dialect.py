@@ -181,3 +181,46 @@ def test_ids_where_answers_for_any_number_of_ids_in_one_row_per_500(tmp_path: Pa
     assert counted.count("SELECT") == 3
     assert SQLITE.ids_where(conn, "t", "state='inflight'", [1, 2]) == set()
     assert SQLITE.ids_where(conn, "t", "state='inflight'", []) == set()
+
+
+async def test_the_sqlite_store_writes_a_batch_of_records_and_its_deliveries_in_a_few_statements(tmp_path: Path) -> None:
+    """The store's own path, end to end: 700 records committed, claimed and settled (every outcome), each step
+    a few statements on the writer's connection, and every row as the per-row statements left them."""
+    import time
+
+    from gateway.store.base import Settlement
+    from gateway.store.sqlite import SqliteStore
+    from tests.test_store import item, verify_chain
+
+    store = SqliteStore(tmp_path / "g.db")
+    await store.open()
+    try:
+        await store.commit_ingest([item("warm-up")], [])  # the writer's connection is open after its first group
+        assert store._writer is not None and isinstance(store._writer._conn, SqliteConnection)
+        counted = Statements(store._writer._conn)
+        await store.commit_ingest([item(f"K{i}") for i in range(700)], [])
+        now = time.time()
+        claimed = await store.claim("hall", 1000, 30, now)
+        assert len(claimed) == 701
+        outcomes = ["delivered"] * 400 + ["retry"] * 150 + ["dead"] * 100 + ["released"] * 51
+        await store.settle([Settlement(d.delivery_id, o, "hall", d.idempotency_key, "case", d.record_key,
+                                       d.case_no, 1, error=None if o == "delivered" else "503",
+                                       next_attempt_at=now + 60, remote_id=f"rid-{d.record_key}")
+                            for d, o in zip(claimed, outcomes, strict=True)])
+        # Row by row this was 700 record and 700 outbox inserts, 1,350 audit inserts (700 received, 650 settled)
+        # and 1,401 updates (claims and settlements); now each is a handful of statements per batch.
+        def inserts(table: str) -> int:
+            return sum(1 for s in counted.seen if s.lstrip().upper().startswith(f"INSERT INTO {table}"))
+
+        assert 0 < inserts("RECORDS") <= 12 and 0 < inserts("OUTBOX") <= 12 and 0 < inserts("AUDIT") <= 24
+        assert counted.count("UPDATE") == 0 and 0 < counted.count("WITH") <= 40  # five batches of updates
+        raw = sqlite3.connect(tmp_path / "g.db")
+        states = dict(raw.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+        assert states == {"delivered": 400, "pending": 201, "dead": 100}
+        one = raw.execute("SELECT o.attempts, o.remote_id, o.lease_until, o.last_error FROM outbox o JOIN records r"
+                          " ON r.id = o.record_id WHERE r.record_key = ?", (claimed[3].record_key,)).fetchone()
+        assert one == (1, f"rid-{claimed[3].record_key}", None, None)
+        raw.close()
+        assert await verify_chain(store) == 701 + 400 + 150 + 100  # received, delivered, failed, dead-lettered
+    finally:
+        await store.close()
