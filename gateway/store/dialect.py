@@ -206,7 +206,8 @@ class SqliteConnection(sqlite3.Connection):
     and conflict handling. A row that fails fails its whole statement, and the caller's savepoint or
     transaction undoes the batch as before. The cursor returned is the last statement's, so its
     ``rowcount`` counts that statement's rows only. Any other statement runs row by row, as sqlite3
-    does.
+    does. SQLite copies the values it is given for the statement, so while a chunk is written its
+    rows are held twice: at most 256 rows of a batch that is all in memory already.
     """
 
     dialect = SQLITE
