@@ -24,6 +24,8 @@ from gateway.security.counterparts import (
     Presented,
     PushCheck,
     Refusal,
+    collect_claims,
+    collected_claims,
 )
 from gateway.security.refusals import RefusalEvent, RefusalLog
 from gateway.security.tls import peer_certificate
@@ -88,6 +90,8 @@ class PushAuth:
     @classmethod
     async def begin(cls, request: web.Request, target: PushTarget, *, soap: bool = False) -> PushAuth:
         """Certificate and token before a byte of the body is read."""
+        if getattr(request.app[GATEWAY], "push_worker", None) is not None:
+            collect_claims()  # a push worker: its single-use values are settled with the gateway in done()
         try:
             check = request.app[GUARD].start(target.system, _presented(request), soap=soap)
         except Refusal as refusal:
@@ -111,6 +115,11 @@ class PushAuth:
     async def done(self) -> Counterpart:
         try:
             who = self.check.result()
+            worker = getattr(self.request.app[GATEWAY], "push_worker", None)
+            if worker is not None:
+                claims = collected_claims()
+                if claims:
+                    self.check.settle_replays(claims, await worker.replays(claims))
         except Refusal as refusal:
             raise await _refused(self.request, refusal) from None
         self.request[COUNTERPART] = who

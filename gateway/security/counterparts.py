@@ -26,13 +26,14 @@ system is refused with 403, a missing or invalid one with 401. The check itself 
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import hmac
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -381,6 +382,47 @@ class ReplayCache:
             return True
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayClaim:
+    """A single-use value a push worker saw: which system's cache ("hmac" or "wsse") and the value."""
+
+    cache: str
+    system: str
+    value: str
+
+
+_CLAIMS: contextvars.ContextVar[list[ReplayClaim] | None] = contextvars.ContextVar("replay_claims", default=None)
+
+
+class DeferredReplayCache:
+    """A push worker's stand-in for a ``ReplayCache``: it notes each value for the current request and says
+    "first use"; before the request is accepted the worker asks the gateway process, whose caches are the
+    only ones (``PushCheck.settle_replays``). Outside a request that collects claims it refuses to answer."""
+
+    def __init__(self, cache: str, system: str) -> None:
+        self.cache = cache
+        self.system = system
+
+    def first_use(self, value: str) -> bool | None:
+        claims = _CLAIMS.get()
+        if claims is None:
+            raise RuntimeError("a single-use value was checked outside a push that collects replay claims")
+        claims.append(ReplayClaim(self.cache, self.system, value))
+        return True
+
+
+def collect_claims() -> None:
+    """Start collecting the current request's replay claims (each request runs in a task of its own)."""
+    _CLAIMS.set([])
+
+
+def collected_claims() -> list[ReplayClaim]:
+    """The current request's claims so far, and no more collecting for it."""
+    claims = _CLAIMS.get() or []
+    _CLAIMS.set([])
+    return claims
+
+
 # --------------------------------------------------------------------------- the check
 
 
@@ -641,15 +683,9 @@ class PushCheck:
                 raise self._refuse(401, "expired_key", (
                     f"HMAC key {key.id!r} of system {self.name!r} expired at {key.not_after.isoformat()}; "
                     "sign with its replacement"), credential=f"key {key.id}")
-            first = self.sys.nonces.first_use(h.nonce)
-            if first is None:
-                raise self._refuse(401, "replay_cache_full", (
-                    "too many signed requests within the replay window to remember their nonces; send again "
-                    "shortly"), credential=f"key {key.id}")
-            if not first:
-                raise self._refuse(401, "replayed", (
-                    f"the HMAC nonce {h.nonce[:32]!r} was already used within the replay window: a replayed "
-                    "request; sign every request with a fresh nonce"), credential=f"key {key.id}")
+            refusal = self._nonce_refusal(self.sys.nonces.first_use(h.nonce), f"key {key.id}")
+            if refusal is not None:
+                raise refusal
             self.passed.append(Counterpart(self.name, "hmac", f"key {key.id}"))
             return
         owner = self.guard.hmac_owner(canonical, h.signature, besides=self.name)
@@ -664,6 +700,35 @@ class PushCheck:
         raise self._refuse(401, "invalid_signature", (
             "the HMAC signature does not match the canonical request (METHOD, path and query as sent, "
             "timestamp, nonce, SHA-256 of the body: see adapters/rest/README.md, 'Signed requests')"))
+
+    def _nonce_refusal(self, first: bool | None, credential: str) -> Refusal | None:
+        """What the replay cache's answer (see ``ReplayCache.first_use``) for this request's HMAC nonce means."""
+        assert self._hmac is not None
+        if first is None:
+            return self._refuse(401, "replay_cache_full", (
+                "too many signed requests within the replay window to remember their nonces; send again "
+                "shortly"), credential=credential)
+        if not first:
+            return self._refuse(401, "replayed", (
+                f"the HMAC nonce {self._hmac.nonce[:32]!r} was already used within the replay window: a replayed "
+                "request; sign every request with a fresh nonce"), credential=credential)
+        return None
+
+    def settle_replays(self, claims: Sequence[ReplayClaim], verdicts: Sequence[bool | None]) -> None:
+        """Raise the refusal of the first single-use value another process's cache has seen (a push worker asks
+        the gateway process, which holds the one cache per system: ``DeferredReplayCache``)."""
+        for claim, first in zip(claims, verdicts, strict=True):
+            if first:
+                continue
+            if claim.cache == "hmac":
+                hmac_pass = [c for c in self.passed if c.method == "hmac"]
+                refusal = self._nonce_refusal(first, hmac_pass[0].credential if hmac_pass else "")
+                assert refusal is not None
+                raise refusal
+            from gateway.security.wsse import replay_failure
+
+            failure = replay_failure(first, claim.value)
+            raise self._refuse(401, failure.reason, failure.message, wsse_code=failure.code)
 
     def envelope(self, root: Any) -> None:
         """WS-Security of a SOAP envelope, when the system requires it."""

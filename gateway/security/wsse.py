@@ -62,6 +62,20 @@ class WsseFailure(Exception):
         self.message = message
 
 
+_SINGLE_USE = {"nonce": "the UsernameToken nonce", "sig": "the signature (with its Timestamp)"}
+
+
+def replay_failure(first: bool | None, value: str) -> WsseFailure:
+    """The failure for a single-use value (``nonce:…`` or ``sig:…``) the replay cache did not take as new:
+    ``first`` is its answer, False for a replay, None when it is full."""
+    if first is None:
+        return WsseFailure("replay_cache_full", "FailedAuthentication",
+                           "too many WS-Security requests within the replay window; send again shortly")
+    what = _SINGLE_USE.get(value.partition(":")[0], "a single-use value")
+    return WsseFailure("replayed", "FailedAuthentication",
+                       f"{what} was already used within the replay window: a replayed request")
+
+
 def _time(text: str | None, what: str) -> dt.datetime:
     if not text:
         raise WsseFailure("wsse_invalid", "InvalidSecurity", f"{what} is missing")
@@ -101,7 +115,7 @@ class WsseVerifier:
         ut = config.username_token
         self._password = (SecretReader(ut.password, owner=f"sources.{system}.auth.wsse.username_token",
                                        what="the UsernameToken password") if ut is not None else None)
-        self._seen = ReplayCache(2 * config.max_skew)
+        self.replays: Any = ReplayCache(2 * config.max_skew)  # a push worker swaps in its DeferredReplayCache
 
     # ----------------------------------------------------------------- entry points
 
@@ -126,15 +140,15 @@ class WsseVerifier:
         security = self._security_header(envelope)
         when = dt.datetime.fromtimestamp(now, dt.UTC)
         who: list[str] = []
-        single_use: list[tuple[str, str]] = []
+        single_use: list[str] = []
         if self.config.username_token is not None:
             who.append(self._username_token(security, when, single_use))
         if self.certificates:
             who.append(self._signature(envelope, security, when, single_use))
         if consume:
             # Only a request that passed every check uses up its nonce and signature value.
-            for value, what in single_use:
-                self._first_use(value, what)
+            for value in single_use:
+                self._first_use(value)
         return " + ".join(who)
 
     # ----------------------------------------------------------------- header
@@ -151,7 +165,7 @@ class WsseVerifier:
 
     # ----------------------------------------------------------------- UsernameToken
 
-    def _username_token(self, security: etree._Element, now: dt.datetime, single_use: list[tuple[str, str]]) -> str:
+    def _username_token(self, security: etree._Element, now: dt.datetime, single_use: list[str]) -> str:
         assert self.config.username_token is not None and self._password is not None
         tokens = security.findall(f"{{{WSSE}}}UsernameToken")
         if len(tokens) != 1:
@@ -192,22 +206,18 @@ class WsseVerifier:
             raise WsseFailure("wsse_invalid", "FailedAuthentication",
                               f"the UsernameToken does not authenticate system {self.system!r} (user name or "
                               "password digest wrong)")
-        single_use.append((f"nonce:{nonce_text}", "the UsernameToken nonce"))
+        single_use.append(f"nonce:{nonce_text}")
         return f"UsernameToken {username}"
 
-    def _first_use(self, value: str, what: str) -> None:
-        first = self._seen.first_use(value)
-        if first is None:
-            raise WsseFailure("replay_cache_full", "FailedAuthentication",
-                              "too many WS-Security requests within the replay window; send again shortly")
+    def _first_use(self, value: str) -> None:
+        first = self.replays.first_use(value)
         if not first:
-            raise WsseFailure("replayed", "FailedAuthentication",
-                              f"{what} was already used within the replay window: a replayed request")
+            raise replay_failure(first, value)
 
     # ----------------------------------------------------------------- X.509 signature
 
     def _signature(self, envelope: etree._Element, security: etree._Element, now: dt.datetime,
-                   single_use: list[tuple[str, str]]) -> str:
+                   single_use: list[str]) -> str:
         signatures = security.findall(f"{{{DS}}}Signature")
         if len(signatures) != 1:
             raise WsseFailure("wsse_missing", "InvalidSecurity",
@@ -237,8 +247,7 @@ class WsseVerifier:
         self._fresh(timestamp, now)
         label = self._verify_with_configured(signature, referenced, now)
         value = "".join((signature.findtext(f"{{{DS}}}SignatureValue") or "").split())
-        single_use.append(("sig:" + hashlib.sha256(value.encode("ascii", "replace")).hexdigest(),
-                           "the signature (with its Timestamp)"))
+        single_use.append("sig:" + hashlib.sha256(value.encode("ascii", "replace")).hexdigest())
         return label
 
     def _references(self, envelope: etree._Element, signed_info: etree._Element) -> dict[str, etree._Element]:
