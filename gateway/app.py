@@ -279,6 +279,7 @@ class Gateway:
         self.exchange: Any = None  # gateway.exchange.service.ExchangeService, when [exchange].enabled
         self.contacts: Any = None  # gateway.exchange.watchdogs.ContactBook: when each counterpart was last heard
         self.refusals: Any = None  # gateway.security.refusals.RefusalLog of the push API, when it runs
+        self.push_workers: Any = None  # gateway.api.push_workers.PushWorkers, when [api] push_workers > 0
         self.started = False  # every part started; the API answers 503 until then
         self._store_open = False
         from gateway.observability.metrics import GatewayMetrics, StoreFigures
@@ -347,6 +348,15 @@ class Gateway:
                 self.api = await start_api(self, ssl_context=self._api_tls())
             except (OSError, ValueError) as exc:
                 raise StartupError(_why(exc)) from exc
+            if cfg.api.push_workers:
+                from gateway.api.push_workers import PushWorkerError, PushWorkers
+
+                self.push_workers = PushWorkers(self)
+                try:
+                    await self.push_workers.start()
+                except (PushWorkerError, OSError) as exc:
+                    self.push_workers = None
+                    raise StartupError(_why(exc)) from exc
         else:
             from gateway.observability.health import log_api_off
 
@@ -575,6 +585,9 @@ class Gateway:
 
     async def stop(self, grace: float = 10.0) -> None:
         self.stopping.set()
+        if self.push_workers is not None:  # first: what they hold is committed here, while the store is open
+            await self.push_workers.stop(grace)
+            self.push_workers = None
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:

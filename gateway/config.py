@@ -103,6 +103,10 @@ class ApiSection(_Model):
     trusted_proxies: list[str] = Field(default_factory=list)
     session_idle: float = Field(1800.0, gt=0)
     session_lifetime: float = Field(12 * 3600.0, gt=0)
+    # Push workers (gateway.api.push_workers): processes of their own that serve the push endpoints on push_port
+    # and hand what they prepared to this process, which commits it; 0: pushes are served on the API port only.
+    push_workers: int = Field(0, ge=0, le=16)
+    push_port: int | None = Field(None, ge=0, le=65535)  # the push workers' port: same host and TLS as the API
 
     @field_validator("session_idle", "session_lifetime", mode="before")
     @classmethod
@@ -125,6 +129,13 @@ class ApiSection(_Model):
             raise ValueError("api.client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
         if self.session_idle > self.session_lifetime:
             raise ValueError("api.session_idle is longer than api.session_lifetime")
+        if self.push_workers and self.push_port is None:
+            raise ValueError("api.push_workers needs api.push_port: the port the push workers listen on")
+        if self.push_port is not None and not self.push_workers:
+            raise ValueError("api.push_port is set but api.push_workers is 0: nothing would listen on it")
+        if self.push_port is not None and self.push_port != 0 and self.push_port == self.port:
+            raise ValueError(f"api.push_port = {self.push_port} is the API's own port; the push workers need a "
+                             "port of their own")
         return self
 
 

@@ -212,7 +212,11 @@ async def inbound(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: alive — 200 whenever the process answers; it touches nothing (see /readyz)."""
     gw = request.app[GATEWAY]
-    return json_response({**health.alive(gw, request.app[STARTED_AT]), "push_systems": push_systems(gw)})
+    body = {**health.alive(gw, request.app[STARTED_AT]), "push_systems": push_systems(gw)}
+    workers = getattr(gw, "push_workers", None)
+    if workers is not None:
+        body["push_workers"] = workers.status()
+    return json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -245,21 +249,55 @@ async def openapi(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- application and server
 
 
-def build_app(gw: Gateway) -> web.Application:
-    """The aiohttp application for ``gw`` (not yet listening)."""
-    app = web.Application(client_max_size=gw.config.api.max_body_bytes,
-                          middlewares=[_auth.forwarded_middleware, _observe, _auth.auth_middleware])
+def _new_app(gw: Gateway, *, only: Any = None) -> web.Application:
+    middlewares = [_auth.forwarded_middleware, _observe, *([only] if only is not None else []), _auth.auth_middleware]
+    app = web.Application(client_max_size=gw.config.api.max_body_bytes, middlewares=middlewares)
     app[GATEWAY] = gw
     app[METRICS] = ApiMetrics()
-    app[PROBE] = health.WriteProbe()
     app[STARTED_AT] = time.monotonic()
     app[GUARD] = build_guard(gw)
-    app[_query.MASKERS] = {}
-    _auth.add_routes(app, gw)
+    return app
+
+
+def _add_push_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/inbound/{system}/{kind}", inbound)
     app.router.add_post("/api/v1/inbound/{system}", inbound)
     app.router.add_post("/soap/{system}", _soap.soap_post)
     app.router.add_get("/soap/{system}", _soap.soap_get)
+
+
+def build_push_app(gw: Gateway, *, api_port: int, slot: int) -> web.Application:
+    """A push worker's application (gateway.api.push_workers): the push endpoints with the same middlewares,
+    checks and handlers as on the API port, its own /healthz, and a 404 that points elsewhere for the rest."""
+    @web.middleware
+    async def pushes_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not (_auth.is_push_path(request.path) or request.path == "/healthz"):
+            raise ApiError(404, f"this port serves the push endpoints only (/api/v1/inbound/…, /soap/…: [api] "
+                                f"push_port); the rest of the API is on [api] port {api_port}")
+        return await handler(request)
+
+    app = _new_app(gw, only=pushes_only)
+    app[_auth.AUTH] = _auth.AuthState(gw)  # trusted proxies, as on the API port
+    _add_push_routes(app)
+
+    async def worker_health(request: web.Request) -> web.Response:
+        link = getattr(gw, "push_worker", None)
+        connected = link is not None and not link.lost
+        return json_response({"status": "alive" if connected else "unavailable", "push_worker": slot,
+                              "gateway_process": "connected" if connected else "gone",
+                              "push_systems": push_systems(gw)}, status=200 if connected else 503)
+
+    app.router.add_get("/healthz", worker_health)
+    return app
+
+
+def build_app(gw: Gateway) -> web.Application:
+    """The aiohttp application for ``gw`` (not yet listening)."""
+    app = _new_app(gw)
+    app[PROBE] = health.WriteProbe()
+    app[_query.MASKERS] = {}
+    _auth.add_routes(app, gw)
+    _add_push_routes(app)
     app.router.add_get("/api/v1/records", _query.records)
     app.router.add_get("/api/v1/deliveries", _query.deliveries)
     app.router.add_get("/api/v1/quarantine", _query.quarantine)

@@ -179,6 +179,14 @@ def _formatter(fmt: str, colors: bool) -> logging.Formatter:
 # --------------------------------------------------------------------------- set-up
 
 
+_SETTINGS: dict[str, Any] | None = None
+
+
+def logging_settings() -> dict[str, Any] | None:
+    """The arguments of the last ``configure_logging`` (a push worker logs as its gateway does), or None."""
+    return dict(_SETTINGS) if _SETTINGS is not None else None
+
+
 def configure_logging(
     *,
     fmt: str = "auto",
@@ -192,6 +200,8 @@ def configure_logging(
     the handler it installed before and leaves other handlers (a test runner's) alone.
     """
     chosen = resolve_format(fmt)
+    global _SETTINGS
+    _SETTINGS = {"fmt": chosen, "level": level, "levels": dict(levels or {}), "capture_warnings": capture_warnings}
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_gateway_log", False):
