@@ -104,7 +104,7 @@ store = "sqlite:///gateway.db"
 adapters = ["push", "rest"]
 [api]
 port = {port}
-[supervision]
+{push_workers}[supervision]
 enabled = false
 [delivery]
 concurrency = {in_flight}
@@ -488,11 +488,16 @@ def run_push(kind: str, repeat: int, args: argparse.Namespace, rate: float = 0.0
     gw: Proc | None = None
     try:
         port = free_port()
+        # With push workers (gateway.api.push_workers) the load goes to their port; without, to the API's.
+        push_port = free_port() if args.push_workers else port
+        workers = f"push_workers = {args.push_workers}\npush_port = {push_port}\n" if args.push_workers else ""
         token = secrets.token_urlsafe(32)  # a fresh bearer token per run, handed to the load by environment
         gw = start_gateway(run_dir, PUSH_CONFIG.format(port=port, url=sink.url, batch=args.push_batch,
                                                        in_flight=args.in_flight, destination=DESTINATION,
-                                                       token_sha256=hashlib.sha256(token.encode()).hexdigest()))
-        url = f"http://127.0.0.1:{port}/api/v1/inbound/hall_platform/case"
+                                                       token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+                                                       push_workers=workers))
+        # The gateway says it is running only once its push workers listen.
+        url = f"http://127.0.0.1:{push_port}/api/v1/inbound/hall_platform/case"
         if kind == "ack":
             cmd = [sys.executable, str(PUSH_LOAD), "ack", "--url", url, "--rate", str(rate),
                    "--seconds", str(args.push_seconds), "--client", args.push_client]
@@ -644,7 +649,7 @@ def report(results: list[Result], facts: dict[str, str], args: argparse.Namespac
     if acks:
         lines += ["", f"Push acknowledgement, one record per request, open loop for {args.push_seconds:g} s "
                       f"(after 1 s of warm-up), latency from each request's scheduled time, delivery of "
-                      f"{args.push_batch} per POST running alongside:", "",
+                      f"{args.push_batch} per POST running alongside, {_workers(args)}:", "",
                   "| offered records/s | repeat | p50 ms | p90 ms | p99 ms | max ms | acknowledged records/s "
                   "| sender behind schedule ms |", "|---|---|---|---|---|---|---|---|"]
         for r in sorted(acks, key=lambda r: (r.rate, r.repeat)):
@@ -658,11 +663,16 @@ def report(results: list[Result], facts: dict[str, str], args: argparse.Namespac
     if floods:
         rates = [r.rate for r in floods]
         lines += ["", f"Push end to end: {args.push_records:,} records pushed {args.push_batch} per request, "
-                      f"{args.in_flight} in flight, delivered {args.push_batch} per POST: "
+                      f"{args.in_flight} in flight, delivered {args.push_batch} per POST, {_workers(args)}: "
                       f"{fmt_range(rates, 0)} records/s ({spread(rates)}); push side alone "
                       f"{statistics.median([r.detail['push_rate'] for r in floods]):,.0f} records/s. "
                       "Target ≥ 5,000 records/s."]
     return "\n".join(lines) + "\n"
+
+
+def _workers(args: argparse.Namespace) -> str:
+    n = getattr(args, "push_workers", 0)
+    return f"{n} push worker process(es) ([api] push_workers = {n})" if n else "pushes served by the gateway process"
 
 
 # --------------------------------------------------------------------------- main
@@ -686,6 +696,9 @@ def main() -> None:
     ap.add_argument("--push-seconds", type=float, default=10.0, help="measured seconds of the ack test")
     ap.add_argument("--push-records", type=int, default=20_000, help="records in the push end-to-end test")
     ap.add_argument("--push-batch", type=int, default=50, help="records per push and per delivery POST")
+    ap.add_argument("--push-workers", type=int, default=0,
+                    help="[api] push_workers of the gateway in the push tests (default 0: pushes served by the "
+                         "gateway process itself)")
     ap.add_argument("--push-client", choices=("lean", "aiohttp"), default="lean",
                     help="the load's HTTP client for the acknowledgement figure (see _push_load.py)")
     ap.add_argument("--run-timeout", type=float, default=0.0, help="seconds before a run counts as failed "
