@@ -41,6 +41,7 @@ import os
 import pickle
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -106,6 +107,7 @@ class PushWorkers:
         self._ready: dict[int, asyncio.Future[int]] = {}
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._lost: dict[int, asyncio.Event] = {}
+        self._started_at: dict[int, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
 
@@ -218,12 +220,15 @@ class PushWorkers:
                 raise PushWorkerError(f"push worker {slot} did not listen within {START_TIMEOUT:.0f} s")
             await asyncio.wait([ready], timeout=0.1)
         ready.result()
+        self._started_at[slot] = time.monotonic()
 
     async def _keep(self, slot: int) -> None:
         """Start the worker of ``slot`` again whenever it exits (its connection ends first)."""
         pause = 1.0
         while not self._stopping:
             await self._lost[slot].wait()
+            # One that ran a while gets started again after a second; one that keeps dying, ever later.
+            pause = 1.0 if time.monotonic() - self._started_at.get(slot, 0.0) > 60 else pause
             proc = self._procs[slot]
             for _ in range(100):  # its connection is gone: give it 5 s to be gone too
                 if proc.poll() is not None:
@@ -235,7 +240,7 @@ class PushWorkers:
             log.error("push worker %d (pid %d) exited with code %s; starting it again in %.0f s",
                       slot, proc.pid, proc.returncode, pause)
             await asyncio.sleep(pause)
-            started = time.monotonic()
+            pause = min(pause * 2, RESTART_MAX)
             try:
                 await self._start_one(slot)
                 self.restarts += 1
@@ -243,7 +248,6 @@ class PushWorkers:
             except PushWorkerError as exc:
                 log.error("push worker %d could not start again: %s", slot, exc)
                 self._lost[slot].set()
-            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, RESTART_MAX)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -297,10 +301,13 @@ class PushWorkers:
             return asyncio.create_task(refusal_log(self.gw).record(message[1]))
         elif tag == "counts":
             self._count(*message[1:])
-        elif tag == "ready":
-            self._ready[slot].set_result(message[1])
-        elif tag == "failed":
-            self._ready[slot].set_exception(PushWorkerError(f"push worker {slot}: {message[1]}"))
+        elif tag in ("ready", "failed"):
+            ready = self._ready[slot]
+            if not ready.done():
+                if tag == "ready":
+                    ready.set_result(message[1])
+                else:
+                    ready.set_exception(PushWorkerError(f"push worker {slot}: {message[1]}"))
         return None
 
     async def _commit(self, writer: asyncio.StreamWriter, rid: int, system: str, accepted: list[Any],
@@ -319,7 +326,10 @@ class PushWorkers:
                     if kept is not None:
                         it.raw, it.payload = kept
             outcomes = await self.gw.ingestor.commit(items, refused, started=time.perf_counter() - prepared_in)
-            reply: tuple[Any, ...] = ("result", rid, outcomes)
+            # Plain tuples, and without the deliveries claimed at birth (rendered bodies the worker has no use for).
+            reply: tuple[Any, ...] = ("result", rid, [
+                (o.ref, o.status, o.receipt_id, o.kind, o.record_key, o.errors, o.findings, o.quarantine_id)
+                for o in outcomes])
         except STORE_FAILURES as exc:
             log.exception("a push from %s (through a push worker) could not be stored", system)
             reply = ("store_failed", rid, type(exc).__name__)
@@ -446,6 +456,7 @@ class _RemoteIngestor:
 
     async def ingest(self, system: str, raws: Sequence[Any], cursor: Any = None) -> Any:
         from gateway.pipeline.ingest import _OFFLOAD_THRESHOLD
+        from gateway.records import IngestOutcome
 
         assert cursor is None, "a push carries no cursor"
         started = time.perf_counter()
@@ -454,7 +465,9 @@ class _RemoteIngestor:
         else:
             accepted, quarantined = self.preparer.prepare(system, raws)
         copies = [(raw.ref, raw.raw, raw.payload) for raw in raws] if accepted else []
-        return await self.link.call("commit", system, accepted, quarantined, copies, time.perf_counter() - started)
+        outcomes = await self.link.call("commit", system, accepted, quarantined, copies,
+                                        time.perf_counter() - started)
+        return [IngestOutcome(*fields) for fields in outcomes]
 
 
 class _Tally:
@@ -550,6 +563,12 @@ async def _worker(head: dict[str, Any], payload: bytes) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     link.send(("ready", os.getpid()))
+    # The gateway process says when to stop (or its connection ends). A terminal's Ctrl-C reaches the whole
+    # process group and is the gateway's to handle; SIGTERM to a worker alone (a service manager stopping
+    # every process of the unit) stops it as "stop" does: it finishes what it holds.
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGTERM, link.stop.set)
     reading = asyncio.create_task(link.run())
     flushing = asyncio.create_task(_flush(link, tally))
     await link.stop.wait()
