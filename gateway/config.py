@@ -129,6 +129,8 @@ class ApiSection(_Model):
             raise ValueError("api.client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
         if self.session_idle > self.session_lifetime:
             raise ValueError("api.session_idle is longer than api.session_lifetime")
+        if self.push_workers and not self.enabled:
+            raise ValueError("api.push_workers needs [api] enabled = true: the workers serve the API's push endpoints")
         if self.push_workers and self.push_port is None:
             raise ValueError("api.push_workers needs api.push_port: the port the push workers listen on")
         if self.push_port is not None and not self.push_workers:

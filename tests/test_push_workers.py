@@ -349,6 +349,7 @@ async def test_a_deferred_cache_notes_claims_and_the_gateways_verdict_refuses_as
     ("push_port = 9000", "push_workers is 0"),
     ("port = 9000\npush_workers = 1\npush_port = 9000", "the API's own port"),
     ("push_workers = 17\npush_port = 9001", "push_workers"),
+    ("enabled = false\npush_workers = 1\npush_port = 9001", "needs [api] enabled = true"),
 ])
 async def test_push_worker_settings_that_cannot_work_are_configuration_errors(tmp_path, api, message) -> None:
     config = tmp_path / "gateway.toml"

@@ -544,7 +544,10 @@ def worker_main(head: dict[str, Any]) -> None:
 
 
 async def _worker(head: dict[str, Any], payload: bytes) -> int:
+    import structlog
+
     slot = int(head["slot"])
+    structlog.contextvars.bind_contextvars(push_worker=slot)  # every line of this worker says which it is
     reader, writer = await asyncio.open_unix_connection(head["socket"])
     writer.write(bytes.fromhex(head["secret"]) + slot.to_bytes(4, "big"))
     link = _Link(reader, writer)
