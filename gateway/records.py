@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,8 +113,23 @@ def storable_tree(value: Any) -> Any:
     return value
 
 
+class PickledPayload:
+    """An item's parsed payload, pickled, until something needs it: the copy a push worker sends with what
+    it prepared, which only a late version conflict (the item quarantined after all) ever reads."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def value(self) -> Any:
+        return pickle.loads(self.blob)  # noqa: S301 - made by a push worker of this gateway (gateway.api.push_workers)
+
+
 def payload_json(payload: Any) -> str | None:
     """The parsed payload as JSON text the store can hold, or None when it cannot be serialised at all."""
+    if isinstance(payload, PickledPayload):
+        payload = payload.value()
     if not payload:
         return None
     try:

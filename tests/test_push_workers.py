@@ -157,6 +157,24 @@ async def test_a_push_through_a_worker_is_committed_by_the_gateway_and_counted_o
                                    method="client_certificate") >= 2
 
 
+async def test_a_version_conflict_found_in_the_gateways_commit_is_quarantined_with_the_workers_copy(gw, pki) -> None:
+    first = case_item("PW-V-1", version=2)
+    other = {**case_item("PW-V-1", version=2), "applicantName": "同版本不同内容有限公司"}
+    async with session(pki) as http:
+        for item, want in ((first, 202), (other, 400)):
+            async with http.post(worker_url(gw) + "/api/v1/inbound/city_platform/case", json=[item],
+                                 headers={"Authorization": f"Bearer {TOKEN_NEW}"}) as r:
+                answer = await r.json()
+                assert r.status == want, answer
+    (result,) = answer["items"]
+    assert result["status"] == "quarantined" and result["errors"][0]["rule"] == "version_conflict"
+    (qid,) = result["quarantine_ids"]
+    entry = await gw.store.quarantine_entry(qid)
+    assert entry is not None and entry["system"] == "city_platform"
+    assert entry["payload"] == other  # the worker's copy of the item, as sent
+    assert json.loads(entry["raw"]) == other
+
+
 async def test_health_of_the_workers_and_of_the_gateway(gw, pki) -> None:
     async with session(pki) as http:
         async with http.get(worker_url(gw) + "/healthz") as r:

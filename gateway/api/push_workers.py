@@ -313,6 +313,7 @@ class PushWorkers:
     async def _commit(self, writer: asyncio.StreamWriter, rid: int, system: str, accepted: list[Any],
                       quarantined: list[Any], copies: list[Any], prepared_in: float) -> None:
         from gateway.pipeline.ingest import wrap
+        from gateway.records import PickledPayload
         from gateway.store import STORE_FAILURES
 
         assert self.gw.ingestor is not None
@@ -320,11 +321,12 @@ class PushWorkers:
             items, refused = wrap(accepted, quarantined)
             if items:
                 # Kept at hand in case the store finds a version conflict and must quarantine the item after all.
-                by_ref = {ref: (raw, payload) for ref, raw, payload in copies}
+                by_ref = {ref: (raw, blob) for ref, raw, blob in copies}
                 for it in items:
                     kept = by_ref.get(it.ref)
                     if kept is not None:
-                        it.raw, it.payload = kept
+                        it.raw = kept[0]
+                        it.payload = PickledPayload(kept[1]) if kept[1] is not None else None
             outcomes = await self.gw.ingestor.commit(items, refused, started=time.perf_counter() - prepared_in)
             # Plain tuples, and without the deliveries claimed at birth (rendered bodies the worker has no use for).
             reply: tuple[Any, ...] = ("result", rid, [
@@ -464,7 +466,9 @@ class _RemoteIngestor:
             accepted, quarantined = await asyncio.to_thread(self.preparer.prepare, system, raws)
         else:
             accepted, quarantined = self.preparer.prepare(system, raws)
-        copies = [(raw.ref, raw.raw, raw.payload) for raw in raws] if accepted else []
+        # Copies for a late version conflict, the payload pickled apart: the gateway unpickles it only then.
+        copies = [(raw.ref, raw.raw, pickle.dumps(raw.payload, protocol=pickle.HIGHEST_PROTOCOL)
+                   if raw.payload is not None else None) for raw in raws] if accepted else []
         outcomes = await self.link.call("commit", system, accepted, quarantined, copies,
                                         time.perf_counter() - started)
         return [IngestOutcome(*fields) for fields in outcomes]
