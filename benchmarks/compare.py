@@ -22,7 +22,8 @@ Scenarios (issue 12), each contestant in its own fresh processes, on loopback on
 - **push**: acknowledgement latency of POST /api/v1/inbound at 1,000 records/s offered (open loop,
   one record per request, a bearer token; ``--push-rates 250,500,1000`` for several rates), and
   records/s end to end from the first push to the sink's last record (pushes of 50, batch delivery
-  of 50).
+  of 50). The gateway runs two push workers (``[api] push_workers = 2``, docs/intake.md) and the load
+  goes to their port; ``--push-workers 0`` measures pushes served by the gateway process itself.
 
 ``--latency 20ms`` makes the sink hold every answer; ``--skip`` leaves a contestant or scenario
 out; ``--json`` keeps every run's figures and ``--report-from`` prints their tables again.
@@ -696,8 +697,8 @@ def main() -> None:
     ap.add_argument("--push-seconds", type=float, default=10.0, help="measured seconds of the ack test")
     ap.add_argument("--push-records", type=int, default=20_000, help="records in the push end-to-end test")
     ap.add_argument("--push-batch", type=int, default=50, help="records per push and per delivery POST")
-    ap.add_argument("--push-workers", type=int, default=0,
-                    help="[api] push_workers of the gateway in the push tests (default 0: pushes served by the "
+    ap.add_argument("--push-workers", type=int, default=2,
+                    help="[api] push_workers of the gateway in the push tests (default 2; 0: pushes served by the "
                          "gateway process itself)")
     ap.add_argument("--push-client", choices=("lean", "aiohttp"), default="lean",
                     help="the load's HTTP client for the acknowledgement figure (see _push_load.py)")
