@@ -185,6 +185,7 @@ async def test_health_of_the_workers_and_of_the_gateway(gw, pki) -> None:
     assert "county_hall" in worker["push_systems"]
     assert main["push_workers"]["configured"] == 2 and main["push_workers"]["running"] == 2
     assert main["push_workers"]["url"] == worker_url(gw)
+    assert await metric(gw, pki, "gateway_push_workers_running") == 2
 
 
 async def test_the_push_port_serves_only_the_push_endpoints(gw, pki) -> None:
@@ -297,6 +298,7 @@ async def test_a_killed_worker_is_started_again_and_pushes_go_on(gw, pki) -> Non
             break
         await asyncio.sleep(0.05)
     assert workers.restarts == restarts + 1 and workers.status()["running"] == 2
+    assert await metric(gw, pki, "gateway_push_worker_restarts_total") == restarts + 1
     assert workers._procs[0].pid != victim and not _alive(victim)
     async with session(pki, pki.county) as http:
         for i in range(6):  # new connections: both workers get some

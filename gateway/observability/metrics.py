@@ -253,6 +253,18 @@ class _GatewayStateCollector(Collector):
             for (counterpart, watch), state in sorted(exchange.watchdog_states.items()):
                 firing.add_metric([counterpart, watch], 1 if state == "firing" else 0)
         yield firing
+        # No samples without push workers ([api] push_workers = 0).
+        running = _gauge("gateway_push_workers_running", "Push worker processes running and connected "
+                         "([api] push_workers configures how many should).")
+        restarts = CounterMetricFamily("gateway_push_worker_restarts", "Times a push worker was started again after "
+                                       "it exited, since the gateway started.")
+        workers = getattr(gw, "push_workers", None)
+        if workers is not None:
+            status = workers.status()
+            running.add_metric([], status["running"])
+            restarts.add_metric([], status["restarts"])
+        yield running
+        yield restarts
 
 
 # --------------------------------------------------------------------------- the scrape
