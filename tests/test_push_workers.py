@@ -157,6 +157,15 @@ async def test_a_push_through_a_worker_is_committed_by_the_gateway_and_counted_o
                                    method="client_certificate") >= 2
 
 
+async def test_a_large_push_through_a_worker_lands_whole(gw, pki) -> None:
+    items = [case_item(f"PW-L-{i:04d}") for i in range(2000)]  # prepared in a thread, sent in one ~MB frame
+    async with session(pki, pki.county) as http:
+        async with http.post(worker_url(gw) + "/api/v1/inbound/county_hall/case", json=items) as r:
+            body = await r.json()
+    assert r.status == 202 and body["accepted"] == 2000, {k: body.get(k) for k in ("accepted", "quarantined")}
+    assert await gw.store.list_records(case_no="PW-L-1999")
+
+
 async def test_a_version_conflict_found_in_the_gateways_commit_is_quarantined_with_the_workers_copy(gw, pki) -> None:
     first = case_item("PW-V-1", version=2)
     other = {**case_item("PW-V-1", version=2), "applicantName": "同版本不同内容有限公司"}

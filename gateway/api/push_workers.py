@@ -61,6 +61,7 @@ __all__ = ["PushWorkerError", "PushWorkers"]
 
 _LEN = struct.Struct("!I")
 _SECRET_BYTES = 32
+_OFFLOAD_BYTES = 1 << 20  # frames larger than this are unpickled in a thread
 START_TIMEOUT = 60.0  # seconds for a worker to load and listen
 FLUSH_EVERY = 1.0  # seconds between a worker's metric reports
 RESTART_MAX = 30.0
@@ -80,7 +81,10 @@ def _frame(obj: Any) -> bytes:
 
 async def _read(reader: asyncio.StreamReader) -> Any:
     (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-    return pickle.loads(await reader.readexactly(size))  # noqa: S301 - an authenticated child of ours
+    data = await reader.readexactly(size)
+    if size > _OFFLOAD_BYTES:  # a large push: unpickled beside the event loop, which goes on serving others
+        return await asyncio.to_thread(pickle.loads, data)
+    return pickle.loads(data)  # noqa: S301 - an authenticated child of ours (or its parent)
 
 
 # =========================================================================== the gateway's side
