@@ -450,6 +450,25 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+async def test_a_push_port_that_is_taken_stops_the_start_and_says_which(tmp_path) -> None:
+    import shutil
+    import socket
+
+    from gateway.app import StartupError
+
+    shutil.copytree(REPO / "mappings", tmp_path / "mappings")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        push_port = taken.getsockname()[1]
+        (tmp_path / "gateway.toml").write_text(PLAIN.format(port=0, push_port=push_port, sha="0" * 64))
+        gateway = Gateway(load_config(tmp_path / "gateway.toml"))
+        with pytest.raises(StartupError) as err:
+            await gateway.start()
+    assert f"the push workers cannot listen on 127.0.0.1:{push_port} ([api] host/push_port)" in str(err.value)
+    assert gateway.push_workers is None and gateway.api is None  # nothing left listening or running
+
+
 async def test_workers_of_a_killed_gateway_exit_and_a_restarted_gateway_takes_the_port_again(tmp_path) -> None:
     import shutil
 

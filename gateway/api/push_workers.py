@@ -607,10 +607,8 @@ async def _flush(link: _Link, tally: _Tally) -> None:
 
 
 async def _serve(payload: bytes, link: _Link, slot: int) -> tuple[Any, Any, _Tally]:
-    from aiohttp import web
-
     from gateway.api._push_auth import GUARD
-    from gateway.api.server import METRICS, build_push_app
+    from gateway.api.server import METRICS, build_push_app, listen
     from gateway.app import Components, Gateway
     from gateway.observability.logs import configure_logging
     from gateway.pipeline.prepare import Preparer
@@ -636,14 +634,7 @@ async def _serve(payload: bytes, link: _Link, slot: int) -> tuple[Any, Any, _Tal
         system.nonces = DeferredReplayCache("hmac", system.name)
         if system.wsse is not None:
             system.wsse.replays = DeferredReplayCache("wsse", system.name)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
-    await runner.setup()
-    site = web.TCPSite(runner, config.api.host, port, ssl_context=gw._api_tls(), reuse_port=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise OSError(exc.errno, f"the push workers cannot listen on {config.api.host}:{port} ([api] host/"
-                                 f"push_port): {exc.strerror or exc}") from exc
+    runner = await listen(app, config.api.host, port, gw._api_tls(), who="the push workers",
+                          keys="[api] host/push_port", reuse_port=True)
     gw.started = True
     return runner, gw, tally

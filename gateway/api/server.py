@@ -335,19 +335,25 @@ class ApiServer:
         await self.runner.cleanup()
 
 
-async def start_api(gw: Gateway, *, ssl_context: ssl.SSLContext | None = None) -> ApiServer:
-    """Listen on ``[api].host``/``port``, over TLS when ``ssl_context`` is given."""
-    cfg = gw.config.api
+async def listen(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None, *, who: str,
+                 keys: str, reuse_port: bool = False) -> web.AppRunner:
+    """``app`` listening on host:port, or OSError saying who cannot listen where, and which settings say so."""
     # aiohttp's own access log is replaced by the structured line of the middleware.
-    runner = web.AppRunner(build_app(gw), access_log=None, shutdown_timeout=10.0)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise OSError(exc.errno, f"the API cannot listen on {cfg.host}:{cfg.port} ([api] host/port): "
-                                 f"{exc.strerror or exc}") from exc
+        raise OSError(exc.errno, f"{who} cannot listen on {host}:{port} ({keys}): {exc.strerror or exc}") from exc
+    return runner
+
+
+async def start_api(gw: Gateway, *, ssl_context: ssl.SSLContext | None = None) -> ApiServer:
+    """Listen on ``[api].host``/``port``, over TLS when ``ssl_context`` is given."""
+    cfg = gw.config.api
+    runner = await listen(build_app(gw), cfg.host, cfg.port, ssl_context, who="the API", keys="[api] host/port")
     host, port = runner.addresses[0][:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"{'https' if ssl_context else 'http'}://{shown}:{port}"
