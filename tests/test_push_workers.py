@@ -450,6 +450,52 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+async def test_pushes_in_flight_when_the_gateway_stops_are_committed_or_refused_never_lost(tmp_path) -> None:
+    import shutil
+
+    shutil.copytree(REPO / "mappings", tmp_path / "mappings")
+    token = "push-worker-stop-token-91aa"
+    (tmp_path / "gateway.toml").write_text(PLAIN.format(port=0, push_port=0,
+                                                        sha=hashlib.sha256(token.encode()).hexdigest()))
+    gateway = Gateway(load_config(tmp_path / "gateway.toml"))
+    await gateway.start()
+    url = gateway.push_workers.url + "/api/v1/inbound/hall/case"
+    pids = [p.pid for p in gateway.push_workers._procs.values()]
+
+    stop_started: list[float] = []
+    late: list[int] = []
+
+    async def push(http: aiohttp.ClientSession, n: int) -> tuple[int, list[str]]:
+        keys = [f"PW-STOP-{n}-{i:03d}" for i in range(300)]
+        try:
+            async with http.post(url, json=[case_item(k) for k in keys],
+                                 headers={"Authorization": f"Bearer {token}", "Connection": "close"}) as r:
+                if stop_started and r.status == 202:
+                    late.append(n)  # answered after the stop began: it was in flight
+                return r.status, keys
+        except aiohttp.ClientError:
+            return 0, keys  # cut off: not acknowledged
+
+    async with aiohttp.ClientSession() as http:
+        pushes = [asyncio.create_task(push(http, n)) for n in range(12)]
+        await asyncio.sleep(0.1)  # some are being prepared or committed, some are queued
+        stop_started.append(time.monotonic())
+        await gateway.stop()
+        answers = await asyncio.gather(*pushes)
+    assert not any(_alive(pid) for pid in pids)
+    assert {status for status, _ in answers} <= {202, 503, 0}, answers
+    acknowledged = [keys for status, keys in answers if status == 202]
+    assert late, "nothing was answered after the stop began: the test proves nothing"
+    reopened = Gateway(load_config(tmp_path / "gateway.toml"), run_sources=False, run_delivery=False)
+    await reopened.start()
+    try:
+        for keys in acknowledged:  # acknowledged means committed: every one is in the store after the stop
+            for key in (keys[0], keys[-1]):
+                assert await reopened.store.list_records(case_no=key), key
+    finally:
+        await reopened.stop()
+
+
 async def test_a_push_port_that_is_taken_stops_the_start_and_says_which(tmp_path) -> None:
     import shutil
     import socket
