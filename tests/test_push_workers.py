@@ -535,8 +535,25 @@ async def test_workers_of_a_killed_gateway_exit_and_a_restarted_gateway_takes_th
             async with http.post(pushes + "/api/v1/inbound/hall/case", json=[case_item("PW-X-1")],
                                  headers=headers) as r:
                 assert r.status == 202
+        # A large push in flight when the gateway is SIGKILLed: the worker answers 503 "send it again"
+        # (or the connection ends), never 500, and never a 202 for something it could not commit.
+        async def large() -> tuple[int, str]:
+            items = [case_item(f"PW-X-L-{i:04d}") for i in range(3000)]
+            try:
+                async with aiohttp.ClientSession() as http, http.post(
+                        pushes + "/api/v1/inbound/hall/case", json=items, headers=headers) as r:
+                    return r.status, await r.text()
+            except aiohttp.ClientError:
+                return 0, ""
+
+        in_flight = asyncio.create_task(large())
+        await asyncio.sleep(0.15)
         proc.kill()  # SIGKILL: no goodbye to the workers
         proc.wait()
+        status, text = await in_flight
+        assert status in (0, 202, 503), (status, text)
+        if status == 503:
+            assert "send it again" in text
         for _ in range(100):
             if not any(_alive(w) for w in workers):
                 break
@@ -552,6 +569,10 @@ async def test_workers_of_a_killed_gateway_exit_and_a_restarted_gateway_takes_th
                     body = await r.json()
                     assert r.status == 200, body  # a duplicate: it was committed before the kill
                     assert body["items"][0]["records"][0]["status"] == "duplicate"
+            if status == 202:  # acknowledged before the kill: committed
+                async with http.post(pushes + "/api/v1/inbound/hall/case", json=[case_item("PW-X-L-2999")],
+                                     headers={**headers, "Connection": "close"}) as r:
+                    assert (await r.json())["items"][0]["records"][0]["status"] == "duplicate"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not any(_alive(w) for w in _children(proc.pid))
