@@ -522,6 +522,7 @@ def run_push(kind: str, repeat: int, args: argparse.Namespace, rate: float = 0.0
             detail = {k: round(load[k], 1) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "sender_behind_ms",
                                                       "acknowledged_rate")}
             detail["failed_requests"] = refused
+            detail["push_workers"] = args.push_workers
             if refused:
                 detail["errors"] = load["errors"] or {k: v for k, v in load["statuses"].items()
                                                       if k not in ("200", "202")}
@@ -533,7 +534,8 @@ def run_push(kind: str, repeat: int, args: argparse.Namespace, rate: float = 0.0
         cpu = tree_cpu(gw.pid) - cpu0
         seconds = stats["last_new_at"] - load["first_sent_at"]
         return Result("push-e2e", "gateway", repeat, expected, seconds, expected / seconds, args.push_batch, cpu,
-                      detail={"push_rate": round(load["push_rate"]), "requests": stats["requests"]})
+                      detail={"push_rate": round(load["push_rate"]), "requests": stats["requests"],
+                              "push_workers": args.push_workers})
     except BenchError as exc:
         failed = True
         raise BenchError(f"push ({kind}): {exc}\n(logs kept in {run_dir})") from None
@@ -650,7 +652,7 @@ def report(results: list[Result], facts: dict[str, str], args: argparse.Namespac
     if acks:
         lines += ["", f"Push acknowledgement, one record per request, open loop for {args.push_seconds:g} s "
                       f"(after 1 s of warm-up), latency from each request's scheduled time, delivery of "
-                      f"{args.push_batch} per POST running alongside, {_workers(args)}:", "",
+                      f"{args.push_batch} per POST running alongside, {_workers(acks)}:", "",
                   "| offered records/s | repeat | p50 ms | p90 ms | p99 ms | max ms | acknowledged records/s "
                   "| sender behind schedule ms |", "|---|---|---|---|---|---|---|---|"]
         for r in sorted(acks, key=lambda r: (r.rate, r.repeat)):
@@ -664,16 +666,19 @@ def report(results: list[Result], facts: dict[str, str], args: argparse.Namespac
     if floods:
         rates = [r.rate for r in floods]
         lines += ["", f"Push end to end: {args.push_records:,} records pushed {args.push_batch} per request, "
-                      f"{args.in_flight} in flight, delivered {args.push_batch} per POST, {_workers(args)}: "
+                      f"{args.in_flight} in flight, delivered {args.push_batch} per POST, {_workers(floods)}: "
                       f"{fmt_range(rates, 0)} records/s ({spread(rates)}); push side alone "
                       f"{statistics.median([r.detail['push_rate'] for r in floods]):,.0f} records/s. "
                       "Target ≥ 5,000 records/s."]
     return "\n".join(lines) + "\n"
 
 
-def _workers(args: argparse.Namespace) -> str:
-    n = getattr(args, "push_workers", 0)
-    return f"{n} push worker process(es) ([api] push_workers = {n})" if n else "pushes served by the gateway process"
+def _workers(runs: list[Result]) -> str:
+    """How the runs served pushes, from what each recorded (runs saved before push workers have no count: none)."""
+    counts = sorted({int(r.detail.get("push_workers", 0)) for r in runs})
+    if counts == [0]:
+        return "pushes served by the gateway process"
+    return f"{'/'.join(map(str, counts))} push worker process(es) ([api] push_workers)"
 
 
 # --------------------------------------------------------------------------- main

@@ -336,12 +336,12 @@ class ApiServer:
 
 
 async def listen(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None, *, who: str,
-                 keys: str, reuse_port: bool = False) -> web.AppRunner:
+                 keys: str, reuse_port: bool | None = None) -> web.AppRunner:
     """``app`` listening on host:port, or OSError saying who cannot listen where, and which settings say so."""
     # aiohttp's own access log is replaced by the structured line of the middleware.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
     try:
         await site.start()
     except OSError as exc:
