@@ -104,6 +104,11 @@ def push_target(gw: Gateway, system: str) -> PushTarget:
     return found
 
 
+def keep_push_targets(gw: Gateway, targets: Mapping[str, PushTarget]) -> None:
+    """Targets worked out elsewhere (a push worker gets its gateway's): what ``push_target`` answers from."""
+    gw._push_targets = dict(targets)  # type: ignore[attr-defined]
+
+
 def _push_target(gw: Gateway, system: str) -> PushTarget:
     comp = gw.components
     assert comp is not None

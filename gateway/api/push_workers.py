@@ -607,6 +607,7 @@ async def _flush(link: _Link, tally: _Tally) -> None:
 
 
 async def _serve(payload: bytes, link: _Link, slot: int) -> tuple[Any, Any, _Tally]:
+    from gateway.api._inbound import keep_push_targets
     from gateway.api._push_auth import GUARD
     from gateway.api.server import METRICS, build_push_app, listen
     from gateway.app import Components, Gateway
@@ -623,7 +624,7 @@ async def _serve(payload: bytes, link: _Link, slot: int) -> tuple[Any, Any, _Tal
     mappings = {name: target.mapping for name, target in targets.items()}
     gw.components = Components(config=config, adapters={}, inbound=mappings, outbound=dict(renderers),
                                router=router, cipher=cipher)
-    gw._push_targets = dict(targets)  # type: ignore[attr-defined]  # gateway.api._inbound.push_target's cache
+    keep_push_targets(gw, targets)
     gw.push_worker = link  # type: ignore[attr-defined]
     gw.ingestor = _RemoteIngestor(Preparer(router, mappings, cipher, renderers), link)  # type: ignore[assignment]
     tally = _Tally()
