@@ -142,10 +142,11 @@ def run_baseline(path: Path, db: Path, batch: int) -> dict:
             "cpu_us": {"main": cpu / n * 1e6}}
 
 
-def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict:
+def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True, tune: bool = True) -> dict:
     import asyncio
     import resource
 
+    from gateway.app import tune_collector
     from gateway.mapping import load_mapping
     from gateway.pipeline.fileingest import ingest_file
     from gateway.pipeline.ingest import Ingestor
@@ -159,6 +160,8 @@ def run_gateway(path: Path, db: Path, batch: int, parallel: bool = True) -> dict
         store = SqliteStore(db)
         await store.open()
         ingestor = Ingestor(store, router, {"county_drop": mapping})
+        if tune:
+            tune_collector()  # as `gateway ingest` does before it reads
         t = time.perf_counter()
         cpu = time.process_time()
         with ChildPeaks() as children:

@@ -617,7 +617,7 @@ class Gateway:
 
     async def run_until_signalled(self, *, tune_gc: bool = False) -> None:
         """Run until SIGINT or SIGTERM. ``tune_gc`` (``gateway run``: a process of its own) sets the
-        collector for a long-running batch worker once everything is loaded, see :func:`tune_gc`."""
+        collector for a long-running batch worker once everything is loaded, see :func:`tune_collector`."""
         import signal
 
         loop = asyncio.get_running_loop()
@@ -625,14 +625,14 @@ class Gateway:
             loop.add_signal_handler(sig, self.stopping.set)
         await self.start()
         if tune_gc:
-            _tune_gc()
+            tune_collector()
         log.info("gateway %s running: %d source(s), %d sink(s)", self.config.gateway.name,
                  len(self.sources), len(self.sinks))
         await self.stopping.wait()
         await self.stop()
 
 
-def _tune_gc() -> None:
+def tune_collector() -> None:
     """The collector set for a gateway process that runs on its own.
 
     Ingest and delivery allocate many short-lived objects and keep few; reference counting frees

@@ -232,7 +232,7 @@ def ingest(config_path: Path, file: Path, system: str | None, batch: int, again:
 async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: int, again: bool,
                        progress_every: float, summary: dict[str, Any]) -> None:
     from gateway.adapters import FileUnreadable
-    from gateway.app import build
+    from gateway.app import build, tune_collector
     from gateway.pipeline.fileingest import ingest_file
     from gateway.pipeline.ingest import Ingestor
     from gateway.progress import FileProgress
@@ -249,6 +249,9 @@ async def _ingest_file(config: GatewayConfig, system: str, file: Path, batch: in
         assert comp.router is not None
         ingestor = Ingestor(store, comp.router, comp.inbound,
                             cipher=comp.cipher if config.encryption.enabled else None)
+        # A process of its own, like `gateway run`: what is loaded now is frozen and the young
+        # collections come in larger steps (main process 35-40 → 34-36 µs per file record).
+        tune_collector()
         complete = False
         try:
             # A cursor per file content: ingesting the same file again is a no-op, a changed file is new.

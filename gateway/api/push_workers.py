@@ -569,7 +569,7 @@ async def _worker(head: dict[str, Any], payload: bytes) -> int:
             await writer.drain()
             writer.close()
         return 1
-    # Requests allocate much and keep little, as in the gateway process (gateway.app._tune_gc).
+    # Requests allocate much and keep little, as in the gateway process (gateway.app.tune_collector).
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
