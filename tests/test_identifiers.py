@@ -163,6 +163,22 @@ def test_id_number_with_impossible_birth_date_is_rejected(birth: str) -> None:
     assert check_id_number(first17 + check) == "id_number_birth_date"
 
 
+@pytest.mark.parametrize("year", [1900, 1996, 2000, 2023])
+def test_id_number_birth_dates_are_checked_against_the_calendar_for_every_month_and_day(year: int) -> None:
+    # 1900 is a century that is not a leap year, 2000 one that is; days 00 and 32 never exist.
+    for month in range(0, 14):
+        for day in range(0, 33):
+            first17 = f"370602{year:04d}{month:02d}{day:02d}123"
+            check = "10X98765432"[sum(int(c) * w for c, w in zip(first17, ID_WEIGHTS, strict=True)) % 11]
+            try:
+                dt.date(year, month, day)
+                real = True
+            except ValueError:
+                real = False
+            expected = None if real else "id_number_birth_date"
+            assert check_id_number(first17 + check) == expected, first17
+
+
 @pytest.mark.parametrize("value", ["37060219850312123", "3706021985031212300", "370602850312123"])
 def test_id_number_of_wrong_length_is_rejected(value: str) -> None:
     assert check_id_number(value) == "id_number_length"

@@ -291,6 +291,14 @@ def test_a_bad_date_is_a_field_error_naming_the_rule_and_value(tmp_path: Path) -
     assert one(inbound(tmp_path), {**PAYLOAD, "SBSJ": "29/09/2026"}).errors[0].rule == "datetime_format"
 
 
+@pytest.mark.parametrize("raw", ["2026- 9-29 09:15:22", "2026-+9-29 09:15:22", "2026-09-٢٩ 09:15:22", "2026-09-00 09:15:22",
+                                 "2025-02-29 09:15:22", "20250229091522"])
+def test_a_date_whose_parts_are_not_ascii_digits_of_a_real_day_is_refused(tmp_path: Path, raw: str) -> None:
+    # int() would read " 9", "+9" and other scripts' digits as a month or day, and "2026- 9-29T…" would be stored
+    mapped = one(inbound(tmp_path), {**PAYLOAD, "SBSJ": raw})
+    assert [(e.field, e.rule) for e in mapped.errors] == [("submitted_at", "datetime_format")]
+
+
 def test_an_invalid_credit_code_is_a_field_error(tmp_path: Path) -> None:
     fields = CASE_FIELDS + "      department_credit_code: SSJGDM\n"
     mapped = one(inbound(tmp_path, fields), {**PAYLOAD, "SSJGDM": CREDIT[:17] + "0"})

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.schema.identifiers import _VALID_DATES, _is_date, normalize
+from gateway.schema.identifiers import _is_date, normalize
 
 CHINA = _dt.timezone(_dt.timedelta(hours=8))
 CHINA_SUFFIX = "+08:00"
@@ -398,14 +398,14 @@ def make_datetime_parser(formats: tuple[str, ...], zone: _dt.timezone, *, date_o
         if n == 14 and fast_compact and s.isdigit() and s.isascii():
             day = s[:8]
             hh, mm, ss = s[8:10], s[10:12], s[12:14]
-            if (_VALID_DATES.get(day) or _is_date(day)) and hh < "24" and mm < "60" and ss < "60":
+            if _is_date(day) and hh < "24" and mm < "60" and ss < "60":
                 return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{hh}:{mm}:{ss}+08:00"
         elif n == 19 and fast_dashed and s[4] == "-" and s[7] == "-" and s[10] == " " and s[13] == ":" and s[16] == ":":
             day = s[:4] + s[5:7] + s[8:10]
             hh, mm, ss = s[11:13], s[14:16], s[17:19]
             if (
                 day.isdigit() and day.isascii() and (hh + mm + ss).isdigit()
-                and (_VALID_DATES.get(day) or _is_date(day)) and hh < "24" and mm < "60" and ss < "60"
+                and _is_date(day) and hh < "24" and mm < "60" and ss < "60"
             ):
                 return f"{s[:10]}T{s[11:19]}+08:00"
         for fmt in simple:

