@@ -154,6 +154,15 @@ def _produce(job: _Job, preparer: Any) -> Iterator[Message]:
     yield ("done",)
 
 
+# lxml's iterparse leaves each part's parser, its context and its document in a reference cycle
+# (19 objects, with libxml2's memory behind them), which the collector as _helper sets it reaches
+# only after millions of allocations: reading the parts of the 1,000,000-record benchmark file in
+# one process, memory grew by 0.5 MB per 100,000 records, and stayed flat with a collection after
+# each part. A full collection between parts takes about 1.4 ms; every 16th part, under 0.1 µs a
+# record, and no more than 16 parts' parsers wait for it.
+_COLLECT_EVERY = 16
+
+
 def _helper(conn: Any, job: _Job, mapping: Any, rules: Sequence[Any], cipher: Any, renderers: Any) -> None:
     """A helper process: produce and send; the last message says how it ended."""
     from gateway.pipeline.prepare import Preparer
@@ -163,10 +172,15 @@ def _helper(conn: Any, job: _Job, mapping: Any, rules: Sequence[Any], cipher: An
     # walk what was loaded before the first record (the mapping, the code tables).
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    parts = 0
     try:
         preparer = Preparer(Router(rules), {job.system: mapping}, cipher, renderers)
         for message in _produce(job, preparer):
             conn.send(message)
+            if message[0] == "part":
+                parts += 1
+                if parts % _COLLECT_EVERY == 0:
+                    gc.collect()  # see _COLLECT_EVERY
     except (BrokenPipeError, EOFError):
         return  # the parent is gone (stopping, or killed): nothing to report to
     except FileUnreadable as exc:
