@@ -8,11 +8,22 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from store_support import as_bytes, raw
 from test_store import item
 
 from gateway.audit import Sealer, SealRefused, load_certificates, load_or_create_dev_signer, verify_store
-from gateway.audit.chain import GENESIS, canonical, entry_hash
+from gateway.audit.chain import (
+    GENESIS,
+    ChainWriter,
+    canonical,
+    entry_hash,
+    made_fields,
+    made_head,
+    make_body,
+    received_detail,
+)
 from gateway.audit.merkle import MerkleTree, merkle_root, root_from_path
 from gateway.audit.signers import Signer, SignerError
 from gateway.store import Settlement
@@ -475,3 +486,83 @@ async def test_sm3_chain_with_seals_verifies_and_catches_tampering(store_factory
         assert (await verify_store(s, trusted=trusted)).first_problem == "entry 222: hash does not match its body"
     finally:
         await s.close()
+
+
+# ---------------------------------------------------------------------------- entries made ahead
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)  # anything UTF-8 holds
+
+
+@settings(max_examples=300, deadline=None)
+@given(system=_TEXT, kind=_TEXT, record=_TEXT, case=st.none() | _TEXT, ref=_TEXT,
+       version=st.integers(-(2**63), 2**63 - 1), business_time=st.none() | _TEXT,
+       routed_to=st.lists(_TEXT, max_size=3), correlation_id=st.none() | _TEXT,
+       action=st.sampled_from(["received", "alert_raised"]), algorithm=st.sampled_from(["sha256", "sm3"]))
+def test_an_entry_made_ahead_has_the_bytes_and_hash_of_one_made_whole(
+        system, kind, record, case, ref, version, business_time, routed_to, correlation_id, action, algorithm) -> None:
+    """What a file's helper makes ahead and the writer finishes is byte for byte the entry the writer would make."""
+    at = "2026-12-01T09:30:00.123+08:00"
+    detail = received_detail(ref=ref, version=version, receipt="Rabc", payload_hash="sha256:00",
+                             business_time=business_time, mapping="m@1", routed_to=routed_to,
+                             correlation_id=correlation_id)
+    whole, ahead = ChainWriter(41, "ab" * 32, algorithm), ChainWriter(41, "ab" * 32, algorithm)
+    made = made_fields(system=system, kind=kind, record=record, case=case, detail=detail)
+    assert made is not None
+    for _ in range(2):  # and the chain goes on the same from either
+        seq, _, _, digest, body = whole.append(at, action, system=system, kind=kind, record=record, case=case,
+                                               detail=detail)
+        assert ahead.append_made(made_head(at, action), made) == (seq, digest, body)
+        assert body == canonical(make_body(seq, at, action, system=system, kind=kind, record=record, case=case,
+                                           detail=detail))
+    assert (whole.seq, whole.head) == (ahead.seq, ahead.head)
+
+
+def test_fields_orjson_refuses_are_left_for_the_writer_to_make_whole() -> None:
+    assert made_fields(system="s", kind="k", record="r", case=None, detail={"version": 2**70}) is None
+    assert made_fields(system="s", kind="k", record="\ud800", case=None, detail={}) is None
+
+
+async def test_prepared_records_store_the_entries_the_writer_would_have_made(tmp_path, monkeypatch) -> None:
+    """Items from the Preparer (entries made ahead) and the same items made whole chain the same bytes."""
+    from gateway.demo.generate import generate_items, write_xml_file
+    from gateway.demo.scenario import MAPPINGS_DIR
+    from gateway.formats import read_items
+    from gateway.mapping import load_mapping
+    from gateway.pipeline.prepare import Preparer
+    from gateway.pipeline.router import Router, Rule
+    from gateway.records import RawRecord
+    from gateway.store import AcceptItem, operations
+
+    mapping = load_mapping(MAPPINGS_DIR / "provincial_approvedatainfo.in.yaml")
+    router = Router([Rule(name="both", to=("hall", "dept"), sources=frozenset({"county"}))])
+    path = tmp_path / "county.xml"
+    write_xml_file(path, generate_items(6, seed=3))
+    raws = [RawRecord("county", i.payload, i.ref, i.raw)
+            for i in read_items(path, {"format": "xml", "record": "APPROVEDATAINFO"})]
+    for n, raw_record in enumerate(raws):
+        raw_record.correlation_id = "c" * 32 if n % 2 else "d" * 32
+    accepted, quarantined = Preparer(router, {"county": mapping}).prepare("county", raws)
+    assert len(accepted) == 6 and not quarantined
+    ahead = [AcceptItem(*a) for a in accepted]
+    assert all(it.audit_made is not None for it in ahead)
+    whole = [AcceptItem(*a) for a in accepted]
+    for it in whole:
+        it.audit_made = None
+    monkeypatch.setattr(operations, "now_iso", lambda: "2026-12-01T09:30:00.000+08:00")
+    bodies = []
+    for n, items in enumerate((ahead, whole)):
+        store = SqliteStore(tmp_path / f"s{n}.db")
+        await store.open()
+        try:
+            outcomes = await store.commit_ingest(items, [])
+            assert [o.status for o in outcomes] == ["accepted"] * 6
+            rows = await store.audit_entries(after_seq=0, limit=100)
+            bodies.append([(r.seq, r.hash, as_bytes(r.body)) for r in rows])
+            assert (await verify_store(store)).ok
+        finally:
+            await store.close()
+    assert bodies[0] == bodies[1]
+    assert len(bodies[0]) == 6
+    first = json.loads(bodies[0][0][2])
+    assert first["action"] == "received" and first["detail"]["routed_to"] == ["hall", "dept"]
+    assert first["detail"]["correlation_id"] == "d" * 32

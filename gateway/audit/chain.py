@@ -137,6 +137,43 @@ def make_body(
     }
 
 
+def received_detail(*, ref: str, version: int, receipt: str, payload_hash: str, business_time: str | None,
+                    mapping: str, routed_to: Any, correlation_id: str | None) -> dict[str, Any]:
+    """The detail of a ``received`` (or ``alert_raised``) entry: one entry says received, mapped and routed."""
+    detail = {"ref": ref, "version": version, "receipt": receipt, "payload_hash": payload_hash,
+              "business_time": business_time, "mapping": mapping, "routed_to": list(routed_to)}
+    if correlation_id:
+        detail["correlation_id"] = correlation_id
+    return detail
+
+
+Made = tuple[bytes, bytes]
+"""An entry's canonical bytes made ahead, apart from ``action``, ``at`` and ``seq`` (see ``made_fields``)."""
+
+
+def made_fields(*, system: str | None, kind: str | None, record: str | None, case: str | None,
+                detail: dict[str, Any] | None) -> Made | None:
+    """The canonical bytes of an entry's other fields, made where the record is prepared (a file's helper).
+
+    The keys sort as action, at, case, detail, kind, record, seq, system, so the body is
+    ``{"action":…,"at":…,`` + the first part + ``,"seq":N,`` + the second part + ``}``: the writer adds
+    what only it knows, byte for byte what ``canonical(make_body(…))`` gives (tests/test_audit.py
+    holds them to it). None where orjson refuses a value: the writer then makes the entry whole.
+    """
+    try:
+        middle = orjson.dumps({"case": case, "detail": detail or {}, "kind": kind, "record": record},
+                              option=orjson.OPT_SORT_KEYS)
+        system_json = orjson.dumps(system)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return middle[1:-1], b'"system":' + system_json
+
+
+def made_head(at: str, action: str) -> bytes:
+    """The start of an entry's canonical body, ``{"action":…,"at":…,``: one per action and transaction."""
+    return b'{"action":' + orjson.dumps(action) + b',"at":' + orjson.dumps(at) + b","
+
+
 class ChainWriter:
     """Appends entries in memory for one transaction; the store persists the rows it returns.
 
@@ -157,6 +194,14 @@ class ChainWriter:
 
     def rollback(self) -> None:
         self.seq, self.head = self._saved
+
+    def append_made(self, head: bytes, made: Made) -> tuple[int, str, bytes]:
+        """Chain an entry whose fields were made ahead (``made_head``, ``made_fields``): (seq, hash, body)."""
+        seq = self.seq + 1
+        body = b"".join((head, made[0], b',"seq":', str(seq).encode(), b",", made[1], b"}"))
+        digest = entry_hash(self.head, body, self.algorithm)
+        self.seq, self.head = seq, digest
+        return seq, digest, body
 
     def append(self, at: str, action: str, **fields: Any) -> tuple[int, str, str, str, bytes]:
         """Return (seq, at, prev_hash, hash, body_bytes) for the new entry."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from gateway.audit.chain import made_fields, received_detail
 from gateway.pipeline.router import Router
 from gateway.records import RawRecord, item_hash, payload_json, storable_text
 from gateway.schema import KINDS, SCHEMA_VERSION
@@ -192,9 +193,12 @@ class Preparer:
                 continue
             dests = route(m.kind, system, data)
             rendered = self._render(body, data, dests) if self.renderers else None
+            made = made_fields(system=system, kind=m.kind, record=key, case=case_no, detail=received_detail(
+                ref=raw.ref, version=version, receipt=rid, payload_hash=phash, business_time=business_time,
+                mapping=mapping_id, routed_to=dests, correlation_id=raw.correlation_id))
             accepted.append((system, m.kind, key, version, case_no, business_time, receipt_time, phash, body, raw.ref,
                              rid, dests, tuple(idempotency_key(system, m.kind, key, version, d) for d in dests),
-                             mapping_id, findings, rendered, raw.correlation_id))
+                             mapping_id, findings, rendered, raw.correlation_id, made))
 
     def _render(self, body: str, data: Mapping[str, Any], dests: Sequence[str]) -> dict[str, Any] | None:
         """Destination → counterpart body, from exactly what a delivery reads back from the store.

@@ -38,6 +38,10 @@ class AcceptItem:
     # deliveries a commit may claim at birth (``Claims``); a delivery read back from the store renders again.
     rendered: dict[str, Any] | None = None
     correlation_id: str | None = None  # the request, file or pull it arrived with (gateway.observability)
+    # Its ``received`` entry's fields as canonical bytes, made where it was prepared (a file's helper), so
+    # the store's single writer only adds seq, time and hash (gateway.audit.chain.made_fields). None: the
+    # writer makes the entry whole. Whoever changes a field the entry names after that must clear it.
+    audit_made: tuple[bytes, bytes] | None = None
     # What to do when the same key and version is stored with a different payload: "quarantine" (rule
     # version_conflict) or "keep_first" (kept, audited as version_conflict); None: the kind's default.
     on_conflict: str | None = None

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.adapters import IngestOutcome
-from gateway.audit.chain import ChainWriter
+from gateway.audit.chain import ChainWriter, made_head, received_detail
 from gateway.store.base import AcceptItem, ClaimedDelivery, Claims, QuarantineItem, Settlement, StoreError
 from gateway.store.dialect import dialect_of
 from gateway.store.quarantine import record_quarantined
@@ -56,6 +56,7 @@ def _commit_ingest(
     outbox: list[tuple[Any, ...]] = []
     births: list[tuple[int, IngestOutcome, AcceptItem]] = []  # outbox rows that may be claimed at birth
     audit: list[tuple[Any, ...]] = []
+    heads: dict[str, bytes] = {}  # action -> the start of its entries' bodies in this transaction
     # The newest version seen per business key in this batch, so a batch that holds
     # the same record twice dedupes against itself before anything is inserted.
     batch_heads: dict[tuple[str, str, str], tuple[int, int]] = {}
@@ -127,11 +128,16 @@ def _commit_ingest(
         batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
         # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
-        audit.append(audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
-                                case=it.case_no, detail=_correlated(it, {
-                                    "ref": it.ref, "version": it.version, "receipt": it.receipt_id,
-                                    "payload_hash": it.payload_hash, "business_time": it.business_time,
-                                    "mapping": it.mapping, "routed_to": list(it.destinations)})))
+        if it.audit_made is not None:  # made where the item was prepared: add seq, time and hash
+            head = heads.get(action) or heads.setdefault(action, made_head(at, action))
+            audit.append(chain.append_made(head, it.audit_made))
+        else:
+            audit.append(audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
+                                   case=it.case_no, detail=received_detail(
+                                       ref=it.ref, version=it.version, receipt=it.receipt_id,
+                                       payload_hash=it.payload_hash, business_time=it.business_time,
+                                       mapping=it.mapping, routed_to=it.destinations,
+                                       correlation_id=it.correlation_id)))
         outcome = IngestOutcome(it.ref, "accepted", it.receipt_id, it.kind, it.record_key)
         for dest, key in zip(it.destinations, it.idempotency_keys, strict=True):
             outbox.append((rid, dest, it.case_no, key, now, now))
