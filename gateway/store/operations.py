@@ -294,6 +294,8 @@ def _version_quarantine(it: AcceptItem, at: str, rule: str, message: str) -> Qua
 def _stored_versions(conn: Any, accepted: Sequence[AcceptItem],
                      heads: dict[tuple[str, str, str], tuple[int, int]]) -> dict[tuple[str, str, str, int], _Stored]:
     """Receipt and payload hash of each stored (key, version) the batch may repeat; bodies where the hash differs."""
+    if not heads:  # no key of the batch is stored yet (a new file's usual case): nothing to look at per item
+        return {}
     wanted: dict[tuple[str, str], dict[str, set[int]]] = {}
     for it in accepted:
         head = heads.get((it.system, it.kind, it.record_key))
@@ -312,6 +314,8 @@ def _stored_versions(conn: Any, accepted: Sequence[AcceptItem],
                 if version in keys[key]:
                     found[(system, kind, key, version)] = _Stored(receipt, phash)
                     ids[rid] = (system, kind, key, version)
+    if not ids:
+        return found
     hashes: dict[tuple[str, str, str, int], set[str]] = {}
     for it in accepted:
         hashes.setdefault((it.system, it.kind, it.record_key, it.version), set()).add(it.payload_hash)
