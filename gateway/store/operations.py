@@ -60,7 +60,7 @@ def _commit_ingest(
     # The newest version seen per business key in this batch, so a batch that holds
     # the same record twice dedupes against itself before anything is inserted.
     batch_heads: dict[tuple[str, str, str], tuple[int, int]] = {}
-    batch_versions: dict[tuple[str, str, str, int], _Stored] = {}
+    batch_versions: dict[tuple[str, str, str, int], AcceptItem] = {}  # read as _Stored only when repeated
     ids = dialect_of(conn).ids(conn, "records", len(accepted))
     duplicates = 0
     stored_heads = _heads(conn, accepted)
@@ -70,7 +70,9 @@ def _commit_ingest(
         bkey = (it.system, it.kind, it.record_key)
         head = batch_heads.get(bkey) or stored_heads.get(bkey)
         if head is not None and head[1] >= it.version:
-            existing = batch_versions.get((*bkey, it.version)) or stored_versions.get((*bkey, it.version))
+            earlier = batch_versions.get((*bkey, it.version))
+            existing = _Stored(earlier.receipt_id, earlier.payload_hash, earlier.body) if earlier is not None \
+                else stored_versions.get((*bkey, it.version))
             if existing is not None:
                 if existing.payload_hash == it.payload_hash or _same_content(it, existing) \
                         or it.system in GATEWAY_SYSTEMS:
@@ -111,7 +113,7 @@ def _commit_ingest(
             records.append((rid, it.system, it.kind, it.record_key, it.version, it.case_no, it.business_time,
                             it.receipt_time, it.payload_hash, it.receipt_id, "stale", it.ref, it.body,
                             it.correlation_id))
-            batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
+            batch_versions[(*bkey, it.version)] = it
             audit.append(audit_row(chain, at, "superseded", system=it.system, kind=it.kind, record=it.record_key,
                                     case=it.case_no, detail=_correlated(it, {
                                         "ref": it.ref, "version": it.version, "current_version": head[1],
@@ -125,7 +127,7 @@ def _commit_ingest(
                         it.receipt_time, it.payload_hash, it.receipt_id, "current", it.ref, it.body,
                         it.correlation_id))
         batch_heads[bkey] = (rid, it.version)
-        batch_versions[(*bkey, it.version)] = _Stored(it.receipt_id, it.payload_hash, it.body)
+        batch_versions[(*bkey, it.version)] = it
         # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
         if it.audit_made is not None:  # made where the item was prepared: add seq, time and hash
