@@ -27,6 +27,7 @@ BENCHMARK_EXCEPTIONS = {
     "bench_outage.py": "watches the outbox in the SQLite file read-only while the gateway runs",
     "bench_security.py": "prints the SQLite version in the machine line",
     "bench_versions.py": "measures version handling on SqliteStore directly",
+    "bench_writer.py": "measures the SQLite store's single writer on file-ingest batches, opening SqliteStore directly",
     "compare.py": "prints the SQLite version in the machine line; the bare Python peer writes SQLite itself",
 }
 
