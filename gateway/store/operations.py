@@ -56,7 +56,7 @@ def _commit_ingest(
     outbox: list[tuple[Any, ...]] = []
     births: list[tuple[int, IngestOutcome, AcceptItem]] = []  # outbox rows that may be claimed at birth
     audit: list[tuple[Any, ...]] = []
-    heads: dict[str, bytes] = {}  # action -> the start of its entries' bodies in this transaction
+    entry_starts: dict[str, bytes] = {}  # action -> the start of its entries' bodies in this transaction
     # The newest version seen per business key in this batch, so a batch that holds
     # the same record twice dedupes against itself before anything is inserted.
     batch_heads: dict[tuple[str, str, str], tuple[int, int]] = {}
@@ -131,8 +131,8 @@ def _commit_ingest(
         # Received, mapped and routed are one state change in one transaction: one entry says all three.
         action = "alert_raised" if it.kind == "supervision_alert" else "received"
         if it.audit_made is not None:  # made where the item was prepared: add seq, time and hash
-            head = heads.get(action) or heads.setdefault(action, made_head(at, action))
-            audit.append(chain.append_made(head, it.audit_made))
+            start = entry_starts.get(action) or entry_starts.setdefault(action, made_head(at, action))
+            audit.append(chain.append_made(start, it.audit_made))
         else:
             audit.append(audit_row(chain, at, action, system=it.system, kind=it.kind, record=it.record_key,
                                    case=it.case_no, detail=received_detail(
